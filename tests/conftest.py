@@ -1,0 +1,55 @@
+"""Shared fixtures. The built book is made once per test session, from scratch, in a temporary folder."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def jupyter_book_build(source: Path, output: Path, *extra: str, timeout: int = 1500,
+                       warnings_as_errors: bool = True) -> subprocess.CompletedProcess:
+    """Build a Jupyter Book 1 project (by default with warnings as errors); return the finished process."""
+    strict = ["-W", "--keep-going"] if warnings_as_errors else []
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", "--all", *strict,
+           "--path-output", str(output), *extra, str(source)]
+    env = dict(os.environ, PYTHONHASHSEED="0", MPLBACKEND="Agg")
+    return subprocess.run(cmd, cwd=source, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    """The whole book built from scratch (no execution cache) into a temporary folder; returns _build/html.
+
+    Set MHA_BOOK_HTML to an already built site to skip the build while working on the tests themselves.
+    """
+    prebuilt = os.environ.get("MHA_BOOK_HTML")
+    if prebuilt:
+        return Path(prebuilt)
+    out = tmp_path_factory.mktemp("book")
+    proc = jupyter_book_build(REPO, out)
+    log = REPO / "_build" / "test-book-build.log"
+    log.parent.mkdir(exist_ok=True)
+    log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-6000:]
+        pytest.fail(f"jupyter-book build failed (exit {proc.returncode}); full log in {log}\n{tail}")
+    html = out / "_build" / "html"
+    assert (html / "index.html").exists(), f"no index.html in {html}"
+    return html
+
+
+@pytest.fixture
+def scratch_copy(tmp_path) -> Path:
+    """A copy of the repository's book sources (config, toc, book/) in a temporary folder."""
+    dest = tmp_path / "repo"
+    dest.mkdir()
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(REPO / name, dest / name)
+    shutil.copytree(REPO / "book", dest / "book", ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
+    return dest
