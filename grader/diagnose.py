@@ -1,0 +1,429 @@
+"""Checks that turn the symptoms of broken attention code into the name of the bug.
+
+Students' visible tests and the hidden tests call these; each raises ``AssertionError`` whose message starts
+with the bug's name (the strings in ``BUGS``), so that a failing test says *what* is wrong, not only *that*.
+Every reference is one of PyTorch's own operators (``F.scaled_dot_product_attention``, ``nn.MultiheadAttention``
+with the module's weights copied in); nothing here is a solution to an exercise. Everything runs on CUDA when
+there is a GPU and on the CPU otherwise.
+
+API
+---
+``device()``                                   the device checks run on (cuda if available, else cpu)
+``BUGS``                                       bug code -> the phrase a failure message starts with
+``expected_parameter_count(d_in, d_out, qkv_bias=False, out_proj=True)``
+``check_shape(actual, expected, num_heads=None, what="output")``
+``check_parameter_count(module, d_in, d_out, num_heads=1, qkv_bias=False)``
+``check_attention_weights(weights, causal=False)``   rows sum to 1, nothing on a future key
+``check_no_future_leakage(forward, x)``        changing a future token must not change an earlier position
+``check_batch_independence(forward, x)``       each sequence's output depends on that sequence only
+``check_scaled_dot_product(fn)``               fn(queries, keys, values) -> (context, weights) vs SDPA
+``check_attention_module(module, d_in, num_heads=1, causal=True)``  module vs nn.MultiheadAttention
+``check_d_in_not_d_out(make_module, d_in, d_out, **check_kwargs)``  the same check at d_in != d_out
+``check_dropout(module, d_in, p)``             off in eval mode, on in training mode, on the weights
+``check_mask_buffer(module, context_length, name="mask")``  a buffer: in state_dict, moves with .to()
+``check_split_heads(split_heads)`` / ``check_combine_heads(combine_heads)``
+``check_divisibility_error(make_module)``      ValueError naming num_heads when d_out % num_heads != 0
+``check_wrapper(wrapper, d_in, d_out, num_heads)``   heads side by side, each a causal single head
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BUGS = {
+    "width": "d_out not divided by num_heads",
+    "no_out_proj": "no output projection",
+    "out_proj_unused": "output projection defined but not applied in forward",
+    "d_in_d_out": "a weight uses d_in where d_out belongs, or is transposed",
+    "scale_multiplied": "scores multiplied instead of divided by sqrt(d_k)",
+    "scale_missing": "scores not scaled by 1/sqrt(d_k)",
+    "scale_width": "scores scaled by sqrt(d_out) instead of sqrt(head_dim)",
+    "future": "mask missing or applied after softmax",
+    "softmax_dim": "softmax over the wrong dimension",
+    "view_no_transpose": "view without transpose: tokens and heads mixed up",
+    "contiguous": "missing .contiguous() before .view()",
+    "dropout_eval": "dropout active in eval mode",
+    "dropout_never": "dropout not applied in training mode",
+    "dropout_scores": "dropout on scores instead of weights",
+    "mask_buffer": "mask is not a registered buffer",
+    "batch": "sequences in a batch affect each other",
+    "divisibility": "no clear error when d_out is not divisible by num_heads",
+    "mismatch": "output differs from PyTorch's reference",
+}
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _fail(code: str, detail: str) -> None:
+    raise AssertionError(f"{BUGS[code]}: {detail}")
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    # float32 on either device; loose enough for CUDA kernels, far tighter than any bug's effect.
+    return a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=1e-4, rtol=1e-3)
+
+
+def _inputs(batch: int, num_tokens: int, width: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, num_tokens, width, generator=gen).to(device())
+
+
+def _call(forward: Callable, *args):
+    """Run student code, translating the errors whose cause we can name."""
+    try:
+        return forward(*args)
+    except RuntimeError as err:
+        text = str(err)
+        if "view size is not compatible" in text:
+            _fail("contiguous", f"view() on a transposed tensor raised: {text.splitlines()[0]}")
+        if "shapes cannot be multiplied" in text or "size of tensor a" in text or "must match the size" in text:
+            _fail("d_in_d_out", f"the forward pass failed on a shape: {text.splitlines()[0]}")
+        raise
+
+
+# ---------------------------------------------------------------------------------------------- shapes, counts
+def expected_parameter_count(d_in: int, d_out: int, qkv_bias: bool = False, out_proj: bool = True) -> int:
+    """Q, K, V projections d_in -> d_out (bias optional) plus an output projection d_out -> d_out with bias."""
+    qkv = 3 * (d_in * d_out + (d_out if qkv_bias else 0))
+    return qkv + (d_out * d_out + d_out if out_proj else 0)
+
+
+def check_shape(actual: torch.Tensor, expected: tuple, num_heads: int | None = None, what: str = "output") -> None:
+    expected = tuple(expected)
+    shape = tuple(actual.shape)
+    if shape == expected:
+        return
+    if num_heads and num_heads > 1 and shape[:-1] == expected[:-1] and shape[-1] == num_heads * expected[-1]:
+        _fail("width", f"{what} is {num_heads} x {expected[-1]} = {shape[-1]} wide, expected {expected[-1]} "
+                       f"(each head must get d_out // num_heads, not d_out)")
+    raise AssertionError(f"{what} has shape {shape}, expected {expected}")
+
+
+def check_parameter_count(module: nn.Module, d_in: int, d_out: int, num_heads: int = 1,
+                          qkv_bias: bool = False) -> None:
+    count = sum(p.numel() for p in module.parameters())
+    expected = expected_parameter_count(d_in, d_out, qkv_bias)
+    if count == expected:
+        return
+    qkv_only = expected_parameter_count(d_in, d_out, qkv_bias, out_proj=False)
+    if count == qkv_only:
+        _fail("no_out_proj", f"{count:,} parameters = the Q, K, V projections only, expected {expected:,}")
+    if count == qkv_only + d_in * d_out + d_out and d_in != d_out:
+        _fail("d_in_d_out", f"{count:,} parameters: the output projection looks like nn.Linear(d_in, d_out)")
+    if num_heads > 1 and count >= num_heads * qkv_only:
+        _fail("width", f"{count:,} parameters, at least {num_heads} x the {qkv_only:,} of the Q, K, V projections")
+    raise AssertionError(f"{count:,} parameters, expected {expected:,} for d_in={d_in}, d_out={d_out}")
+
+
+# --------------------------------------------------------------------------------------- attention weights
+def check_attention_weights(weights: torch.Tensor, causal: bool = False) -> None:
+    """Weights (..., T_q, T_k): finite, non-negative, each row sums to 1, zero on future keys when causal."""
+    weights = weights.detach().float()
+    if not torch.isfinite(weights).all():
+        _fail("future" if causal else "softmax_dim", "the weights contain NaN or inf (a whole row masked, or "
+                                                     "dropout/softmax applied to -inf scores)")
+    rows = weights.sum(-1)
+    future = torch.ones(weights.shape[-2:], dtype=torch.bool, device=weights.device).triu(1)
+    if causal and weights[..., future].abs().max() > 1e-6:
+        _fail("future", f"a query puts weight {weights[..., future].abs().max():.3g} on a future key")
+    if torch.allclose(rows, torch.ones_like(rows), atol=1e-4):
+        return
+    cols = weights.sum(-2)
+    if torch.allclose(cols, torch.ones_like(cols), atol=1e-4):
+        _fail("softmax_dim", "the columns sum to 1 but the rows do not: softmax(dim=-1) normalises over keys")
+    if causal and bool((rows < 1 - 1e-4).all()):
+        _fail("future", "future weights are zero but the rows sum to less than 1: the mask was applied after "
+                        "softmax without renormalising")
+    _fail("softmax_dim", f"rows sum to {rows.min():.3g}..{rows.max():.3g}, not 1")
+
+
+def check_no_future_leakage(forward: Callable, x: torch.Tensor) -> None:
+    """forward(x) -> (b, T, d). Changing the last token may change only the last position."""
+    num_tokens = x.shape[-2]
+    with torch.no_grad():
+        before = _call(forward, x)
+        changed_x = x.clone()
+        changed_x[..., -1, :] = changed_x[..., -1, :] * -3.0 + 1.0
+        after = _call(forward, changed_x)
+    moved = [t for t in range(num_tokens - 1) if not _close(before[..., t, :], after[..., t, :])]
+    if not moved:
+        return
+    if len(moved) == num_tokens - 1:
+        _fail("future", f"changing the last token changed every earlier position (0..{num_tokens - 2})")
+    _fail("view_no_transpose", f"changing the last token changed earlier positions {moved} but not the others: "
+                               f"rows of the output mix tokens (heads concatenated with view but no transpose back)")
+
+
+def check_batch_independence(forward: Callable, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        together = _call(forward, x)
+        alone = _call(forward, x[:1])
+    if not _close(together[:1], alone):
+        _fail("batch", "sequence 0 gives a different output alone than inside a batch (an op over dim 0?)")
+
+
+# -------------------------------------------------------------------------------------------- references
+def sdpa_reference(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, causal: bool = False,
+                   scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(context, weights) from F.scaled_dot_product_attention; the weights come from attending to identity values."""
+    context = F.scaled_dot_product_attention(queries, keys, values, is_causal=causal, scale=scale)
+    eye = torch.eye(keys.shape[-2], dtype=keys.dtype, device=keys.device)
+    eye = eye.expand(*keys.shape[:-1], keys.shape[-2]).contiguous()
+    weights = F.scaled_dot_product_attention(queries, keys, eye, is_causal=causal, scale=scale)
+    return context, weights
+
+
+def check_scaled_dot_product(fn: Callable, causal: bool = False) -> None:
+    """fn(queries, keys, values) -> (context, weights) must equal softmax(q k^T / sqrt(d_k)) v."""
+    d_k = 8
+    queries, keys = _inputs(2, 5, d_k, seed=1), _inputs(2, 6, d_k, seed=2)
+    values = _inputs(2, 6, 3, seed=3)
+    result = _call(fn, queries, keys, values)
+    assert isinstance(result, tuple) and len(result) == 2, "return a tuple (context, weights)"
+    context, weights = result
+    check_shape(weights, (2, 5, 6), what="weights")
+    check_shape(context, (2, 5, 3), what="context")
+    check_attention_weights(weights)
+    ref_context, ref_weights = sdpa_reference(queries, keys, values)
+    if _close(context, ref_context) and _close(weights, ref_weights):
+        return
+    for code, scale in (("scale_multiplied", math.sqrt(d_k)), ("scale_missing", 1.0)):
+        if _close(weights, sdpa_reference(queries, keys, values, scale=scale)[1]):
+            _fail(code, "the weights match softmax with that scaling")
+    if _close(weights, ref_weights):
+        _fail("mismatch", "the weights are right but context != weights @ values")
+    _fail("mismatch", f"weights differ from F.scaled_dot_product_attention's by "
+                      f"{(weights - ref_weights).abs().max():.3g}")
+
+
+def _linear(layer) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(layer, nn.Linear):
+        return layer.weight, layer.bias
+    raise AssertionError(f"expected an nn.Linear, found {type(layer).__name__}")
+
+
+def _projections(module: nn.Module):
+    """[(weight, bias)] for query, key, value, and the output projection (or None), by the course's names.
+
+    A fused projection is accepted as ``W_qkv`` or ``qkv`` (out_features 3 * d_out, query rows first).
+    """
+    if all(hasattr(module, n) for n in ("W_query", "W_key", "W_value")):
+        qkv = [_linear(getattr(module, n)) for n in ("W_query", "W_key", "W_value")]
+    else:
+        fused = next((getattr(module, n) for n in ("W_qkv", "qkv") if hasattr(module, n)), None)
+        if fused is None:
+            raise AssertionError("no projections found: name them W_query, W_key, W_value (or one fused W_qkv)")
+        weight, bias = _linear(fused)
+        biases = bias.chunk(3) if bias is not None else (None,) * 3
+        qkv = list(zip(weight.chunk(3), biases))
+    out = next((getattr(module, n) for n in ("out_proj", "proj") if isinstance(getattr(module, n, None),
+                                                                             nn.Linear)), None)
+    return qkv, (_linear(out) if out is not None else None)
+
+
+@torch.no_grad()
+def mha_reference(x: torch.Tensor, qkv, out, num_heads: int, causal: bool, query_scale: float = 1.0,
+                  transpose: tuple[bool, bool, bool] = (False, False, False)) -> torch.Tensor:
+    """nn.MultiheadAttention computing with the given weights: the projections are applied with F.linear and
+    fed through identity in-projections (so d_in may differ from d_out); ``out=None`` means identity."""
+    projected = []
+    for (weight, bias), flip in zip(qkv, transpose):
+        projected.append(F.linear(x, weight.t() if flip else weight, bias))
+    queries, keys, values = projected
+    queries = queries * query_scale
+    d_out = queries.shape[-1]
+    ref = nn.MultiheadAttention(d_out, num_heads, bias=True, batch_first=True, device=x.device, dtype=x.dtype)
+    eye = torch.eye(d_out, device=x.device, dtype=x.dtype)
+    ref.in_proj_weight.copy_(torch.cat([eye, eye, eye]))
+    ref.in_proj_bias.zero_()
+    ref.out_proj.weight.copy_(eye if out is None else out[0])
+    ref.out_proj.bias.copy_(torch.zeros(d_out) if out is None or out[1] is None else out[1])
+    num_tokens = x.shape[-2]
+    mask = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=x.device).triu(1) if causal else None
+    context, _ = ref(queries, keys, values, attn_mask=mask, need_weights=False)
+    return context
+
+
+def _named_variants(qkv, out, num_heads: int, causal: bool, head_dim: int, d_out: int):
+    """Reference computations of known bugs, each labelled with the bug's code."""
+    yield "scale_multiplied", dict(query_scale=float(head_dim))
+    yield "scale_missing", dict(query_scale=math.sqrt(head_dim))
+    if num_heads > 1:
+        yield "scale_width", dict(query_scale=math.sqrt(head_dim) / math.sqrt(d_out))
+    if out is not None:
+        yield "out_proj_unused", dict(out=None)
+    if causal:
+        yield "future", dict(causal=False)
+    if all(w.shape[0] == w.shape[1] for w, _ in qkv):
+        for flips in ((True, True, True), (True, False, False), (False, True, False), (False, False, True)):
+            yield "d_in_d_out", dict(transpose=flips)
+    if out is not None and out[0].shape[0] == out[0].shape[1]:
+        yield "d_in_d_out", dict(out=(out[0].t(), out[1]))
+
+
+def check_attention_module(module: nn.Module, d_in: int, num_heads: int = 1, causal: bool = True,
+                           batch: int = 2, num_tokens: int = 6) -> None:
+    """The module in eval mode equals nn.MultiheadAttention holding the module's own weights."""
+    module = module.to(device()).eval()
+    x = _inputs(batch, num_tokens, d_in, seed=4)
+    qkv, out = _projections(module)
+    d_out = qkv[0][0].shape[0]
+    with torch.no_grad():
+        actual = _call(module, x)
+    check_shape(actual, (batch, num_tokens, d_out), num_heads)
+    expected = mha_reference(x, qkv, out, num_heads, causal)
+    if _close(actual, expected):
+        return
+    base = dict(qkv=qkv, out=out, num_heads=num_heads, causal=causal)
+    for code, change in _named_variants(qkv, out, num_heads, causal, d_out // num_heads, d_out):
+        if _close(actual, mha_reference(x, **{**base, **change})):
+            _fail(code, "your output equals PyTorch's attention computed with exactly this bug")
+    if causal:
+        check_no_future_leakage(module, x)
+    _fail("mismatch", f"max difference {(actual - expected).abs().max():.3g} from nn.MultiheadAttention with "
+                      f"your weights copied in (num_heads={num_heads}, causal={causal})")
+
+
+def check_d_in_not_d_out(make_module: Callable[[int, int], nn.Module], d_in: int, d_out: int,
+                         **check_kwargs) -> None:
+    """Bugs that hide when d_in == d_out: run the same reference check with d_in != d_out."""
+    assert d_in != d_out, "pick different sizes"
+    # First at d_in == d_out: a failure there is some other bug and keeps its own name.
+    check_attention_module(make_module(d_out, d_out), d_out, **check_kwargs)
+    try:
+        module = make_module(d_in, d_out)
+        check_attention_module(module, d_in, **check_kwargs)
+    except AssertionError as err:
+        if str(err).startswith(BUGS["d_in_d_out"]):
+            raise
+        raise AssertionError(f"{BUGS['d_in_d_out']}: right at d_in == d_out = {d_out}, but at d_in={d_in}: "
+                             f"{err}") from None
+    except RuntimeError as err:
+        _fail("d_in_d_out", f"right at d_in == d_out, but at d_in={d_in}, d_out={d_out} the module failed: "
+                            f"{str(err).splitlines()[0]}")
+
+
+# ------------------------------------------------------------------------------------------------ dropout
+def check_dropout(module: nn.Module, d_in: int, p: float = 0.5, num_tokens: int = 6, batch: int = 8) -> None:
+    """Built with dropout=p: deterministic in eval mode; in training mode it drops attention *weights*.
+
+    Position 0 attends to one key with weight 1. Dropout on the weights makes that 0 or 1/(1-p), so the training
+    output at position 0 differs from eval; dropout on the scores leaves a one-key softmax at 1 (or NaN on -inf).
+    """
+    module = module.to(device())
+    x = _inputs(batch, num_tokens, d_in, seed=5)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        module.eval()
+        first, second = _call(module, x), _call(module, x)
+        if not _close(first, second):
+            _fail("dropout_eval", "two forward passes in eval() mode differ (use nn.Dropout or "
+                                  "F.dropout(..., training=self.training))")
+        module.train()
+        trained = _call(module, x)
+    module.eval()
+    if torch.isnan(trained).any():
+        _fail("dropout_scores", "training mode gives NaN: dropout zeroed -inf scores (0 * -inf)")
+    if _close(trained, first):
+        _fail("dropout_never", f"training mode with dropout={p} gives the eval output")
+    if _close(trained[:, 0], first[:, 0]):
+        _fail("dropout_scores", "position 0 (one key, weight 1) is never dropped in training mode")
+
+
+def check_mask_buffer(module: nn.Module, context_length: int, name: str = "mask") -> None:
+    buffers = dict(module.named_buffers())
+    if name not in buffers:
+        where = "a parameter (it would be trained)" if name in dict(module.named_parameters()) else \
+            "a plain attribute or missing"
+        _fail("mask_buffer", f"'{name}' is {where}; use self.register_buffer('{name}', ...)")
+    if name not in module.state_dict():
+        _fail("mask_buffer", f"'{name}' is not in state_dict() (persistent=False?)")
+    mask = buffers[name]
+    if tuple(mask.shape[-2:]) != (context_length, context_length):
+        raise AssertionError(f"'{name}' has shape {tuple(mask.shape)}, expected ({context_length}, {context_length})")
+    moved = module.to("meta")
+    if dict(moved.named_buffers())[name].device.type != "meta":
+        _fail("mask_buffer", f"'{name}' did not move with .to()")
+
+
+# ------------------------------------------------------------------------------------------ head plumbing
+def _encoded(batch: int, num_tokens: int, num_heads: int, head_dim: int) -> torch.Tensor:
+    """A (b, T, num_heads * head_dim) tensor whose entry says where it came from: 1000 b + 100 t + column."""
+    width = num_heads * head_dim
+    b = torch.arange(batch).view(batch, 1, 1) * 1000
+    t = torch.arange(num_tokens).view(1, num_tokens, 1) * 100
+    c = torch.arange(width).view(1, 1, width)
+    return (b + t + c).float().to(device())
+
+
+def check_split_heads(split_heads: Callable) -> None:
+    batch, num_tokens, num_heads, head_dim = 2, 5, 3, 4
+    x = _encoded(batch, num_tokens, num_heads, head_dim)
+    out = _call(split_heads, x, num_heads)
+    if tuple(out.shape) == (batch, num_tokens, num_heads, head_dim):
+        raise AssertionError("shape (b, T, num_heads, head_dim): transpose(1, 2) so heads come before tokens")
+    check_shape(out, (batch, num_heads, num_tokens, head_dim), what="split_heads output")
+    if torch.equal(out.reshape(-1), x.reshape(-1)) and not _head_slices_match(out, x, head_dim):
+        _fail("view_no_transpose", "viewed straight to (b, num_heads, T, head_dim): each 'head' holds a run of "
+                                   "tokens; view to (b, T, num_heads, head_dim) then transpose(1, 2)")
+    assert _head_slices_match(out, x, head_dim), "out[:, h, t] must be x[:, t, h*head_dim:(h+1)*head_dim]"
+
+
+def _head_slices_match(heads: torch.Tensor, x: torch.Tensor, head_dim: int) -> bool:
+    return all(torch.equal(heads[:, h], x[:, :, h * head_dim:(h + 1) * head_dim]) for h in range(heads.shape[1]))
+
+
+def check_combine_heads(combine_heads: Callable) -> None:
+    batch, num_tokens, num_heads, head_dim = 2, 5, 3, 4
+    x = _encoded(batch, num_tokens, num_heads, head_dim)
+    heads = torch.stack([x[:, :, h * head_dim:(h + 1) * head_dim] for h in range(num_heads)], dim=1).contiguous()
+    out = _call(combine_heads, heads)
+    check_shape(out, (batch, num_tokens, num_heads * head_dim), what="combine_heads output")
+    if torch.equal(out, x):
+        return
+    if torch.equal(out.reshape(-1), heads.reshape(-1)):
+        _fail("view_no_transpose", "viewed (b, num_heads, T, head_dim) straight to (b, T, d_out): transpose(1, 2) "
+                                   "first, then .contiguous().view(...) (or .reshape)")
+    raise AssertionError("out[:, t, h*head_dim:(h+1)*head_dim] must be heads[:, h, t]")
+
+
+def check_divisibility_error(make_module: Callable[[int, int], nn.Module]) -> None:
+    """make_module(d_out, num_heads) with d_out=10, num_heads=4 must raise ValueError mentioning num_heads."""
+    try:
+        make_module(10, 4)
+    except ValueError as err:
+        assert "num_heads" in str(err) or "divisible" in str(err), \
+            f"{BUGS['divisibility']}: the ValueError should say d_out must be divisible by num_heads, got {err!r}"
+        return
+    except Exception as err:  # noqa: BLE001 - any other type is the failure we report
+        _fail("divisibility", f"raised {type(err).__name__}: {err} instead of ValueError")
+    _fail("divisibility", "d_out=10, num_heads=4 built without error")
+
+
+# --------------------------------------------------------------------------------------------- the wrapper
+def check_wrapper(wrapper: nn.Module, d_in: int, d_out: int, num_heads: int, num_tokens: int = 6) -> None:
+    """Wrapper with d_out per head: heads in ``self.heads``, output = the heads' outputs side by side."""
+    wrapper = wrapper.to(device()).eval()
+    heads = getattr(wrapper, "heads", None)
+    assert isinstance(heads, nn.ModuleList) and len(heads) == num_heads, \
+        f"keep the {num_heads} heads in self.heads = nn.ModuleList([...])"
+    x = _inputs(2, num_tokens, d_in, seed=6)
+    with torch.no_grad():
+        out = _call(wrapper, x)
+    if tuple(out.shape) == (2, num_tokens, d_out):
+        raise AssertionError(f"output is {d_out} wide: in the wrapper d_out is the width of ONE head, so the "
+                             f"concatenation is num_heads * d_out = {num_heads * d_out} wide")
+    check_shape(out, (2, num_tokens, num_heads * d_out), what="wrapper output")
+    for h, head in enumerate(heads):
+        qkv, _ = _projections(head)
+        expected = mha_reference(x, qkv, None, 1, causal=True)
+        if not _close(out[..., h * d_out:(h + 1) * d_out], expected):
+            raise AssertionError(f"columns {h * d_out}..{(h + 1) * d_out - 1} are not head {h}'s causal attention "
+                                 f"output (concatenate along the last dim, in order)")
+    check_no_future_leakage(wrapper, x)
