@@ -84,6 +84,9 @@ def _call(forward: Callable, *args):
             _fail("contiguous", f"view() on a transposed tensor raised: {text.splitlines()[0]}")
         if "shapes cannot be multiplied" in text or "size of tensor a" in text or "must match the size" in text:
             _fail("d_in_d_out", f"the forward pass failed on a shape: {text.splitlines()[0]}")
+        if "same device" in text:
+            _fail("mask_buffer", f"a tensor stayed behind when the module moved to {device()} (register it with "
+                                 f"self.register_buffer): {text.splitlines()[0]}")
         raise
 
 

@@ -1,0 +1,119 @@
+"""Helpers for the exercise tests: grade notebooks through nbgrader's real autograde, and plant bugs.
+
+``autograde(source_nb, submitted_nb, tmp)`` grades one notebook; ``autograde_many(source_nb, {student: nb}, tmp)``
+grades several against the same source in one course directory (one gradebook, one generate_assignment), which
+is how the mutation tests stay affordable: every graded notebook still gets its own fresh kernel from nbgrader.
+``mutate(solution_nb, cell_id, [(old, new), ...], dest)`` copies a solution notebook with text replaced in one
+cell, and fails loudly when a pattern is not there (a mutation that silently does nothing proves nothing).
+"""
+from __future__ import annotations
+
+import html
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parents[1]
+# A shared 2-core machine: give each cell room, but still bound it.
+CELL_TIMEOUT_S = 180
+
+
+def _config(course: Path):
+    from traitlets.config import Config
+
+    config = Config()
+    config.CourseDirectory.root = str(course)
+    config.CourseDirectory.source_directory = "source"
+    config.CourseDirectory.release_directory = "release"
+    config.CourseDirectory.submitted_directory = "submitted"
+    config.CourseDirectory.autograded_directory = "autograded"
+    config.CourseDirectory.feedback_directory = "feedback"
+    config.CourseDirectory.db_url = "sqlite:///" + str(course / "gradebook.db")
+    config.Exchange.root = str(course / "exchange")
+    config.ExecutePreprocessor.timeout = CELL_TIMEOUT_S
+    config.Execute.timeout = CELL_TIMEOUT_S
+    return config
+
+
+def _feedback_text(path: Path) -> str:
+    """Feedback HTML as plain text: tags and ANSI colour spans removed, entities decoded."""
+    if not path.exists():
+        return ""
+    text = re.sub(r"<style.*?</style>|<script.*?</script>", " ", path.read_text(errors="replace"), flags=re.S)
+    text = html.unescape(re.sub(r"<[^>]+>", "", text))
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def autograde_many(source_nb: Path, submissions: dict[str, Path], tmp: Path) -> dict[str, dict]:
+    """Autograde each submitted notebook against ``source_nb`` with nbgrader; per student returns
+    ``{"scores": {task: points}, "max": {task: points}, "total": float, "feedback": str, "log": str}``
+    where task is the graded cell's grade_id without the ``test_`` prefix."""
+    from nbgrader.api import Gradebook
+    from nbgrader.apps import NbGraderAPI
+
+    assignment = source_nb.stem
+    course = Path(tmp) / "course"
+    (course / "source" / assignment).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source_nb, course / "source" / assignment / source_nb.name)
+    for student, notebook in submissions.items():
+        folder = course / "submitted" / student / assignment
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(notebook, folder / source_nb.name)
+
+    api = NbGraderAPI(config=_config(course))
+    made = api.generate_assignment(assignment, force=True, create=True)
+    assert made["success"], made.get("error", "") + made.get("log", "")
+    results: dict[str, dict] = {}
+    for student in submissions:
+        graded = api.autograde(assignment, student, force=True, create=True)
+        assert graded["success"], f"nbgrader autograde errored for {student}:\n{graded.get('error', '')}" \
+                                  f"\n{graded.get('log', '')[-4000:]}"
+        feedback = api.generate_feedback(assignment, student, force=True)
+        assert feedback["success"], feedback.get("error", "") + feedback.get("log", "")
+        results[student] = {"log": graded.get("log", ""),
+                            "feedback": _feedback_text(course / "feedback" / student / assignment
+                                                       / f"{assignment}.html")}
+
+    with Gradebook("sqlite:///" + str(course / "gradebook.db")) as gradebook:
+        for student in submissions:
+            notebook = gradebook.find_submission_notebook(assignment, assignment, student)
+            scores, maxima = {}, {}
+            for grade in notebook.grades:
+                task = grade.name.removeprefix("test_")
+                scores[task] = float(grade.score)
+                maxima[task] = float(grade.max_score)
+            results[student].update(scores=scores, max=maxima, total=sum(scores.values()))
+    return results
+
+
+def autograde(source_nb: Path, submitted_nb: Path, tmp: Path) -> dict:
+    """Autograde one notebook; see ``autograde_many`` for the result."""
+    return autograde_many(source_nb, {"student": submitted_nb}, tmp)["student"]
+
+
+def mutate(solution_nb: Path, cell_id: str, replacements: list[tuple[str, str]], dest: Path) -> Path:
+    """Copy ``solution_nb`` to ``dest`` with each (old, new) replaced once in the cell whose id is ``cell_id``."""
+    nb = nbformat.read(solution_nb, as_version=4)
+    cells = [c for c in nb.cells if c.get("id") == cell_id]
+    assert len(cells) == 1, f"{solution_nb.name} has {len(cells)} cells with id {cell_id!r}"
+    cell = cells[0]
+    for old, new in replacements:
+        count = cell.source.count(old)
+        assert count == 1, f"mutation pattern found {count} times (need exactly 1) in cell {cell_id}: {old!r}"
+        cell.source = cell.source.replace(old, new)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, dest)
+    return dest
+
+
+def replace_cell(solution_nb: Path, cell_id: str, code: str, dest: Path) -> Path:
+    """Copy ``solution_nb`` with one solution cell's whole source replaced (another correct implementation)."""
+    nb = nbformat.read(solution_nb, as_version=4)
+    cells = [c for c in nb.cells if c.get("id") == cell_id]
+    assert len(cells) == 1, f"{solution_nb.name} has {len(cells)} cells with id {cell_id!r}"
+    cells[0].source = code.strip("\n")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, dest)
+    return dest
