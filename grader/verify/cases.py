@@ -1,0 +1,196 @@
+"""The probe cases of every verified task, drawn from the grading seed.
+
+A case says what the sandboxed kernel must call (a function or a class from ``grader.tasks``), with which
+arguments, weights and mode, and where the result goes. The same seed gives the same cases in the kernel (through
+the probe cells that :mod:`grader.verify.probes` writes) and in the grader's own process (which recomputes the
+expected numbers in :mod:`grader.verify.reference`), so the numbers never travel from the grader to the student.
+
+Sizes are small on purpose: a probe runs after the student's cells in the same kernel and must cost well under a
+second, and small shapes still expose every bug the course names as long as ``d_in != d_out`` somewhere.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Case:
+    """One call the kernel makes, and what the grader expects of its result."""
+
+    task: str
+    name: str
+    driver: str  # "call" (a function), "module" (build a class, set weights, forward), "raises", "answer"
+    callee: str  # the student's name that is called or built
+    args: list = field(default_factory=list)  # "call": [{"array": key} | {"value": literal}]
+    kwargs: dict = field(default_factory=dict)  # "module"/"raises": constructor arguments
+    arrays: dict = field(default_factory=dict)  # key -> float32/bool ndarray, chosen from the seed
+    weights: list = field(default_factory=list)  # "module": [head, attribute, weight key, bias key or None]
+    train: bool = False  # "module": forward in training mode (dropout on)
+    returns: int = 1  # "call": how many tensors the callee returns
+    check: str = "reference"  # how the grader judges it: "reference", "dropout_pattern", "raises", "answer"
+    params: dict = field(default_factory=dict)  # what the reference needs that the kernel does not
+
+    def kernel_spec(self) -> dict:
+        """What the kernel needs to run the case (the grader-only ``params`` and ``check`` stay here)."""
+        return {
+            "name": self.name, "driver": self.driver, "callee": self.callee, "args": self.args,
+            "kwargs": self.kwargs, "weights": self.weights, "train": self.train, "returns": self.returns,
+            "input": self.params.get("input"),
+            "arrays": {key: _encode(value) for key, value in self.arrays.items()},
+        }
+
+
+def _encode(array: np.ndarray) -> dict:
+    import base64
+
+    array = np.ascontiguousarray(array)
+    return {"dtype": array.dtype.str, "shape": list(array.shape), "b64": base64.b64encode(array.tobytes()).decode()}
+
+
+def _rng(seed: int, task: str, case: str) -> np.random.Generator:
+    # One stream per (task, case): adding a case never changes the numbers of the others.
+    return np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(task.encode()), zlib.crc32(case.encode())])
+
+
+def _normal(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _linear_weight(rng: np.random.Generator, d_out: int, d_in: int) -> np.ndarray:
+    # nn.Linear's own scale (1/sqrt(fan_in)), so scores stay O(1) and softmax is neither flat nor one-hot.
+    return _normal(rng, d_out, d_in, scale=d_in ** -0.5)
+
+
+def _module_case(task: str, name: str, callee: str, seed: int, *, batch: int | None, num_tokens: int,
+                 d_in: int, d_out: int, kwargs: dict, heads: int = 0, out_proj: bool = False,
+                 train: bool = False, check: str = "reference") -> Case:
+    """A class built with ``kwargs``, its Q/K/V (per head when ``heads``) and ``out_proj`` set from the seed."""
+    rng = _rng(seed, task, name)
+    shape = (num_tokens, d_in) if batch is None else (batch, num_tokens, d_in)
+    arrays = {"x": _normal(rng, *shape)}
+    weights = []
+    for head in range(heads) if heads else [-1]:
+        prefix = "" if head < 0 else f"h{head}_"
+        for attr in ("W_query", "W_key", "W_value"):
+            key = prefix + attr
+            arrays[key] = _linear_weight(rng, d_out, d_in)
+            weights.append([head, attr, key, None])
+    if out_proj:
+        width = d_out * max(heads, 1)
+        arrays["out_proj"] = _linear_weight(rng, width, width)
+        arrays["out_proj_bias"] = _normal(rng, width, scale=0.1)
+        weights.append([-1, "out_proj", "out_proj", "out_proj_bias"])
+    params = {"input": "x", "num_heads": kwargs.get("num_heads", 1), "heads": heads, "causal": "context_length" in kwargs}
+    return Case(task, name, "module", callee, kwargs=kwargs, arrays=arrays, weights=weights, train=train,
+                check=check, params=params)
+
+
+def _dropout_case(task: str, callee: str, seed: int) -> Case:
+    """Training mode with dropout 0.5 on inputs that make every attention row uniform.
+
+    x is the identity, W_query is zero (so every score is 0) and W_value the identity (so the output *is* the
+    attention-weight matrix). Dropout on the weights, scaled by 1/(1-p), must leave each visible entry of row t
+    at 0 or 2/(t+1) and every future entry at 0, whatever the random draw; dropout on the scores leaves 1/(t+1);
+    no dropout in training mode leaves 1/(t+1) too. No random draw has to be reproduced.
+    """
+    size = 8
+    case = _module_case(task, "dropout_train", callee, seed, batch=1, num_tokens=size, d_in=size, d_out=size,
+                        kwargs={"d_in": size, "d_out": size, "context_length": size, "dropout": 0.5},
+                        train=True, check="dropout_pattern")
+    case.arrays["x"] = np.eye(size, dtype=np.float32)[None]
+    case.arrays["W_query"] = np.zeros((size, size), np.float32)
+    case.arrays["W_value"] = np.eye(size, dtype=np.float32)
+    case.params["dropout"] = 0.5
+    return case
+
+
+def _call(task: str, name: str, callee: str, seed: int, shapes: dict, extra: list | None = None,
+          returns: int = 1) -> Case:
+    rng = _rng(seed, task, name)
+    arrays = {key: _normal(rng, *shape) for key, shape in shapes.items()}
+    args = [{"array": key} for key in shapes] + list(extra or [])
+    return Case(task, name, "call", callee, args=args, arrays=arrays, returns=returns)
+
+
+def _mask_case(task: str, name: str, seed: int, rows: int, cols: int, batch: int, causal: bool) -> Case:
+    rng = _rng(seed, task, name)
+    scores = _normal(rng, batch, rows, cols, scale=2.0)
+    if causal:
+        mask = np.triu(np.ones((rows, cols), dtype=bool), k=1)
+    else:
+        mask = rng.random((rows, cols)) < 0.4
+        mask[np.arange(rows), rng.integers(0, cols, rows)] = False  # every row keeps one key: no all -inf row
+    return Case(task, name, "call", "masked_softmax", args=[{"array": "scores"}, {"array": "mask"}],
+                arrays={"scores": scores, "mask": mask})
+
+
+def _ps1(seed: int) -> list[Case]:
+    return [
+        _call("attention_scores", "square", "attention_scores", seed, {"queries": (5, 4), "keys": (5, 4)}),
+        _call("attention_scores", "batched_rectangular", "attention_scores", seed,
+              {"queries": (2, 3, 4), "keys": (2, 6, 4)}),
+        _call("scaled_dot_product", "square", "scaled_dot_product", seed,
+              {"queries": (5, 8), "keys": (5, 8), "values": (5, 8)}, returns=2),
+        _call("scaled_dot_product", "batched_rectangular", "scaled_dot_product", seed,
+              {"queries": (2, 3, 16), "keys": (2, 6, 16), "values": (2, 6, 5)}, returns=2),
+        _module_case("self_attention", "d_in_ne_d_out", "SelfAttention", seed, batch=None, num_tokens=6, d_in=5,
+                     d_out=8, kwargs={"d_in": 5, "d_out": 8}),
+        _module_case("self_attention", "square", "SelfAttention", seed, batch=None, num_tokens=4, d_in=6,
+                     d_out=6, kwargs={"d_in": 6, "d_out": 6}),
+    ]
+
+
+def _ps2(seed: int) -> list[Case]:
+    cases = [Case("causal_mask", f"tokens_{n}", "call", "causal_mask", args=[{"value": n}], params={"num_tokens": n})
+             for n in (1, 4, 7)]
+    cases += [_mask_case("masked_softmax", "causal", seed, 5, 5, 2, causal=True),
+              _mask_case("masked_softmax", "random_mask", seed, 3, 6, 1, causal=False)]
+    cases += [
+        _module_case("causal_attention", "full_context", "CausalAttention", seed, batch=2, num_tokens=6, d_in=5,
+                     d_out=8, kwargs={"d_in": 5, "d_out": 8, "context_length": 6, "dropout": 0.0}),
+        _module_case("causal_attention", "short_input_eval_dropout", "CausalAttention", seed, batch=2,
+                     num_tokens=4, d_in=6, d_out=6,
+                     kwargs={"d_in": 6, "d_out": 6, "context_length": 9, "dropout": 0.5}),
+        _dropout_case("causal_attention", "CausalAttention", seed),
+    ]
+    return cases
+
+
+def _ps3(seed: int) -> list[Case]:
+    cases = [
+        _module_case("wrapper", "d_in_ne_d_out", "MultiHeadAttentionWrapper", seed, batch=2, num_tokens=5, d_in=6,
+                     d_out=4, heads=3, kwargs={"d_in": 6, "d_out": 4, "context_length": 5, "dropout": 0.0,
+                                               "num_heads": 3}),
+        _module_case("wrapper", "short_input", "MultiHeadAttentionWrapper", seed, batch=1, num_tokens=3, d_in=4,
+                     d_out=4, heads=2, kwargs={"d_in": 4, "d_out": 4, "context_length": 7, "dropout": 0.0,
+                                               "num_heads": 2}),
+        _call("split_heads", "three_heads", "split_heads", seed, {"x": (2, 5, 12)}, [{"value": 3}]),
+        _call("split_heads", "four_heads", "split_heads", seed, {"x": (1, 3, 8)}, [{"value": 4}]),
+        _call("combine_heads", "three_heads", "combine_heads", seed, {"x": (2, 3, 5, 4)}),
+        _call("combine_heads", "two_heads", "combine_heads", seed, {"x": (1, 2, 6, 3)}),
+        _module_case("multi_head_attention", "square", "MultiHeadAttention", seed, batch=2, num_tokens=6, d_in=8,
+                     d_out=8, out_proj=True, kwargs={"d_in": 8, "d_out": 8, "context_length": 6, "dropout": 0.0,
+                                                     "num_heads": 2}),
+        _module_case("multi_head_attention", "d_in_ne_d_out", "MultiHeadAttention", seed, batch=2, num_tokens=5,
+                     d_in=6, d_out=12, out_proj=True,
+                     kwargs={"d_in": 6, "d_out": 12, "context_length": 8, "dropout": 0.0, "num_heads": 3}),
+        Case("multi_head_attention", "indivisible_d_out", "raises", "MultiHeadAttention",
+             kwargs={"d_in": 6, "d_out": 10, "context_length": 4, "dropout": 0.0, "num_heads": 3}, check="raises",
+             params={"exception": "ValueError"}),
+    ]
+    for case in cases:
+        if case.driver == "call" and case.task == "split_heads":
+            case.params["num_heads"] = case.args[1]["value"]
+    return cases
+
+
+BUILDERS = {"ps1": _ps1, "ps2": _ps2, "ps3": _ps3}
+
+
+def make_cases(assignment: str, seed: int) -> list[Case]:
+    """Every probe case of ``assignment`` for ``seed`` (empty for an assignment without code probes yet)."""
+    builder = BUILDERS.get(assignment)
+    return builder(seed) if builder else []

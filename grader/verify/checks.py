@@ -1,0 +1,197 @@
+"""verify_outputs: the verified score of every task, from the numbers the probes wrote.
+
+Runs in the grader's process. It regenerates the seeded cases, recomputes the expected numbers with PyTorch
+(:mod:`grader.verify.reference`), reads the sandbox's files as plain data (:mod:`grader.verify.loading`) and
+compares. A task scores all its points only when every one of its cases matches, the same all-or-nothing rule as
+the task's nbgrader test cell, so an honest submission keeps the score its tests gave it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from grader.tasks import ASSIGNMENTS
+from grader.verify import reference
+from grader.verify.cases import Case
+from grader.verify.loading import ProbeDataError, load_array, load_json, safe_dir
+
+ATOL = 1e-4  # float32 results of small attention problems sit within ~1e-6 of float64; every named bug is >1e-2
+RTOL = 1e-4
+
+
+class CaseFailure(Exception):
+    """A case did not match; the text says how, in words for the student."""
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> bool:
+    return got.shape == want.shape and np.allclose(got.astype(np.float64), want, atol=ATOL, rtol=RTOL)
+
+
+def _name_the_bug(case: Case, outputs: list[np.ndarray]) -> str:
+    for bug, produced in reference.hypotheses(case):
+        pairs = [(got, want) for got, want in zip(outputs, produced) if want is not None]
+        if pairs and all(_close(got, np.asarray(want, dtype=np.float64)) for got, want in pairs):
+            return bug
+    return ""
+
+
+def _shape_diagnosis(case: Case, got: np.ndarray, want: np.ndarray) -> str:
+    heads = case.params.get("num_heads", 1) if case.driver == "module" else 1
+    if got.ndim == want.ndim and got.shape[:-1] == want.shape[:-1] and heads > 1 \
+            and got.shape[-1] == heads * want.shape[-1]:
+        return "d_out not divided by num_heads: the output is num_heads times too wide"
+    return ""
+
+
+def _weight_diagnosis(case: Case, meta: dict) -> str:
+    """Names a bug from the shapes of the module's own weights, recorded before the probe set them."""
+    shapes = meta.get("weight_shapes") or {}
+    for head, attr, key, _ in case.weights:
+        have = shapes.get(f"{head}.{attr}")
+        want = list(case.arrays[key].shape)
+        if isinstance(have, str):
+            if attr == "out_proj":
+                return "no output projection: the module has no out_proj"
+            continue
+        if not isinstance(have, list) or have == want:
+            continue
+        if attr == "out_proj":
+            return "out_proj built with d_in where d_out belongs"
+        if case.params.get("num_heads", 1) > 1 and have and have[0] == want[0] * case.params["num_heads"]:
+            return "d_out not divided by num_heads (each head is d_out wide)"
+        return "a weight uses d_in where d_out belongs, or is transposed"
+    return ""
+
+
+def _check_reference(case: Case, folder: Path, meta: dict) -> None:
+    wanted = reference.expected(case)
+    got = [load_array(folder / f"{case.name}.out{i}.npy") for i in range(len(wanted))]
+    for index, (have, want) in enumerate(zip(got, wanted)):
+        label = "the result" if len(wanted) == 1 else f"result [{index}]"
+        if want.dtype == bool:
+            if have.dtype != bool:
+                raise CaseFailure(f"{label} has dtype {have.dtype}; a mask must be torch.bool")
+            if have.shape != want.shape or not np.array_equal(have, want):
+                raise CaseFailure(f"{label} marks the wrong positions (True must be the future: key j > query i)")
+            continue
+        if have.shape != want.shape:
+            bug = _shape_diagnosis(case, have, want) or _weight_diagnosis(case, meta)
+            raise CaseFailure(f"{label} has shape {tuple(have.shape)}, expected {tuple(want.shape)}"
+                              + (f": looks like {bug}" if bug else ""))
+        if not _close(have, want):
+            error = float(np.abs(have.astype(np.float64) - want).max())
+            bug = _name_the_bug(case, got) or _weight_diagnosis(case, meta)
+            if not bug and case.task == "scaled_dot_product" and index == 1 and \
+                    not np.allclose(have.sum(-1), 1.0, atol=1e-3):
+                bug = "attention rows do not sum to 1: softmax over the wrong dimension"
+            raise CaseFailure(f"{label} differs from PyTorch's (largest error {error:.3g})"
+                              + (f": looks like {bug}" if bug else ""))
+    if case.task == "causal_attention" and "mask" not in (meta.get("state_dict") or []):
+        raise CaseFailure("the mask is not a registered buffer named 'mask' (it would not move with .to() "
+                          "or be saved in state_dict)")
+
+
+def _check_dropout_pattern(case: Case, folder: Path, meta: dict) -> None:
+    weights = load_array(folder / f"{case.name}.out0.npy")
+    size = case.arrays["x"].shape[-1]
+    if weights.shape != (1, size, size):
+        raise CaseFailure(f"training-mode output has shape {weights.shape}, expected {(1, size, size)}")
+    keep = 1.0 - case.params["dropout"]
+    rows = weights[0].astype(np.float64)
+    future = np.triu(np.ones((size, size), dtype=bool), k=1)
+    if np.abs(rows[future]).max() > ATOL:
+        raise CaseFailure("in training mode a token attends to a future token: dropout applied to the scores "
+                          "(or to the mask) instead of to the attention weights")
+    uniform = 1.0 / np.arange(1, size + 1)[:, None] * np.ones((1, size))
+    dropped_or_scaled = np.isclose(rows, 0.0, atol=ATOL) | np.isclose(rows, uniform / keep, atol=ATOL)
+    if not dropped_or_scaled[~future].all():
+        if np.allclose(rows[~future], uniform[~future], atol=ATOL):
+            raise CaseFailure("training mode with dropout=0.5 changed no attention weight: dropout missing, "
+                              "or applied to the scores instead of the attention weights")
+        raise CaseFailure("in training mode the attention weights are not each either dropped (0) or scaled "
+                          "by 1/(1-p): dropout is not nn.Dropout on the attention weights")
+
+
+def _check_raises(case: Case, meta: dict) -> None:
+    wanted = case.params["exception"]
+    if wanted not in (meta.get("raised_bases") or []):
+        raised = meta.get("raised")
+        raise CaseFailure(f"{case.callee}({', '.join(f'{k}={v}' for k, v in case.kwargs.items())}) should raise "
+                          f"{wanted}" + (f", raised {raised}" if raised else ", raised nothing"))
+
+
+def judge_case(case: Case, folder: Path) -> None:
+    """Raises CaseFailure (or ProbeDataError) unless the case's results are right."""
+    meta = load_json(folder / f"{case.name}.json")
+    if meta.get("ok") is not True:
+        error = str(meta.get("error") or "the probe failed")[:400]
+        bug = _weight_diagnosis(case, meta) if case.driver == "module" else ""
+        raise CaseFailure(error + (f": looks like {bug}" if bug else ""))
+    if case.check == "reference":
+        _check_reference(case, folder, meta)
+    elif case.check == "dropout_pattern":
+        _check_dropout_pattern(case, folder, meta)
+    elif case.check == "raises":
+        _check_raises(case, meta)
+    else:
+        from grader.verify.answers import check_answer
+        from grader.verify.cases_ps45 import check_extra
+
+        if case.check == "answer":
+            check_answer(case, meta)
+        else:
+            check_extra(case, folder, meta)
+
+
+def builtin_calls(folder: Path, cases: list[Case]) -> dict[str, int]:
+    """Calls of PyTorch's built-in attention the kernel's tripwires saw while the cases ran (for a review flag)."""
+    seen: dict[str, int] = {}
+    for case in cases:
+        try:
+            calls = load_json(folder / f"{case.name}.json").get("builtin_attention_calls") or {}
+        except ProbeDataError:
+            continue
+        if isinstance(calls, dict):
+            for name, count in calls.items():
+                if isinstance(count, int) and count > 0:
+                    seen[str(name)[:80]] = seen.get(str(name)[:80], 0) + count
+    return seen
+
+
+def verify_outputs(assignment: str, source_nb: Path, seed: int, probe_dir: Path) -> dict[str, tuple[float, float, str]]:
+    """Per task: (verified score, max score, message). Never raises on anything the sandbox wrote."""
+    from grader.verify.probes import cases_by_task
+
+    spec = ASSIGNMENTS[assignment]
+    grouped = cases_by_task(assignment, Path(source_nb) if source_nb else None, seed)
+    results: dict[str, tuple[float, float, str]] = {}
+    for task in spec.tasks:
+        cases = grouped.get(task.name)
+        if not cases:
+            continue  # no probe for this task yet: the pipeline keeps its nbgrader score
+        failures = []
+        try:
+            folder = safe_dir(probe_dir, task.name)
+        except ProbeDataError as exc:
+            results[task.name] = (0.0, float(task.points), f"not verified: {exc} (did the kernel stop early?)")
+            continue
+        for case in cases:
+            try:
+                judge_case(case, folder)
+            except (CaseFailure, ProbeDataError) as exc:
+                failures.append(f"case {case.name}: {exc}")
+            except Exception as exc:  # a grader bug must cost a task, not the whole run
+                failures.append(f"case {case.name}: could not be checked ({type(exc).__name__}: {exc})")
+        if failures:
+            more = f" (and {len(failures) - 1} more failing case(s))" if len(failures) > 1 else ""
+            results[task.name] = (0.0, float(task.points), f"verification failed, {failures[0]}{more}")
+        else:
+            results[task.name] = (float(task.points), float(task.points),
+                                  f"verified on {len(cases)} case(s) drawn at grading time")
+        calls = builtin_calls(folder, cases)
+        if calls and task.from_scratch:
+            text = ", ".join(f"{name} x{count}" for name, count in sorted(calls.items()))
+            name, (score, top, message) = task.name, results[task.name]
+            results[name] = (score, top, f"{message}; built-in attention ran during the probe ({text})")
+    return results

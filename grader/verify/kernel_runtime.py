@@ -1,0 +1,192 @@
+# Probe runtime: this file's TEXT is the first probe cell, run inside the student's sandboxed kernel after the
+# student's own cells. The grader's process never imports it. It builds nothing but one object, `_mha_probe`,
+# so that the student's namespace stays as the student left it.
+#
+# Trust: everything here can be seen and subverted by code the student ran earlier (an IPython hook, a patched
+# numpy). That is fine: the kernel only *reports* numbers; the grader recomputes what they must be from inputs
+# drawn with a seed the student never saw, so a subverted probe can only write wrong numbers, which score 0.
+
+
+def _mha_probe_build():
+    import base64
+    import json
+    import os
+    import shutil
+    import types
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    root = os.path.abspath("_probe")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    builtin_calls = {}
+
+    def reset():
+        # Files planted before the probes (by student code) must not survive into the grader's reading.
+        if os.path.islink(root) or os.path.isfile(root):
+            os.remove(root)
+        elif os.path.isdir(root):
+            shutil.rmtree(root)
+        os.makedirs(root)
+
+    def tripwire(owner, attr, label):
+        # Counts calls of PyTorch's built-in attention made while a probe case runs (a review flag, never a score).
+        original = getattr(owner, attr, None)
+        if original is None:
+            return
+
+        def wired(*args, **kwargs):
+            builtin_calls[label] = builtin_calls.get(label, 0) + 1
+            return original(*args, **kwargs)
+
+        setattr(owner, attr, wired)
+
+    def decode(spec):
+        raw = base64.b64decode(spec["b64"])
+        return np.frombuffer(raw, dtype=np.dtype(spec["dtype"])).reshape(spec["shape"]).copy()
+
+    def to_numpy(value, what):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{what} is a {type(value).__name__}, not a torch.Tensor")
+        # Unbound Tensor methods: a subclass cannot redefine how its numbers are read out.
+        value = torch.Tensor.detach(value)
+        if value.dtype in (torch.bfloat16, torch.float16):
+            value = torch.Tensor.float(value)
+        return np.ascontiguousarray(torch.Tensor.numpy(torch.Tensor.cpu(value)))
+
+    def save(folder, name, value, what):
+        array = to_numpy(value, what)
+        np.save(os.path.join(folder, name + ".npy"), array, allow_pickle=False)
+        return {"shape": list(array.shape), "dtype": str(value.dtype)}
+
+    def find_owner(module, head):
+        if head < 0:
+            return module
+        owners = [m for name, m in module.named_modules() if name and hasattr(m, "W_query")]
+        if head >= len(owners):
+            raise AttributeError(f"expected a head (a sub-module with W_query) number {head}, found {len(owners)}")
+        return owners[head]
+
+    def weight_of(owner, attr):
+        """The weight tensor of owner.attr and whether it is stored (out, in) like nn.Linear or (in, out)."""
+        target = getattr(owner, attr, None)
+        if target is None:
+            raise AttributeError(f"{type(owner).__name__} has no attribute {attr!r}")
+        if isinstance(target, torch.nn.Module) and isinstance(getattr(target, "weight", None), torch.Tensor):
+            return target, target.weight, "linear"
+        if isinstance(target, torch.Tensor):
+            return None, target, "matrix"  # the chapter's first SelfAttention: x @ W with W (d_in, d_out)
+        raise TypeError(f"{attr} is a {type(target).__name__}, not an nn.Linear or a weight tensor")
+
+    def set_weight(owner, attr, weight, bias):
+        layer, tensor, layout = weight_of(owner, attr)
+        value = torch.from_numpy(weight if layout == "linear" else weight.T.copy())
+        if tuple(tensor.shape) != tuple(value.shape):
+            raise ValueError(f"{attr} has shape {tuple(tensor.shape)}, expected {tuple(value.shape)}")
+        with torch.no_grad():
+            tensor.copy_(value)
+            layer_bias = getattr(layer, "bias", None) if layer is not None else None
+            if isinstance(layer_bias, torch.Tensor):
+                if bias is None:
+                    layer_bias.zero_()  # qkv_bias=True modules: the probe's numbers assume no Q/K/V bias
+                elif tuple(layer_bias.shape) == tuple(bias.shape):
+                    layer_bias.copy_(torch.from_numpy(bias))
+                else:
+                    raise ValueError(f"{attr}.bias has shape {tuple(layer_bias.shape)}, expected {bias.shape}")
+            elif bias is not None:
+                raise ValueError(f"{attr} has no bias; the task's nn.Linear(d_out, d_out) has one")
+
+    def read_weight(owner, attr):
+        _, tensor, layout = weight_of(owner, attr)
+        tensor = torch.Tensor.detach(tensor).cpu().float()
+        return (tensor if layout == "linear" else tensor.T).contiguous()
+
+    def drive_call(case, namespace, folder, arrays):
+        fn = namespace[case["callee"]]
+        args = [torch.from_numpy(arrays[a["array"]]).to(device) if "array" in a else a["value"]
+                for a in case["args"]]
+        with torch.no_grad():
+            result = fn(*args)
+        if case["returns"] == 1:
+            return {"outputs": [save(folder, case["name"] + ".out0", result, "the result")]}
+        if not isinstance(result, (tuple, list)) or len(result) != case["returns"]:
+            raise TypeError(f"expected a tuple of {case['returns']} tensors, got {type(result).__name__}")
+        return {"outputs": [save(folder, f"{case['name']}.out{i}", item, f"result [{i}]")
+                            for i, item in enumerate(result)]}
+
+    def drive_module(case, namespace, folder, arrays):
+        module = namespace[case["callee"]](**case["kwargs"])
+        meta = {"weight_shapes": {}}
+        for head, attr, key, bias_key in case["weights"]:
+            owner = find_owner(module, head)
+            try:
+                _, tensor, layout = weight_of(owner, attr)  # shapes in nn.Linear's (out, in) convention
+                shape = list(tensor.shape)
+                meta["weight_shapes"][f"{head}.{attr}"] = shape if layout == "linear" else shape[::-1]
+            except Exception as exc:  # recorded for the diagnosis, then raised by set_weight below
+                meta["weight_shapes"][f"{head}.{attr}"] = f"{type(exc).__name__}: {exc}"
+            set_weight(owner, attr, arrays[key], arrays.get(bias_key) if bias_key else None)
+        meta["buffers"] = [name for name, _ in module.named_buffers()]
+        meta["state_dict"] = list(module.state_dict().keys())
+        meta["parameters"] = int(sum(p.numel() for p in module.parameters()))
+        module = module.to(device)
+        module.train(case["train"])
+        with torch.no_grad():
+            output = module(torch.from_numpy(arrays[case["input"]]).to(device))
+        meta["outputs"] = [save(folder, case["name"] + ".out0", output, "the forward output")]
+        for head, attr, key, _ in case["weights"]:  # the weights the module holds after its forward
+            save(folder, f"{case['name']}.used.{head}.{attr}", read_weight(find_owner(module, head), attr), attr)
+        return meta
+
+    def drive_raises(case, namespace, folder, arrays):
+        try:
+            namespace[case["callee"]](**case["kwargs"])
+        except Exception as exc:
+            return {"raised": type(exc).__name__, "raised_bases": [c.__name__ for c in type(exc).__mro__],
+                    "error_text": str(exc)[:300]}
+        return {"raised": None}
+
+    def drive_answer(case, namespace, folder, arrays):
+        # JSON of plain data only: anything else (an object with a custom __eq__) cannot be dumped and scores 0.
+        return {"answer": json.loads(json.dumps(namespace[case["callee"]], allow_nan=False))}
+
+    drivers = {"call": drive_call, "module": drive_module, "raises": drive_raises, "answer": drive_answer}
+
+    def write_json(path, payload):
+        with open(path, "w") as handle:
+            json.dump(payload, handle, default=str)
+
+    def run_task(task, cases_json, namespace):
+        cases = json.loads(cases_json)
+        folder = os.path.join(root, task)
+        os.makedirs(folder, exist_ok=True)
+        for case in cases:
+            builtin_calls.clear()
+            interrupted = None
+            try:
+                torch.manual_seed(0)
+                arrays = {key: decode(spec) for key, spec in case["arrays"].items()}
+                meta = drivers[case["driver"]](case, namespace, folder, arrays)
+                meta["ok"] = True
+            except KeyboardInterrupt as exc:  # the pipeline's time limit: record it, then let it stop the cell
+                meta, interrupted = {"ok": False, "error": "interrupted: the case ran past the time limit"}, exc
+            except BaseException as exc:  # one failing case must not hide the others
+                name = case["callee"]
+                missing = isinstance(exc, KeyError) and exc.args == (name,)
+                text = f"{name} is not defined" if missing else f"{type(exc).__name__}: {exc}"
+                meta = {"ok": False, "error": text[:1500]}
+            meta["builtin_attention_calls"] = dict(builtin_calls)
+            meta["device"] = str(device)
+            write_json(os.path.join(folder, case["name"] + ".json"), meta)
+            if interrupted is not None:
+                raise interrupted
+
+    reset()
+    tripwire(F, "scaled_dot_product_attention", "F.scaled_dot_product_attention")
+    tripwire(F, "multi_head_attention_forward", "F.multi_head_attention_forward")
+    tripwire(torch.nn.MultiheadAttention, "forward", "nn.MultiheadAttention")
+    return types.SimpleNamespace(run_task=run_task, root=root)
+
+
+_mha_probe = _mha_probe_build()

@@ -1,0 +1,88 @@
+"""Reading what the sandbox wrote, as data only.
+
+Everything under the probe folder was written by a process the student controlled: it may be missing, huge, a
+symlink to somewhere else, a FIFO that blocks a reader, a pickle, an object array, NaN, or deeply nested JSON.
+These functions read plain files of bounded size and return plain numbers, or raise :class:`ProbeDataError` with
+a sentence for the student. Nothing is unpickled, imported or executed.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+
+MAX_ARRAY_BYTES = 8 * 1024 * 1024
+MAX_JSON_BYTES = 256 * 1024
+MAX_NDIM = 6
+
+
+class ProbeDataError(Exception):
+    """A probe file is missing or is not the plain data it should be."""
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise ProbeDataError(f"no {path.name} was written") from None
+    except OSError as exc:
+        raise ProbeDataError(f"{path.name} cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):  # a symlink, FIFO or device: never followed, never opened
+        raise ProbeDataError(f"{path.name} is not a plain file")
+    if info.st_size > limit:
+        raise ProbeDataError(f"{path.name} is {info.st_size} bytes, more than the {limit} a probe result may be")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags)
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read(limit + 1)[:limit]
+    except OSError as exc:
+        raise ProbeDataError(f"{path.name} cannot be read ({exc.strerror})") from None
+
+
+def safe_dir(root: Path, *parts: str) -> Path:
+    """root/parts..., each level a real directory (not a symlink), else ProbeDataError."""
+    levels = [Path(root)]
+    for part in parts:
+        levels.append(levels[-1] / part)
+    for path in levels:
+        try:
+            info = os.lstat(path)
+        except OSError:
+            raise ProbeDataError(f"no probe results in {'/'.join(parts) or 'the probe folder'}") from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise ProbeDataError(f"{path.name} is not a plain folder")
+    return levels[-1]
+
+
+def load_json(path: Path) -> dict:
+    raw = _read_regular(path, MAX_JSON_BYTES)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        raise ProbeDataError(f"{path.name} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ProbeDataError(f"{path.name} does not hold a JSON object")
+    return data
+
+
+def load_array(path: Path) -> np.ndarray:
+    """A numeric or bool ndarray from a .npy file (allow_pickle=False), finite, of bounded size and rank."""
+    raw = _read_regular(path, MAX_ARRAY_BYTES)
+    try:
+        array = np.load(io.BytesIO(raw), allow_pickle=False)
+    except Exception:  # ValueError (pickle refused), EOFError, bad header...: all mean "not a plain array"
+        raise ProbeDataError(f"{path.name} is not a plain .npy array") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive loads as NpzFile
+        raise ProbeDataError(f"{path.name} is not a single .npy array")
+    if array.dtype.kind not in "biuf" or array.dtype.hasobject:
+        raise ProbeDataError(f"{path.name} holds {array.dtype} values, not numbers")
+    if array.ndim > MAX_NDIM:
+        raise ProbeDataError(f"{path.name} has {array.ndim} dimensions")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ProbeDataError("the result contains NaN or infinity")
+    return array

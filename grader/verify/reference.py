@@ -1,0 +1,187 @@
+"""Expected numbers, computed in the grader's own process with PyTorch's operators, from a case's seeded inputs.
+
+Correct results come from PyTorch's built-ins (``F.scaled_dot_product_attention``, ``nn.MultiheadAttention`` with
+the same weights copied in) in float64, never from a solution written for the course. The attention weights come
+out of the same built-in by using the identity as the values. ``hypotheses`` lists what well-known bugs would have
+produced, so that a wrong output can be named ("scores multiplied instead of divided by sqrt(d_k)").
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from grader.verify.cases import Case
+
+DTYPE = torch.float64
+
+
+def _t(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(array)).to(DTYPE)
+
+
+def _eye_values(keys: torch.Tensor) -> torch.Tensor:
+    """Identity values (one per key): attention over them returns the attention weights themselves."""
+    num_keys = keys.shape[-2]
+    return torch.eye(num_keys, dtype=DTYPE).expand(*keys.shape[:-2], num_keys, num_keys)
+
+
+def attention(queries, keys, values, *, causal=False, scale=None):
+    return F.scaled_dot_product_attention(queries, keys, values, is_causal=causal, scale=scale)
+
+
+def attention_weights(queries, keys, *, causal=False, scale=None):
+    return attention(queries, keys, _eye_values(keys), causal=causal, scale=scale)
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    # queries = scores and keys = identity make the built-in's scores exactly `scores` (scale 1).
+    keys = torch.eye(scores.shape[-1], dtype=DTYPE)
+    return F.scaled_dot_product_attention(scores, keys, keys, attn_mask=~mask, scale=1.0)
+
+
+def _projections(case: Case, head: int):
+    x = _t(case.arrays["x"])
+    prefix = "" if head < 0 else f"h{head}_"
+    return x, [F.linear(x, _t(case.arrays[prefix + name])) for name in ("W_query", "W_key", "W_value")]
+
+
+def _head_outputs(case: Case, causal: bool, scale_of=None, variant=None) -> torch.Tensor:
+    """Per-head context vectors concatenated (one head when the case has no heads)."""
+    outputs = []
+    for head in range(case.params["heads"]) if case.params["heads"] else [-1]:
+        _, (q, k, v) = _projections(case, head)
+        scale = scale_of(q.shape[-1]) if scale_of else None
+        if variant is None:
+            outputs.append(attention(q, k, v, causal=causal, scale=scale))
+        else:
+            outputs.append(variant(q, k, v))
+    return torch.cat(outputs, dim=-1)
+
+
+def multi_head_reference(case: Case, out_proj: bool = True) -> torch.Tensor:
+    """The course's MultiHeadAttention: nn.MultiheadAttention with the case's weights (works for d_in != d_out).
+
+    With ``out_proj=False`` the module's output projection is the identity: what a module that forgets it returns.
+    """
+    x = _t(case.arrays["x"])
+    w_query = _t(case.arrays["W_query"])
+    d_out, d_in = w_query.shape
+    heads = case.params["num_heads"]
+    # nn.MultiheadAttention wants the query in embed_dim (= d_out): project it here and give the module an
+    # identity for its query projection; keys and values keep d_in through kdim/vdim.
+    mha = torch.nn.MultiheadAttention(d_out, heads, kdim=d_in, vdim=d_in, batch_first=True, dtype=DTYPE)
+    with torch.no_grad():
+        identity, w_key, w_value = torch.eye(d_out, dtype=DTYPE), _t(case.arrays["W_key"]), _t(case.arrays["W_value"])
+        if mha._qkv_same_embed_dim:  # d_in == d_out: one packed in-projection
+            mha.in_proj_weight.copy_(torch.cat([identity, w_key, w_value]))
+        else:
+            mha.q_proj_weight.copy_(identity)
+            mha.k_proj_weight.copy_(w_key)
+            mha.v_proj_weight.copy_(w_value)
+        mha.in_proj_bias.zero_()
+        if out_proj:
+            mha.out_proj.weight.copy_(_t(case.arrays["out_proj"]))
+            mha.out_proj.bias.copy_(_t(case.arrays["out_proj_bias"]))
+        else:
+            mha.out_proj.weight.copy_(torch.eye(d_out, dtype=DTYPE))
+            mha.out_proj.bias.zero_()
+    tokens = x.shape[-2]
+    future = torch.ones(tokens, tokens, dtype=torch.bool).triu(1)
+    with torch.no_grad():
+        output, _ = mha(F.linear(x, w_query), x, x, attn_mask=future, need_weights=False)
+    return output
+
+
+def _softmax_wrong_dim(q, k, v, causal):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if causal:
+        future = torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
+    return torch.softmax(scores, dim=-2).nan_to_num(0.0) @ v
+
+
+def _mask_after_softmax(q, k, v):
+    weights = attention_weights(q, k)
+    keep = ~torch.ones(weights.shape[-2:], dtype=torch.bool).triu(1)
+    return (weights * keep) @ v
+
+
+def expected(case: Case) -> list[np.ndarray]:
+    """The correct output(s) of a "reference" case, as float64 (bool for masks) arrays."""
+    a, task = case.arrays, case.task
+    if task == "attention_scores":
+        return [(_t(a["queries"]) @ _t(a["keys"]).transpose(-2, -1)).numpy()]
+    if task == "scaled_dot_product":
+        q, k, v = _t(a["queries"]), _t(a["keys"]), _t(a["values"])
+        return [attention(q, k, v).numpy(), attention_weights(q, k).numpy()]
+    if task == "causal_mask":
+        n = case.params["num_tokens"]
+        return [np.arange(n)[None, :] > np.arange(n)[:, None]]
+    if task == "masked_softmax":
+        return [masked_softmax(_t(a["scores"]), torch.from_numpy(a["mask"])).numpy()]
+    if task in ("self_attention", "causal_attention", "wrapper", "fixed_wrapper_heads"):
+        return [_head_outputs(case, causal=case.params["causal"]).numpy()]
+    if task == "split_heads":
+        x = a["x"].astype(np.float64)
+        b, t, d = x.shape
+        heads = case.params["num_heads"]
+        return [x.reshape(b, t, heads, d // heads).transpose(0, 2, 1, 3)]
+    if task == "combine_heads":
+        x = a["x"].astype(np.float64)
+        b, h, t, hd = x.shape
+        return [x.transpose(0, 2, 1, 3).reshape(b, t, h * hd)]
+    if task in ("multi_head_attention", "fixed_projection", "fixed_wrapper"):
+        if case.params.get("heads"):  # the fixed wrapper: heads as separate modules, then out_proj
+            concat = _head_outputs(case, causal=True)
+            return [F.linear(concat, _t(a["out_proj"]), _t(a["out_proj_bias"])).numpy()]
+        return [multi_head_reference(case).numpy()]
+    raise KeyError(f"no reference for task {task!r}")
+
+
+def hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
+    """(bug name, what that bug outputs) for the bugs the course teaches, where a case can show them."""
+    a, task, found = case.arrays, case.task, []
+    if task == "attention_scores":
+        q, k = _t(a["queries"]), _t(a["keys"])
+        found.append(("scores scaled by 1/sqrt(d_k): this task wants the raw dot products",
+                      [(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).numpy()]))
+    if task == "scaled_dot_product":
+        q, k, v = _t(a["queries"]), _t(a["keys"]), _t(a["values"])
+        d_k = q.shape[-1]
+        found.append(("scores multiplied instead of divided by sqrt(d_k)",
+                      [attention(q, k, v, scale=math.sqrt(d_k)).numpy(),
+                       attention_weights(q, k, scale=math.sqrt(d_k)).numpy()]))
+        found.append(("scores not scaled by 1/sqrt(d_k)",
+                      [attention(q, k, v, scale=1.0).numpy(), attention_weights(q, k, scale=1.0).numpy()]))
+        found.append(("softmax over the wrong dimension", [_softmax_wrong_dim(q, k, v, False).numpy(), None]))
+    if task in ("self_attention", "causal_attention", "wrapper"):
+        causal = case.params["causal"]
+        found.append(("scores multiplied instead of divided by sqrt(d_k)",
+                      [_head_outputs(case, causal, scale_of=math.sqrt).numpy()]))
+        found.append(("scores not scaled by 1/sqrt(d_k)", [_head_outputs(case, causal, lambda d: 1.0).numpy()]))
+        found.append(("softmax over the wrong dimension",
+                      [_head_outputs(case, causal, variant=lambda q, k, v: _softmax_wrong_dim(q, k, v, causal))
+                       .numpy()]))
+        if causal:
+            found.append(("mask missing or applied after softmax", [_head_outputs(case, False).numpy()]))
+            found.append(("mask applied after softmax without renormalising",
+                          [_head_outputs(case, causal, variant=_mask_after_softmax).numpy()]))
+    if task == "split_heads":
+        x = a["x"].astype(np.float64)
+        b, t, d = x.shape
+        heads = case.params["num_heads"]
+        found.append(("view without the transpose: heads must be dim 1, tokens dim 2",
+                      [x.reshape(b, heads, t, d // heads)]))
+    if task == "combine_heads":
+        x = a["x"].astype(np.float64)
+        b, h, t, hd = x.shape
+        found.append(("view without transpose back: tokens of different heads are mixed",
+                      [x.reshape(b, t, h * hd)]))
+    if task == "multi_head_attention":
+        found.append(("no output projection (or out_proj defined but not applied)",
+                      [multi_head_reference(case, out_proj=False).numpy()]))
+    return found
+
