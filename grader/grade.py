@@ -1,0 +1,192 @@
+"""``python -m grader grade ASSIGNMENT SUBMISSIONS --out OUT [--jobs N] [--timeout S] [--db URL]``
+
+Grades a whole class: every student gets a row in OUT/grades.csv with a status, whatever happened, and the run
+exits 0 when that is so. The pipeline's stages (grader.pipeline) are composed here and only here:
+``grade_one`` takes one submission through sanitize, execute and score; ``grade_class`` collects, runs
+``grade_one`` in parallel, then records and reports.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nbformat import NotebookNode
+
+from grader.pipeline import Result, Submission, TaskResult
+from grader.pipeline.collect import collect
+from grader.pipeline.execute import execute
+from grader.pipeline.record import record
+from grader.pipeline.report import write_csvs, write_feedback
+from grader.pipeline.sanitize import Rejected, append_probes, load_source, sanitize
+from grader.pipeline.score import GradedCell, graded_cells, plan_probes, score, verify_stage
+from grader.sandbox import Limits, capabilities
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Grading:
+    """Everything grade_one needs, fixed for the whole class."""
+    assignment: str
+    source_path: Path
+    source: NotebookNode
+    cells: list[GradedCell]
+    limits: Limits
+    staging: Path                  # per-student sandbox folders live here (hidden from every kernel)
+    secret: bytes                  # keys the verification seeds; never enters a kernel
+    kernel: str = "python3"
+    hide: list[Path] = field(default_factory=list)
+
+    @property
+    def notebook(self) -> str:
+        return self.source_path.name
+
+    @property
+    def max_score(self) -> float:
+        return sum(c.points for c in self.cells)
+
+    def seed_for(self, student_id: str) -> int:
+        """Same student, same assignment, same secret: same seed, so a rerun gives the same results."""
+        digest = hmac.new(self.secret, f"{self.assignment}/{student_id}".encode(), hashlib.sha256).digest()
+        return int.from_bytes(digest[:4], "big")
+
+
+def source_notebook(assignment: str, source: str | None) -> Path:
+    path = Path(source) if source else REPO / "solutions" / assignment / f"{assignment}.ipynb"
+    if not path.is_file():
+        raise SystemExit(f"no source notebook for {assignment!r} at {path} (use --source PATH)")
+    return path.resolve()
+
+
+def load_secret(out: Path) -> bytes:
+    """A random key kept with the gradebook in OUT (0600); students never see it."""
+    path = out / ".grader-secret"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
+
+
+def rejected(sub: Submission, g: Grading, status: str, message: str) -> Result:
+    tasks = [TaskResult(c.task, 0.0, c.points, f"not graded: {status}", c.grade_id) for c in g.cells]
+    return Result(sub.student_id, g.assignment, status, " ".join([message, *sub.notes]), g.max_score, tasks)
+
+
+def grade_one(sub: Submission, g: Grading) -> Result:
+    """One submission through the stages: sanitize -> (probes) -> execute -> verify -> score."""
+    try:
+        nb, submitted_json = sanitize(sub, g.source, g.assignment)
+    except Rejected as why:
+        return rejected(sub, g, why.status, why.message)
+    seed = g.seed_for(sub.student_id)
+    append_probes(nb, plan_probes(g.assignment, g.source_path, seed))
+    box = Path(tempfile.mkdtemp(prefix="box-", dir=g.staging))
+    try:
+        os.chmod(box, 0o711)
+        execution = execute(nb, box, g.hide, g.limits, g.kernel)
+        verified, flags = verify_stage(g.assignment, g.source_path, seed, execution.probe_dir, submitted_json)
+        tasks = score(nb, execution, g.cells, verified)
+    finally:
+        shutil.rmtree(box, ignore_errors=True)
+    message = " ".join(m for m in [execution.message, *sub.notes] if m)
+    return Result(sub.student_id, g.assignment, execution.status, message, g.max_score, tasks, flags, nb)
+
+
+def _safe_grade_one(sub: Submission, g: Grading) -> Result:
+    try:
+        return grade_one(sub, g)
+    except Exception as err:   # one broken submission (or grader bug) must not lose the others' rows
+        return rejected(sub, g, "grader_error", f"The grader failed on this submission ({type(err).__name__}: "
+                                                f"{err}); an instructor will grade it again.")
+
+
+def hidden_paths(out: Path, submissions: Path, source_path: Path, staging: Path, db_url: str) -> list[Path]:
+    """What no kernel may see: results, other students, solutions, the gradebook."""
+    solutions = source_path.parent.parent if source_path.parent.parent.name == "solutions" else source_path.parent
+    paths = [out, submissions, solutions, staging]
+    if db_url.startswith("sqlite:///"):
+        paths.append(Path(db_url[len("sqlite:///"):]).resolve())
+    return [p.resolve() for p in paths]
+
+
+def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | None = None,
+                limits: Limits | None = None, db_url: str | None = None, source: str | None = None,
+                kernel: str = "python3", log=print) -> list[Result]:
+    submissions, out = submissions.resolve(), out.resolve()
+    source_path = source_notebook(assignment, source)
+    out.mkdir(parents=True, exist_ok=True)
+    db_url = db_url or f"sqlite:///{out / 'gradebook.db'}"
+    jobs = max(1, jobs or len(os.sched_getaffinity(0)))
+    limits = limits or Limits()
+    if limits.threads <= 0:
+        limits.threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    source_nb = load_source(source_path)
+    students = collect(submissions, source_path.name)
+    staging = Path(tempfile.mkdtemp(prefix="grader-run-"))
+    os.chmod(staging, 0o711)   # kernels that run as nobody can reach their own box, but not list the others
+    g = Grading(assignment, source_path, source_nb, graded_cells(source_nb), limits, staging,
+                load_secret(out), kernel, hidden_paths(out, submissions, source_path, staging, db_url))
+    for note in capabilities().notes:
+        log(f"sandbox: {note}")
+    log(f"grading {len(students)} submission(s) of {assignment} with {jobs} job(s)")
+    started, results = time.monotonic(), []
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for result in pool.map(lambda s: _safe_grade_one(s, g), students):
+                results.append(result)
+                log(f"  [{len(results)}/{len(students)}] {result.student_id}: {result.status} "
+                    f"{result.score:g}/{result.max_score:g}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    record(db_url, assignment, source_path.stem, g.cells, results)
+    write_csvs(out, results)
+    for result in results:
+        write_feedback(out, result, source_path.stem)
+    log(f"done in {time.monotonic() - started:.1f} s: {out / 'grades.csv'}")
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m grader grade", description=__doc__.split("\n\n")[1])
+    p.add_argument("assignment", help="assignment name, e.g. ps1 (its source is solutions/ps1/ps1.ipynb)")
+    p.add_argument("submissions", type=Path, help="folder with one sub-folder per student, or an LMS zip")
+    p.add_argument("--out", type=Path, required=True, help="output folder (grades.csv, tasks.csv, feedback/)")
+    p.add_argument("--jobs", type=int, default=None, help="notebooks graded at once (default: the cores)")
+    p.add_argument("--timeout", type=float, default=Limits.cell_timeout, help="seconds per cell")
+    p.add_argument("--notebook-timeout", type=float, default=Limits.notebook_timeout, help="seconds per notebook")
+    p.add_argument("--memory", type=float, default=Limits.memory_bytes / 2**30, help="GiB per notebook")
+    p.add_argument("--processes", type=int, default=Limits.max_processes, help="processes per notebook")
+    p.add_argument("--output", type=float, default=Limits.output_bytes / 2**20, help="MB of output per notebook")
+    p.add_argument("--db", default=None, help="gradebook SQLAlchemy URL (default: sqlite in OUT)")
+    p.add_argument("--source", default=None, help="the assignment's source notebook, if not in solutions/")
+    p.add_argument("--kernel", default="python3", help="Jupyter kernel to run the notebooks with")
+    p.add_argument("--gpus", default="", help="GPUs a kernel may use: '' (none, default), 'all', or ids '0,1'")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    limits = Limits(cell_timeout=args.timeout, notebook_timeout=args.notebook_timeout,
+                    memory_bytes=int(args.memory * 2**30), max_processes=args.processes,
+                    output_bytes=int(args.output * 2**20), gpus=args.gpus, threads=0)
+    if not args.submissions.exists():
+        print(f"{args.submissions} does not exist", file=sys.stderr)
+        return 2
+    grade_class(args.assignment, args.submissions, args.out, jobs=args.jobs, limits=limits, db_url=args.db,
+                source=args.source, kernel=args.kernel, log=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

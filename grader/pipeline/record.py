@@ -1,0 +1,46 @@
+"""Stage 5, record: the results into nbgrader's gradebook (``nbgrader.api.Gradebook``).
+
+SQLite in OUT by default; ``--db`` takes any SQLAlchemy URL (PostgreSQL for a course team). Each run replaces the
+student's previous submission of this assignment, so grading twice leaves the same gradebook. ``nbgrader export``
+and formgrader read it as usual.
+"""
+from __future__ import annotations
+
+import warnings
+
+from nbgrader.api import Gradebook, MissingEntry
+from sqlalchemy.exc import SAWarning
+
+from grader.pipeline import Result
+from grader.pipeline.score import GradedCell
+
+
+def record(db_url: str, assignment: str, notebook: str, cells: list[GradedCell], results: list[Result]) -> None:
+    with warnings.catch_warnings(), Gradebook(db_url) as gb:
+        # nbgrader's add_submission trips SQLAlchemy 2's autoflush warnings; harmless, and not ours to fix.
+        warnings.simplefilter("ignore", category=SAWarning)
+        gb.update_or_create_assignment(assignment)
+        gb.update_or_create_notebook(notebook, assignment)
+        for cell in cells:
+            gb.update_or_create_grade_cell(cell.grade_id, notebook, assignment, max_score=cell.points,
+                                           cell_type="code")
+        for result in results:
+            gb.update_or_create_student(result.student_id)
+            try:
+                gb.remove_submission(assignment, result.student_id)
+            except MissingEntry:
+                pass
+            gb.add_submission(assignment, result.student_id)
+            by_cell = {t.grade_cell: t for t in result.tasks}
+            for cell in cells:
+                grade = gb.find_grade(cell.grade_id, notebook, assignment, result.student_id)
+                task = by_cell.get(cell.grade_id)
+                grade.auto_score = task.score if task else 0.0
+                grade.manual_score = None
+            gb.db.commit()
+
+
+def gradebook_totals(db_url: str, assignment: str) -> dict[str, float]:
+    """Student id -> total score of `assignment` as the gradebook holds it (for checks and the README)."""
+    with Gradebook(db_url) as gb:
+        return {sub.student.id: float(sub.score) for sub in gb.find_assignment(assignment).submissions}

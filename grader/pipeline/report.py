@@ -1,0 +1,87 @@
+"""Stage 6, report: grades.csv, tasks.csv and one feedback page per student.
+
+The feedback page is the executed notebook, headed by a table of each task's result and message, with the probe
+cells removed and the hidden tests' code replaced by a line that says they are hidden (nbgrader shows that code,
+its issue #917). A failing hidden test shows only its error's type and message, never its traceback (which quotes
+the failing line). Rows are sorted by student id, so grading twice writes the same files.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import json
+from pathlib import Path
+
+import nbformat
+from nbconvert import HTMLExporter
+from nbformat import NotebookNode
+
+from grader.pipeline import STATUSES, Result
+from grader.pipeline.collect import safe_name
+from grader.pipeline.sanitize import nbgrader_meta, strip_hidden
+
+GRADES_COLUMNS = ["student_id", "assignment", "score", "max_score", "status", "flags", "message"]
+TASKS_COLUMNS = ["student_id", "assignment", "task", "score", "max_score", "message"]
+HIDDEN_NOTE = "# (hidden tests run here when the notebook is graded; their code is not shown)"
+
+
+def _number(x: float) -> str:
+    return f"{x:g}"
+
+
+def write_csvs(out: Path, results: list[Result]) -> None:
+    results = sorted(results, key=lambda r: r.student_id)
+    with open(out / "grades.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(GRADES_COLUMNS)
+        for r in results:
+            writer.writerow([r.student_id, r.assignment, _number(r.score), _number(r.max_score), r.status,
+                             "; ".join(r.flags), r.message])
+    with open(out / "tasks.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(TASKS_COLUMNS)
+        for r in results:
+            for t in r.tasks:
+                writer.writerow([r.student_id, r.assignment, t.task, _number(t.score), _number(t.max_score),
+                                 t.message])
+
+
+def _summary_html(result: Result) -> str:
+    # Only tags nbconvert's sanitizer keeps (the page is sanitized because student markdown is in it).
+    items = "".join(f"<li><b>{html.escape(t.task)}</b>: {_number(t.score)} / {_number(t.max_score)}, "
+                    f"{html.escape(t.message)}</li>" for t in result.tasks)
+    flags = "".join(f"<li>{html.escape(f)}</li>" for f in result.flags)
+    return (f"<div><b>Feedback on {html.escape(result.assignment)} for {html.escape(result.student_id)}</b></div>"
+            f"<div><b>Score: {_number(result.score)} / {_number(result.max_score)}</b>, status "
+            f"<code>{html.escape(result.status)}</code>: {html.escape(STATUSES.get(result.status, ''))}</div>"
+            + (f"<div>{html.escape(result.message)}</div>" if result.message else "")
+            + (f"<ul>{items}</ul>" if items else "")
+            + (f"<div>For review by a person:</div><ul>{flags}</ul>" if flags else ""))
+
+
+def feedback_notebook(result: Result) -> NotebookNode:
+    """The notebook a student sees: summary first, no probes, no hidden test code or tracebacks."""
+    cells = [nbformat.v4.new_markdown_cell(_summary_html(result))]
+    nb = result.feedback_nb
+    for cell in (nb.cells if nb is not None else []):
+        if cell.metadata.get("grader", {}).get("probe"):
+            continue
+        cell = nbformat.from_dict(json.loads(json.dumps(cell)))
+        if nbgrader_meta(cell).get("grade") and not nbgrader_meta(cell).get("solution"):
+            cell.source = strip_hidden(cell.source, placeholder=HIDDEN_NOTE)
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "error":
+                    output["traceback"] = [f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"]
+        cells.append(cell)
+    return nbformat.v4.new_notebook(cells=cells, metadata={"language_info": {"name": "python"}})
+
+
+def write_feedback(out: Path, result: Result, notebook_stem: str) -> Path:
+    exporter = HTMLExporter(sanitize_html=True)
+    exporter.exclude_input_prompt = False
+    body, _ = exporter.from_notebook_node(feedback_notebook(result))
+    folder = out / "feedback" / safe_name(result.student_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{notebook_stem}.html"
+    path.write_text(body, encoding="utf-8")
+    return path

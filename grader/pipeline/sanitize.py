@@ -1,0 +1,216 @@
+"""Stage 2, sanitize: turn a submission's bytes into the notebook that will run.
+
+nbgrader's autograde semantics, done on a copy in memory:
+- a cell the student may edit (an nbgrader solution cell) keeps the student's code;
+- every test cell and read-only cell is taken from the instructor's source: edited ones are restored, deleted
+  ones are put back where they belong, and the hidden tests (stripped from the release) are in them again;
+- cells the student added are kept where the student put them; a second copy of a graded cell loses its grading.
+Bytes that are not UTF-8 are replaced (and said so), duplicated or missing cell ids are renumbered.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+from nbformat import NotebookNode
+
+from grader.pipeline import Submission
+from grader.pipeline.collect import MAX_NOTEBOOK_BYTES
+
+MISSING_ANSWER = "# This answer cell was missing from the submitted notebook.\nraise NotImplementedError()"
+
+
+class Rejected(Exception):
+    """The submission cannot be graded; carries the status and the message for the student."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def nbgrader_meta(cell: dict) -> dict:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def grade_id(cell: dict) -> str | None:
+    gid = nbgrader_meta(cell).get("grade_id")
+    return gid if isinstance(gid, str) and gid else None
+
+
+def is_answer_cell(cell: dict) -> bool:
+    """A cell whose content is the student's (nbgrader: solution, not a test)."""
+    meta = nbgrader_meta(cell)
+    return bool(meta.get("solution")) and not meta.get("grade")
+
+
+HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+
+
+def strip_hidden(text: str, placeholder: str | None = None) -> str:
+    """The text without nbgrader's hidden-test blocks (markers included), as the release shows it."""
+    kept, hiding = [], False
+    for line in text.splitlines(keepends=True):
+        if line.strip() == HIDDEN_BEGIN:
+            hiding = True
+            if placeholder is not None:
+                kept.append(line[: len(line) - len(line.lstrip())] + placeholder + "\n")
+            continue
+        if line.strip() == HIDDEN_END:
+            hiding = False
+            continue
+        if not hiding:
+            kept.append(line)
+    return "".join(kept)
+
+
+def load_source(path: Path) -> NotebookNode:
+    return nbformat.read(str(path), as_version=4)
+
+
+def decode(sub: Submission) -> dict:
+    """Bytes -> the notebook's JSON, or Rejected('invalid_notebook', why)."""
+    data = sub.notebook_bytes or b""
+    if len(data) > MAX_NOTEBOOK_BYTES:
+        raise Rejected("invalid_notebook", f"The notebook is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB; "
+                                           "clear its outputs and submit it again.")
+    if not data.strip():
+        raise Rejected("invalid_notebook", f"{sub.notebook_name} is an empty file ({len(data)} bytes): "
+                                           "save the notebook in Jupyter and submit it again.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        # A stray byte (often from a text editor using another encoding) should not cost the whole grade.
+        text = data.decode("utf-8", errors="replace")
+        sub.notes.append(f"The file contains bytes that are not UTF-8 (first at byte {err.start}); they were "
+                         "replaced by \N{REPLACEMENT CHARACTER}.")
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise Rejected("invalid_notebook", f"{sub.notebook_name} is not valid notebook JSON ({err.msg} at line "
+                                           f"{err.lineno}, column {err.colno}); it may have been edited outside "
+                                           "Jupyter or cut short.") from None
+    if not isinstance(content, dict) or not isinstance(content.get("cells"), list):
+        raise Rejected("invalid_notebook", f"{sub.notebook_name} is JSON but not a notebook (no list of cells).")
+    return content
+
+
+def _cell_text(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else str(src)
+
+
+def which_assignment(student_ids: set[str]) -> str | None:
+    """The course assignment whose tasks match these grade ids best, if any."""
+    from grader.tasks import ASSIGNMENTS
+
+    best, best_hits = None, 0
+    for name, assignment in ASSIGNMENTS.items():
+        known = {t.name for t in assignment.tasks} | {"test_" + t.name for t in assignment.tasks}
+        hits = len(student_ids & known)
+        if hits > best_hits:
+            best, best_hits = name, hits
+    return best
+
+
+def restore(content: dict, source: NotebookNode, assignment: str, sub: Submission) -> NotebookNode:
+    """The notebook to run: the student's answers inside the source's test and read-only cells."""
+    source_by_id = {grade_id(c): c for c in source.cells if grade_id(c)}
+    student_cells = [c for c in content["cells"] if isinstance(c, dict)]
+    student_ids = {grade_id(c) for c in student_cells if grade_id(c)}
+    if student_ids and not student_ids & set(source_by_id):
+        other = which_assignment(student_ids)
+        where = f"assignment {other}'s" if other and other != assignment else "another assignment's"
+        raise Rejected("wrong_assignment", f"This is {where} notebook, not {assignment}'s: none of {assignment}'s "
+                                           "cells are in it. Submit the right notebook.")
+    if not student_ids & set(source_by_id):
+        raise Rejected("wrong_assignment", f"No cell of {assignment}'s notebook was found (the graded cells' "
+                                           "metadata is gone, e.g. the code was pasted into a new notebook). "
+                                           f"Download {assignment} again and copy your answers into it.")
+
+    out: list[NotebookNode] = []
+    placed: dict[str, int] = {}
+    edited_tests, extra_copies = [], 0
+    for cell in student_cells:
+        gid = grade_id(cell)
+        if gid in source_by_id and gid not in placed:
+            src_cell = source_by_id[gid]
+            if is_answer_cell(src_cell):
+                new = nbformat.from_dict(json.loads(json.dumps(src_cell)))
+                new.source = _cell_text(cell)
+            else:
+                if nbgrader_meta(src_cell).get("grade") and \
+                        _cell_text(cell).strip() != strip_hidden(_cell_text(src_cell)).strip():
+                    edited_tests.append(gid)
+                new = nbformat.from_dict(json.loads(json.dumps(src_cell)))
+            new.metadata["grader"] = {"origin": "source" if not is_answer_cell(src_cell) else "student"}
+            placed[gid] = len(out)
+            out.append(new)
+            continue
+        # A cell the student added, or a second copy of a graded cell: keep its code, never its grading role.
+        if gid:
+            extra_copies += 1
+            if gid in source_by_id and not is_answer_cell(source_by_id[gid]):
+                continue
+        cell_type = cell.get("cell_type") if cell.get("cell_type") in ("code", "markdown", "raw") else "raw"
+        maker = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell,
+                 "raw": nbformat.v4.new_raw_cell}[cell_type]
+        new = maker(_cell_text(cell))
+        new.metadata["grader"] = {"origin": "student"}
+        out.append(new)
+
+    # Put back graded cells the student deleted, right after the source cell that precedes them.
+    deleted = []
+    previous = None
+    for src_cell in source.cells:
+        gid = grade_id(src_cell)
+        if not gid:
+            continue
+        if gid not in placed:
+            new = nbformat.from_dict(json.loads(json.dumps(src_cell)))
+            if is_answer_cell(src_cell):
+                new.source = MISSING_ANSWER if src_cell.cell_type == "code" else "YOUR ANSWER HERE"
+            new.metadata["grader"] = {"origin": "restored"}
+            at = placed[previous] + 1 if previous in placed else 0
+            out.insert(at, new)
+            placed = {k: (v + 1 if v >= at else v) for k, v in placed.items()}
+            placed[gid] = at
+            deleted.append(gid)
+        previous = gid
+
+    if deleted:
+        sub.notes.append(f"Deleted cells were restored from the assignment: {', '.join(deleted)}.")
+    if edited_tests:
+        sub.notes.append(f"Edited test cells were restored from the assignment: {', '.join(edited_tests)}.")
+    if extra_copies:
+        sub.notes.append(f"{extra_copies} copied graded cell(s) were run as ordinary cells.")
+    ids = [c.get("id") for c in student_cells if c.get("id")]
+    if len(ids) != len(set(ids)):
+        sub.notes.append("Duplicated cell ids were renumbered.")
+
+    nb = nbformat.v4.new_notebook(cells=out, metadata={"kernelspec": source.metadata.get("kernelspec", {}),
+                                                       "language_info": source.metadata.get("language_info", {})})
+    for index, cell in enumerate(nb.cells):
+        cell.id = f"cell-{index:03d}"
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
+def append_probes(nb: NotebookNode, probes: list[str]) -> None:
+    """Verification cells (grader.verify) run after the student's cells and are dropped before feedback."""
+    for index, code in enumerate(probes):
+        cell = nbformat.v4.new_code_cell(code)
+        cell.id = f"probe-{index:03d}"
+        cell.metadata["grader"] = {"probe": True, "origin": "probe"}
+        nb.cells.append(cell)
+
+
+def sanitize(sub: Submission, source: NotebookNode, assignment: str) -> tuple[NotebookNode, dict]:
+    """Returns the notebook to run and the student's notebook JSON as submitted (for integrity checks)."""
+    if sub.notebook_bytes is None:
+        listed = ", ".join(sub.extra_files[:5]) or "nothing"
+        raise Rejected("missing_notebook", f"No notebook (.ipynb) was found in the submission (it holds: {listed}).")
+    content = decode(sub)
+    return restore(content, source, assignment, sub), content

@@ -1,0 +1,407 @@
+"""The sandboxed kernel a submission runs in.
+
+Two halves. The *grader side* (``SandboxedKernelManager``, ``Watchdog``) starts an IPython kernel through a small
+launcher and watches it. The *launcher* (``python -m grader.sandbox CONFIG -- KERNEL ARGV``) runs in the child,
+applies every restriction the OS allows, then ``exec``s the kernel, so the kernel keeps the launcher's pid.
+
+Restrictions, each used only where the machine allows it (``capabilities()`` finds out once per run):
+
+- network: a fresh network namespace (``unshare --net``); the kernel talks to the grader over unix sockets (ZMQ
+  ``ipc``), which work across network namespaces, so it needs no network at all;
+- files: a fresh mount namespace in which the output folder, the submissions, the solutions and the staging folder
+  of the other students are covered by empty read-only tmpfs mounts; where the kernel can also run as ``nobody``
+  it does, inside a private 0700 working folder;
+- processes: a cgroup ``pids.max`` (cgroups v2 or v1) where writable, else ``RLIMIT_NPROC`` for an unprivileged
+  uid (it does not apply to root), and always the watchdog's count of the process tree;
+- memory: the watchdog sums the resident memory of the process tree and kills it over the cap, plus a cgroup
+  memory limit as a backstop where writable. No ``RLIMIT_AS``: CUDA reserves huge virtual ranges and breaks under it;
+- time: a per-cell timeout (nbclient) and a whole-notebook limit (the watchdog);
+- output: counted by the executor; big files: ``RLIMIT_FSIZE``; no core dumps.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+from jupyter_client import AsyncKernelManager
+
+NOBODY = 65534
+
+
+@dataclass
+class Limits:
+    cell_timeout: float = 60.0          # seconds one cell may run
+    notebook_timeout: float = 600.0     # seconds the whole notebook may run
+    memory_bytes: int = 4 * 2**30       # resident memory of the kernel's process tree
+    max_processes: int = 64             # processes (and threads, for pids.max) in the kernel's tree
+    output_bytes: int = 2 * 2**20       # text and data a notebook may send back
+    file_bytes: int = 256 * 2**20       # largest file the kernel may write
+    interrupt_grace: float = 5.0        # seconds an interrupted cell gets to stop before the kernel is killed
+    gpus: str = ""                      # CUDA_VISIBLE_DEVICES for the kernel ("" = no GPU)
+    threads: int = 1                    # OMP/MKL threads per kernel, so parallel kernels do not oversubscribe
+
+
+@dataclass
+class Capabilities:
+    net_namespace: bool = False
+    mount_namespace: bool = False
+    drop_to_nobody: bool = False
+    cgroup_pids: str = ""        # parent folder under which a per-kernel pids cgroup can be made
+    cgroup_memory: str = ""      # same for memory
+    cgroup_version: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _quiet(cmd: list[str], **kw) -> bool:
+    try:
+        return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+                              **kw).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _writable_cgroup(controller: str) -> tuple[str, int]:
+    """A cgroup folder of this process in which a child group with `controller` can be made, or ''."""
+    probe = f"grader-probe-{uuid.uuid4().hex[:8]}"
+    limit_file = {"pids": "pids.max", "memory": "memory.max"}[controller]
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return "", 0
+    for line in lines:
+        hid, controllers, path = line.split(":", 2)
+        if hid == "0":   # cgroups v2: controllers live in one tree
+            base = Path("/sys/fs/cgroup") / path.lstrip("/")
+            v1_file = None
+        elif controller in controllers.split(","):
+            base = Path("/sys/fs/cgroup") / controller / path.lstrip("/")
+            v1_file = {"pids": "pids.max", "memory": "memory.limit_in_bytes"}[controller]
+        else:
+            continue
+        try:
+            (base / probe).mkdir()
+        except OSError:
+            continue
+        try:
+            if (base / probe / (v1_file or limit_file)).exists():
+                return str(base), 1 if v1_file else 2
+        finally:
+            try:
+                (base / probe).rmdir()
+            except OSError:
+                pass
+    return "", 0
+
+
+@functools.lru_cache(maxsize=1)
+def capabilities() -> Capabilities:
+    caps = Capabilities()
+    unshare = shutil.which("unshare")
+    if unshare and sys.platform.startswith("linux"):
+        caps.net_namespace = _quiet([unshare, "--net", "true"])
+        caps.mount_namespace = _quiet([unshare, "--mount", "true"]) and os.geteuid() == 0
+    if not caps.net_namespace:
+        caps.notes.append("no network namespace: the kernel keeps the machine's network")
+    if os.geteuid() == 0 and shutil.which("setpriv"):
+        # nobody must be able to run this very interpreter and import the kernel (not true under /root/.pyenv)
+        caps.drop_to_nobody = _quiet(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                                      sys.executable, "-c", "import ipykernel"], cwd="/")
+    caps.cgroup_pids, caps.cgroup_version = _writable_cgroup("pids")
+    caps.cgroup_memory, _ = _writable_cgroup("memory")
+    if not caps.cgroup_pids and os.geteuid() == 0 and not caps.drop_to_nobody:
+        caps.notes.append("no process cap from the OS (root, no writable cgroup): only the watchdog counts")
+    if os.geteuid() == 0 and not caps.drop_to_nobody and not caps.mount_namespace:
+        caps.notes.append("kernel runs as root without a mount namespace: files are hidden by obscurity only")
+    return caps
+
+
+class KernelCgroups:
+    """Per-kernel cgroups (pids, memory) made before launch and removed after; empty where not writable."""
+
+    def __init__(self, limits: Limits, caps: Capabilities):
+        self.dirs: dict[str, Path] = {}
+        name = f"grader-{uuid.uuid4().hex[:12]}"
+        wanted = {"pids": (caps.cgroup_pids, str(limits.max_processes)),
+                  "memory": (caps.cgroup_memory, str(limits.memory_bytes + 2**30))}  # a backstop above the watchdog
+        for controller, (base, value) in wanted.items():
+            if not base:
+                continue
+            path = Path(base) / name
+            try:
+                path.mkdir()
+                v1 = (path / ("pids.max" if controller == "pids" else "memory.limit_in_bytes"))
+                target = v1 if controller == "pids" or v1.exists() else path / "memory.max"
+                target.write_text(value)
+                self.dirs[controller] = path
+            except OSError:
+                pass
+
+    def procs_files(self) -> list[str]:
+        return [str(p / "cgroup.procs") for p in self.dirs.values()]
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for p in self.dirs.values():
+            try:
+                found |= {int(x) for x in (p / "cgroup.procs").read_text().split()}
+            except (OSError, ValueError):
+                pass
+        return found
+
+    def hit(self) -> str:
+        """'processes' or 'memory' when the cgroup refused a fork or killed for memory, else ''."""
+        if "pids" in self.dirs:
+            try:
+                events = (self.dirs["pids"] / "pids.events").read_text().split()
+                if len(events) >= 2 and int(events[1]) > 0:
+                    return "processes"
+            except (OSError, ValueError):
+                pass
+        if "memory" in self.dirs:
+            # Count OOM kills only: v1's failcnt also rises when page cache is merely reclaimed at the limit.
+            for fname in ("memory.events", "memory.oom_control"):
+                try:
+                    words = (self.dirs["memory"] / fname).read_text().split()
+                except OSError:
+                    continue
+                if "oom_kill" in words and int(words[words.index("oom_kill") + 1]) > 0:
+                    return "memory"
+        return ""
+
+    def kill_and_remove(self) -> None:
+        for _ in range(50):
+            pids = self.pids()
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        for p in self.dirs.values():
+            for _ in range(20):
+                try:
+                    p.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def kill_tree(pid: int | None, cgroups: KernelCgroups | None) -> None:
+    if pid:
+        # Stop first, so that a fork bomb cannot replace its children faster than we kill them.
+        procs = process_tree(pid)
+        for p in procs:
+            try:
+                p.suspend()
+            except psutil.Error:
+                pass
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+    if cgroups:
+        cgroups.kill_and_remove()
+
+
+def _pss(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def tree_memory(procs: list[psutil.Process]) -> int:
+    """Memory of a process tree: RSS for one process; for several, proportional set sizes (shared pages of forked
+    children are counted once), falling back to RSS where /proc/PID/smaps_rollup is missing."""
+    total = 0
+    for p in procs:
+        pss = _pss(p.pid) if len(procs) > 1 else None
+        if pss is None:
+            try:
+                pss = p.memory_info().rss
+            except psutil.Error:
+                pss = 0
+        total += pss
+    return total
+
+
+class Watchdog(threading.Thread):
+    """Polls the kernel's process tree; kills it over the memory or process cap or past the notebook limit."""
+
+    def __init__(self, pid: int, limits: Limits, cgroups: KernelCgroups, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.pid, self.limits, self.cgroups, self.interval = pid, limits, cgroups, interval
+        self.reason = ""          # "memory", "processes", "notebook_timeout"
+        self.peak_rss = 0
+        self._stop_event = threading.Event()
+        self.started_at = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def trip(self, reason: str) -> None:
+        if not self.reason:
+            self.reason = reason
+        kill_tree(self.pid, self.cgroups)
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            if time.monotonic() - self.started_at > self.limits.notebook_timeout:
+                self.trip("notebook_timeout")
+                return
+            procs = process_tree(self.pid)
+            extra = self.cgroups.pids() - {p.pid for p in procs}
+            procs += [psutil.Process(p) for p in extra if psutil.pid_exists(p)]
+            hit = self.cgroups.hit()
+            # Processes first: forked children share their parent's pages, which would look like a memory bomb.
+            if len(procs) > self.limits.max_processes or hit == "processes":
+                self.trip("processes")
+                return
+            rss = tree_memory(procs)
+            self.peak_rss = max(self.peak_rss, rss)
+            if rss > self.limits.memory_bytes or hit == "memory":
+                self.trip("memory")
+                return
+            if not procs:
+                return
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A KernelManager whose kernel command goes through ``unshare`` and the launcher below."""
+
+    def __init__(self, *, box: Path, hide: list[Path], limits: Limits, **kw):
+        self.box, self.hide, self.limits = box, hide, limits
+        self.caps = capabilities()
+        self.cgroups = KernelCgroups(limits, self.caps)
+        conn_dir = box / "conn"
+        conn_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(transport="ipc", connection_file=str(conn_dir / "kernel.json"), **kw)
+        self.ip = str(conn_dir / "k")
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        kernel_cmd = super().format_kernel_cmd(extra_arguments)
+        config = {"box": str(self.box), "hide": [str(p) for p in self.hide],
+                  "cgroup_procs": self.cgroups.procs_files(), "limits": asdict(self.limits),
+                  "mount_namespace": self.caps.mount_namespace, "drop_to_nobody": self.caps.drop_to_nobody}
+        launcher = [sys.executable, "-m", "grader.sandbox", json.dumps(config), "--"]
+        prefix = []
+        if self.caps.net_namespace or self.caps.mount_namespace:
+            prefix = [shutil.which("unshare") or "unshare"]
+            prefix += ["--net"] if self.caps.net_namespace else []
+            prefix += ["--mount", "--propagation", "private"] if self.caps.mount_namespace else []
+            prefix += ["--"]
+        return prefix + launcher + kernel_cmd
+
+    @property
+    def kernel_pid(self) -> int | None:
+        proc = getattr(self.provisioner, "process", None)
+        return getattr(proc, "pid", None)
+
+    def kernel_env(self) -> dict[str, str]:
+        work = str(self.box / "work")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": work, "TMPDIR": work,
+               "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0",
+               "PYTHONDONTWRITEBYTECODE": "1", "JUPYTER_RUNTIME_DIR": str(self.box / "conn"),
+               "IPYTHONDIR": str(self.box / "work" / ".ipython"), "MPLCONFIGDIR": str(self.box / "work" / ".mpl"),
+               }
+        if self.limits.gpus != "all":
+            env["CUDA_VISIBLE_DEVICES"] = self.limits.gpus      # "" hides every GPU from the kernel
+        elif "CUDA_VISIBLE_DEVICES" in os.environ:
+            env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[var] = str(self.limits.threads)
+        return env
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The launcher: runs in the child, between unshare and the kernel.
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC = 1, 2, 4, 8, 4096, 16384
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                  data.encode() if data else None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {target}: {os.strerror(err)}")
+
+
+def _hide_paths(box: Path, hide: list[str]) -> None:
+    """Cover each hidden folder with an empty read-only tmpfs; keep our own box visible inside the staging root."""
+    box_fd = os.open(box, os.O_RDONLY | os.O_DIRECTORY)
+    for path in sorted(set(hide), key=len):
+        if os.path.isfile(path):    # a single file (the gradebook, an LMS zip): an empty device in its place
+            _mount("/dev/null", path, None, MS_BIND, None)
+            continue
+        if not os.path.isdir(path):
+            continue
+        _mount("none", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=0755")
+        if Path(box).is_relative_to(path):
+            # Recreate the way down to our own box inside the tmpfs, then bind the real box back onto it.
+            rel = Path(box).relative_to(path)
+            (Path(path) / rel).mkdir(parents=True, exist_ok=True)
+            _mount(f"/proc/self/fd/{box_fd}", str(box), None, MS_BIND | MS_REC, None)
+        _mount("none", path, None, 0x20 | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_BIND, None)  # 0x20: MS_REMOUNT
+    os.close(box_fd)
+
+
+def launcher_main(argv: list[str]) -> None:
+    config = json.loads(argv[0])
+    kernel_cmd = argv[argv.index("--") + 1:]
+    limits = Limits(**config["limits"])
+    box = Path(config["box"])
+    work = box / "work"
+    for procs in config["cgroup_procs"]:   # join before anything else can fork
+        Path(procs).write_text(str(os.getpid()))
+    if config["mount_namespace"]:
+        _hide_paths(box, config["hide"])
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+    os.chdir(work)
+    if config["drop_to_nobody"] and os.geteuid() == 0:
+        # The connection file is 0600 root; hand the kernel its own copy, then give up root for good.
+        conn = kernel_cmd[kernel_cmd.index("-f") + 1]
+        own = box / "conn" / "kernel-nobody.json"
+        shutil.copyfile(conn, own)
+        for path in (own, box / "conn", work):
+            os.chown(path, NOBODY, NOBODY)
+        kernel_cmd[kernel_cmd.index("-f") + 1] = str(own)
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    if os.geteuid() != 0:
+        # Counts every process of the uid; with a shared uid like nobody this is still a cap on the fork bomb.
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+    os.execvpe(kernel_cmd[0], kernel_cmd, os.environ)
+
+
+if __name__ == "__main__":
+    launcher_main(sys.argv[1:])
