@@ -8,8 +8,19 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def toc_files() -> list[str]:
+    """The docnames in _toc.yml (root first), e.g. 'book/01_one_head'."""
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [c["file"] for c in part["chapters"]]
+    files += [c["file"] for c in toc.get("chapters", [])]
+    return files
 
 
 def jupyter_book_build(source: Path, output: Path, *extra: str, timeout: int = 1500,

@@ -4,18 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
-
-from conftest import REPO, jupyter_book_build
-
-
-def toc_files() -> list[str]:
-    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    files = [toc["root"]]
-    for part in toc.get("parts", []):
-        files += [c["file"] for c in part["chapters"]]
-    files += [c["file"] for c in toc.get("chapters", [])]
-    return files
+from conftest import jupyter_book_build, toc_files
 
 
 def test_every_toc_page_is_built(built_book: Path):
