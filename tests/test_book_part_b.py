@@ -1,0 +1,320 @@
+"""Chapters 4-6 and the shape explorer.
+
+Two kinds of checks: the built HTML shows the executed outputs these pages promise (numbers, a figure with alt
+text, saved widget state), and the code the pages define is run here, in pytest, against PyTorch's own modules:
+the finished MultiHeadAttention of chapter 6 against torch.nn.MultiheadAttention, the shape explorer's functions
+against real forward passes.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import REPO
+
+matplotlib.use("Agg")  # the pages' figure cells run here without a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+PAGES = ("04_splitting_heads", "05_concatenating_heads", "06_final_projection", "shape_explorer")
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading the pages: their code cells (executed here) and their built HTML (outputs only, never the prose).
+
+def page_namespace(name: str) -> dict:
+    """Exec every code cell of book/<name>.md except the ones that fail on purpose; return the namespace."""
+    import jupytext
+
+    notebook = jupytext.read(REPO / "book" / f"{name}.md")
+    namespace: dict = {"__name__": f"book_{name}"}
+    for cell in notebook.cells:
+        if cell.cell_type != "code" or "raises-exception" in cell.metadata.get("tags", []):
+            continue
+        # IPython magics (%matplotlib inline) are not Python; everything else runs as written.
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith("%"))
+        exec(compile(source, f"book/{name}.md", "exec"), namespace)
+    plt.close("all")
+    return namespace
+
+
+class _OutputCollector(HTMLParser):
+    """Collects the text and <img> tags inside myst-nb's cell_output containers, and the traceback outputs."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.depth = 0          # >0 while inside a cell_output div
+        self.div_stack: list[bool] = []
+        self.texts: list[str] = []
+        self.images: list[dict] = []
+        self.tracebacks: list[str] = []
+        self._in_traceback = 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        classes = (attrs.get("class") or "").split()
+        if tag == "div":
+            opens_output = "cell_output" in classes
+            is_traceback = "traceback" in classes
+            self.div_stack.append((opens_output, is_traceback))
+            self.depth += opens_output
+            self._in_traceback += is_traceback
+            if is_traceback:
+                self.tracebacks.append("")
+        elif tag == "img" and self.depth:
+            self.images.append(attrs)
+
+    def handle_endtag(self, tag):
+        if tag == "div" and self.div_stack:
+            opens_output, is_traceback = self.div_stack.pop()
+            self.depth -= opens_output
+            self._in_traceback -= is_traceback
+
+    def handle_data(self, data):
+        if self.depth:
+            self.texts.append(data)
+            if self._in_traceback:
+                self.tracebacks[-1] += data
+
+
+def page_outputs(built_book: Path, name: str) -> _OutputCollector:
+    page = built_book / "book" / f"{name}.html"
+    assert page.exists(), f"{page} was not built"
+    collector = _OutputCollector()
+    collector.feed(page.read_text())
+    collector.text = "".join(collector.texts)
+    return collector
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The built pages.
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PAGES)
+def test_page_has_a_figure_with_alt_text(built_book, name):
+    images = page_outputs(built_book, name).images
+    assert images, f"{name}: no figure among the executed outputs"
+    assert all(img.get("alt", "").strip() for img in images), f"{name}: a figure has no alt text"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PAGES)
+def test_page_outputs_carry_no_warning(built_book, name):
+    text = page_outputs(built_book, name).text
+    assert not re.search(r"\w+Warning:", text), f"{name} prints a warning: {text[:2000]}"
+
+
+@pytest.mark.slow
+def test_splitting_heads_equals_the_wrapper(built_book):
+    text = page_outputs(built_book, "04_splitting_heads").text
+    assert "same output as the wrapper: True" in text
+    # The same comparison with the heads stacked in the wrong order must fail on the page.
+    assert "heads stacked in the wrong order, same output: False" in text
+    assert re.search(r"wrapper: (\d[\d,]*) parameters \| split: \1 parameters", text)
+
+
+@pytest.mark.slow
+def test_concatenating_heads_shows_the_view_error_and_the_shortcut(built_book):
+    outputs = page_outputs(built_book, "05_concatenating_heads")
+    assert any("view size is not compatible" in tb for tb in outputs.tracebacks), "the view error is not shown"
+    text = outputs.text
+    assert "contiguous().view equals reshape: True" in text
+    assert "transpose + contiguous + view equals torch.cat over heads: True" in text
+    assert "shape check passed: (2, 5, 8)" in text
+    assert "allclose with the correct module: False" in text
+
+
+@pytest.mark.slow
+def test_final_projection_page_outputs(built_book):
+    outputs = page_outputs(built_book, "06_final_projection")
+    text = outputs.text
+    assert re.search(r"MultiHeadAttention total:\s+2,360,064", text)
+    assert re.search(r"W_query \+ W_key \+ W_value:\s+1,769,472", text)
+    # Head isolation: without out_proj head 2 of 4 (head_dim 4) moves columns 8-11 only; with it, all 16.
+    assert "head 2: without out_proj moves columns [8, 9, 10, 11]; with out_proj moves 16 of 16" in text
+    comparisons = re.findall(r"d_in=\s*(\d+), d_out=\s*(\d+), heads=\s*\d+: .*?allclose: (True|False)", text)
+    assert {(a == b) for a, b, _ in comparisons} == {True, False}, "need both d_in == d_out and d_in != d_out"
+    assert comparisons and all(ok == "True" for _, _, ok in comparisons), comparisons
+    assert "keys and values swapped, allclose: False" in text
+    assert any("ValueError" in tb and "divisible by num_heads" in tb for tb in outputs.tracebacks)
+
+
+@pytest.mark.slow
+def test_shape_explorer_outputs_and_saved_widget_state(built_book):
+    text = page_outputs(built_book, "shape_explorer").text
+    assert re.search(r"output\s+torch\.Size\(\[8, 1024, 768\]\)", text)
+    assert re.search(r"output\s+torch\.Size\(\[8, 1024, 9216\]\)", text)
+    assert re.search(r"parameters\s+2,360,064", text) and re.search(r"parameters\s+21,233,664", text)
+
+    page = (built_book / "book" / "shape_explorer.html").read_text()
+    match = re.search(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>', page, re.S)
+    assert match, "no saved widget state: the controls cannot render on the static page"
+    models = json.loads(html.unescape(match.group(1)))["state"].values()
+    descriptions = {m["state"].get("description") for m in models if m["model_name"] in ("IntSliderModel",
+                                                                                          "CheckboxModel")}
+    assert {"batch", "context length", "d_in", "d_out", "num_heads", "divide d_out by num_heads",
+            "final projection"} <= descriptions, descriptions
+    tables = [m["state"]["value"] for m in models if m["model_name"] == "HTMLModel"]
+    assert any("torch.Size([8, 1024, 768])" in t for t in tables), "the saved table is not the default state"
+    assert "application/vnd.jupyter.widget-view+json" in page
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Chapter 6's MultiHeadAttention against torch.nn.MultiheadAttention.
+
+@pytest.fixture(scope="module")
+def chapter6():
+    return page_namespace("06_final_projection")
+
+
+def torch_reference(mha: nn.Module, d_in: int, d_out: int, num_heads: int) -> nn.MultiheadAttention:
+    """nn.MultiheadAttention with the weights of `mha`. When d_in != d_out the queries are fed already projected
+    (nn.MultiheadAttention's query width is its embed_dim) and its own query projection is the identity."""
+    same_width = d_in == d_out
+    ref = nn.MultiheadAttention(d_out, num_heads, bias=True, batch_first=True,
+                                kdim=None if same_width else d_in, vdim=None if same_width else d_in)
+    zeros = torch.zeros(d_out)
+    bias = lambda layer: zeros if layer.bias is None else layer.bias.detach().cpu()  # noqa: E731
+    with torch.no_grad():
+        if same_width:
+            ref.in_proj_weight.copy_(torch.cat([mha.W_query.weight, mha.W_key.weight, mha.W_value.weight]).cpu())
+            ref.in_proj_bias.copy_(torch.cat([bias(mha.W_query), bias(mha.W_key), bias(mha.W_value)]))
+        else:
+            ref.q_proj_weight.copy_(torch.eye(d_out))
+            ref.k_proj_weight.copy_(mha.W_key.weight.cpu())
+            ref.v_proj_weight.copy_(mha.W_value.weight.cpu())
+            ref.in_proj_bias.copy_(torch.cat([zeros, bias(mha.W_key), bias(mha.W_value)]))
+        ref.out_proj.weight.copy_(mha.out_proj.weight.cpu())
+        ref.out_proj.bias.copy_(mha.out_proj.bias.cpu())
+    return ref.to(device).eval()
+
+
+@pytest.mark.parametrize("d_in, d_out, num_heads, qkv_bias", [
+    (16, 16, 4, False),
+    (64, 64, 8, False),
+    (96, 96, 12, True),
+    (8, 16, 2, False),    # d_out = 2 x d_in: exposes weights stored transposed
+    (12, 24, 4, True),
+    (40, 20, 5, False),   # d_in > d_out
+])
+def test_multi_head_attention_equals_torch(chapter6, d_in, d_out, num_heads, qkv_bias):
+    torch.manual_seed(d_in * 1000 + d_out)
+    context_length, num_tokens = 12, 9
+    mha = chapter6["MultiHeadAttention"](d_in, d_out, context_length, 0.1, num_heads, qkv_bias=qkv_bias)
+    mha = mha.to(device).eval()
+    ref = torch_reference(mha, d_in, d_out, num_heads)
+    x = torch.randn(3, num_tokens, d_in, device=device)
+    causal = torch.triu(torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=device), diagonal=1)
+    with torch.no_grad():
+        queries = x if d_in == d_out else x @ mha.W_query.weight.T + (0 if mha.W_query.bias is None
+                                                                      else mha.W_query.bias)
+        expected, _ = ref(queries, x, x, attn_mask=causal, need_weights=False)
+        actual = mha(x)
+    assert actual.shape == (3, num_tokens, d_out)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_multi_head_attention_is_causal(chapter6):
+    torch.manual_seed(0)
+    mha = chapter6["MultiHeadAttention"](8, 12, 10, 0.0, 3).to(device).eval()
+    x = torch.randn(2, 7, 8, device=device)
+    changed_future = x.clone()
+    changed_future[:, 4:] += 1.0
+    with torch.no_grad():
+        before, after = mha(x), mha(changed_future)
+    torch.testing.assert_close(before[:, :4], after[:, :4])
+    assert not torch.allclose(before[:, 4:], after[:, 4:])
+
+
+def test_multi_head_attention_rejects_indivisible_width(chapter6):
+    with pytest.raises(ValueError, match="divisible"):
+        chapter6["MultiHeadAttention"](1024, 1024, 16, 0.0, 24)
+
+
+def test_gpt2_small_parameter_count(chapter6):
+    with torch.device("meta"):
+        mha = chapter6["MultiHeadAttention"](768, 768, 1024, 0.0, 12)
+    assert sum(p.numel() for p in mha.parameters()) == 3 * 768 ** 2 + 768 ** 2 + 768 == 2_360_064
+    assert {"W_query.weight", "W_key.weight", "W_value.weight", "out_proj.weight", "out_proj.bias"} <= set(
+        dict(mha.named_parameters()))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shape explorer's functions and widget wiring.
+
+@pytest.fixture(scope="module")
+def explorer():
+    return page_namespace("shape_explorer")
+
+
+def test_explorer_default_is_gpt2_small(explorer):
+    result = explorer["attention_shapes"](batch=8, context_length=1024, d_in=768, d_out=768, num_heads=12)
+    shapes = result["shapes"]
+    assert shapes["output"] == torch.Size([8, 1024, 768])
+    assert shapes["queries"] == shapes["keys"] == shapes["values"] == (8, 12, 1024, 64)
+    assert shapes["scores"] == shapes["weights"] == (8, 12, 1024, 1024)
+    assert result["parameters"] == 2_360_064
+    assert result["weights_bytes"] == 8 * 12 * 1024 * 1024 * 4
+    report = explorer["shape_report"](batch=8, context_length=1024, d_in=768, d_out=768, num_heads=12)
+    assert "torch.Size([8, 1024, 768])" in report and "2,360,064" in report
+
+
+def test_explorer_reproduces_the_9216_bug(explorer):
+    sizes = dict(batch=8, context_length=1024, d_in=768, d_out=768, num_heads=12, divide=False)
+    buggy = explorer["attention_shapes"](**sizes, final_projection=False)
+    assert buggy["shapes"]["output"] == torch.Size([8, 1024, 9216])
+    assert buggy["parameters"] == 21_233_664 == 12 * 3 * 768 ** 2
+    hidden = explorer["attention_shapes"](**sizes, final_projection=True)
+    assert hidden["shapes"]["output"] == (8, 1024, 768)
+    assert hidden["parameters"] == 21_233_664 + 9216 * 768 + 768
+    no_projection = explorer["attention_shapes"](**{**sizes, "divide": True}, final_projection=False)
+    assert no_projection["parameters"] == 1_769_472
+
+
+@pytest.mark.parametrize("batch, context_length, d_in, d_out, num_heads", [(2, 5, 6, 8, 2), (1, 7, 12, 6, 3)])
+def test_explorer_matches_a_real_forward_pass(explorer, chapter6, batch, context_length, d_in, d_out, num_heads):
+    """The meta-device shapes and counts are those of chapter 6's module running for real."""
+    result = explorer["attention_shapes"](batch=batch, context_length=context_length, d_in=d_in, d_out=d_out,
+                                          num_heads=num_heads)
+    mha = chapter6["MultiHeadAttention"](d_in, d_out, context_length, 0.0, num_heads).eval()
+    x = torch.randn(batch, context_length, d_in)
+    with torch.no_grad():
+        output = mha(x)
+    assert result["shapes"]["x"] == x.shape and result["shapes"]["output"] == output.shape
+    assert result["parameters"] == sum(p.numel() for p in mha.parameters())
+    head_dim = d_out // num_heads
+    assert result["shapes"]["context"] == (batch, num_heads, context_length, head_dim)
+    assert result["weights_bytes"] == batch * num_heads * context_length ** 2 * 4
+    half = explorer["attention_shapes"](batch=batch, context_length=context_length, d_in=d_in, d_out=d_out,
+                                        num_heads=num_heads, dtype=torch.bfloat16)
+    assert half["weights_bytes"] * 2 == result["weights_bytes"]
+
+
+def test_explorer_division_check(explorer):
+    with pytest.raises(ValueError, match="divisible"):
+        explorer["attention_shapes"](batch=1, context_length=4, d_in=8, d_out=10, num_heads=3)
+    # Without the division each head is d_out wide, so any head count fits (that is the bug).
+    result = explorer["attention_shapes"](batch=1, context_length=4, d_in=8, d_out=10, num_heads=3,
+                                          divide=False, final_projection=False)
+    assert result["shapes"]["output"] == (1, 4, 30)
+
+
+def test_explorer_widget_follows_its_controls(explorer):
+    controls, table = explorer["controls"], explorer["table"]
+    assert "torch.Size([8, 1024, 768])" in table.value
+    controls["divide"].value = False
+    controls["final_projection"].value = False
+    assert "torch.Size([8, 1024, 9216])" in table.value
+    controls["divide"].value = True
+    controls["d_out"].value = 776  # not a multiple of 12 heads
+    assert "divisible" in table.value and "torch.Size" not in table.value
+    controls["num_heads"].value = 8
+    assert "torch.Size([8, 1024, 776])" in table.value
