@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 
@@ -54,10 +55,21 @@ def rewrite_page_context(app: Sphinx, pagename: str, templatename: str, context:
         group["buttons"] = kept
 
 
+def unpack_vendored(outdir: Path) -> None:
+    """Vendored files kept gzipped in git (see book/_vendor/update.sh) are served unpacked."""
+    for packed in sorted((outdir / "_static" / "vendor").rglob("*.js.gz")):
+        target = packed.with_suffix("")
+        data = gzip.decompress(packed.read_bytes())
+        if not target.exists() or target.read_bytes() != data:
+            target.write_bytes(data)
+        packed.unlink()
+
+
 def copy_downloads(app: Sphinx, exception) -> None:
     if exception is not None or app.builder.format != "html":
         return
     outdir = Path(app.outdir)
+    unpack_vendored(outdir)
     executed = outdir.parent / "jupyter_execute"
     for docname in sorted(app.env.found_docs):
         source = executed / f"{docname}.ipynb"

@@ -18,7 +18,8 @@ cp "$mods/requirejs/require.js" "$dest/require.js"
 cp "$mods/requirejs/package.json" "$dest/require.package.json"
 # The AMD embed bundle of the widget manager includes @jupyter-widgets/base and controls; its font files sit beside it.
 hm="$mods/@jupyter-widgets/html-manager"
-cp "$hm/dist/embed-amd.js" "$dest/html-manager/"
+# Stored gzipped (it is 3.6 MB as text); book/_ext/course_site.py unpacks it into the built site.
+gzip -9 -n -c "$hm/dist/embed-amd.js" > "$dest/html-manager/embed-amd.js.gz"
 find "$hm/dist" -maxdepth 1 \( -name '*.woff' -o -name '*.woff2' -o -name '*.ttf' -o -name '*.eot' -o -name '*.svg' \) \
     -exec cp {} "$dest/html-manager/" \;
 cp "$hm/package.json" "$dest/html-manager/package.json"
