@@ -1,0 +1,219 @@
+"""Chapters 7, 8 and 10 (the two bug clinics and the checklist) show, in their executed outputs, what issue 3 asks.
+
+Only the text of executed cell outputs counts: a number that appears in a code cell's source or in the prose does
+not satisfy these tests, so a page cannot pass by quoting what it should have computed.
+"""
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+CLINIC_9216 = "book/07_bug_clinic_9216"
+CLINIC_PROJECTION = "book/08_bug_clinic_projection"
+CHECKLIST = "book/10_checklist"
+PAGES = (CLINIC_9216, CLINIC_PROJECTION, CHECKLIST)
+MiB = 2**20
+
+
+class _PageParser(HTMLParser):
+    """Collects the text of every cell output block, and every <img> with its attributes."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.outputs: list[str] = []
+        self.images: list[dict[str, str | None]] = []
+        self._depth = 0          # div nesting depth inside the current output block; 0 when outside
+        self._parts: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs))
+        if tag != "div":
+            return
+        if self._depth:
+            self._depth += 1
+        elif "cell_output" in (dict(attrs).get("class") or "").split():
+            self._depth, self._parts = 1, []
+
+    def handle_endtag(self, tag):
+        if tag == "div" and self._depth:
+            self._depth -= 1
+            if not self._depth:
+                self.outputs.append("".join(self._parts))
+
+    def handle_data(self, data):
+        if self._depth:
+            self._parts.append(data)
+
+
+def parse(built_book: Path, page: str) -> _PageParser:
+    path = built_book / f"{page}.html"
+    assert path.exists(), f"{page} was not built"
+    parser = _PageParser()
+    parser.feed(path.read_text())
+    return parser
+
+
+def output_text(built_book: Path, page: str) -> str:
+    outputs = parse(built_book, page).outputs
+    assert outputs, f"{page} shows no executed output at all"
+    return "\n".join(outputs)
+
+
+def number_after(label: str, text: str) -> float:
+    match = re.search(re.escape(label) + r"\s*([\d.,]+)", text)
+    assert match, f"no number after {label!r} in the outputs"
+    return float(match.group(1).replace(",", ""))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_figure_has_alt_text(built_book: Path, page: str):
+    figures = [img for img in parse(built_book, page).images if "_images/" in (img.get("src") or "")]
+    assert figures, f"{page} has no executed figure"
+    for img in figures:
+        assert (img.get("alt") or "").strip(), f"{page}: figure {img.get('src')} has no alt text"
+
+
+@pytest.mark.parametrize("page, assignment", [(CLINIC_9216, "ps4"), (CLINIC_PROJECTION, "ps4"), (CHECKLIST, "ps4")])
+def test_page_ends_with_questions_and_the_exercise_link(built_book: Path, page: str, assignment: str):
+    html = (built_book / f"{page}.html").read_text()
+    assert "Check yourself" in html
+    assert html.count("dropdown") >= 2, f"{page}: answers are not in collapsed dropdowns"
+    assert re.search(r'href="exercises\.html[^"]*"[^>]*>.*?' + assignment, html, flags=re.S), \
+        f"{page} does not link to the graded exercise {assignment}"
+
+
+# --- Bug clinic I: 9216 vs 768 ---------------------------------------------------------------------------------
+
+def test_clinic_9216_reproduces_the_historical_shapes_and_counts(built_book: Path):
+    text = output_text(built_book, CLINIC_9216)
+    assert "wrapper:            torch.Size([8, 1024, 9216])" in text
+    assert "MultiHeadAttention: torch.Size([8, 1024, 768])" in text
+    assert number_after("buggy wrapper, Q/K/V weights only:", text) == 12 * 3 * 768**2 == 21_233_664
+    assert "21,233,664" in text and "2,360,064" in text
+    assert number_after("correct MultiHeadAttention, everything:", text) == 4 * 768**2 + 768
+
+
+def test_clinic_9216_memory_comes_from_the_tensor_sizes(built_book: Path):
+    """The table's rows must match float32 sizes at batch 8, context 1024, 12 heads (768 vs 64 per head)."""
+    text = output_text(built_book, CLINIC_9216)
+    rows = {m.group(1).strip(): (float(m.group(2).replace(",", "")), float(m.group(3).replace(",", "")))
+            for m in re.finditer(r"^([a-z ,]+?)\s{2,}([\d,]+\.\d)\s+([\d,]+\.\d)\s*$", text, flags=re.M)}
+    tokens = 8 * 1024
+    expected = {
+        "parameters": (12 * 3 * 768**2 * 4 / MiB, (12 * 3 * 768 * 64 + 768**2 + 768) * 4 / MiB),
+        "queries, keys, values": (12 * 3 * tokens * 768 * 4 / MiB, 12 * 3 * tokens * 64 * 4 / MiB),
+        "attention weights": (12 * 8 * 1024**2 * 4 / MiB,) * 2,   # independent of the head width
+        "output": (tokens * 9216 * 4 / MiB, tokens * 768 * 4 / MiB),
+        "mask buffers": (12 * 1024**2 * 4 / MiB,) * 2,
+    }
+    for row, (buggy, fixed) in expected.items():
+        assert row in rows, f"memory table has no row {row!r}: {sorted(rows)}"
+        assert rows[row] == (pytest.approx(buggy, abs=0.051), pytest.approx(fixed, abs=0.051)), row
+
+
+def test_clinic_9216_times_both_versions_and_the_fix_is_faster(built_book: Path):
+    text = output_text(built_book, CLINIC_9216)
+    device = re.search(r"device: (\w+)", text).group(1)
+    size = re.search(r"size: batch (\d+), context (\d+), embed 768, 12 heads", text)
+    assert size, "the timed size is not printed"
+    # CPU builds time a smaller size (and say which); a GPU times the historical size.
+    assert (int(size.group(1)), int(size.group(2))) == ((8, 1024) if device == "cuda" else (2, 256))
+    buggy = number_after("buggy wrapper: median", text)
+    fixed = number_after("fixed wrapper: median", text)
+    assert buggy > 2 * fixed, f"the 9216 wrapper ({buggy} ms) is not clearly slower than the fix ({fixed} ms)"
+    ratio = number_after("the buggy wrapper is", text)
+    assert ratio == pytest.approx(buggy / fixed, rel=0.06)
+    # The arithmetic behind the gap: about 10x the matrix-multiply work at full size.
+    full = re.search(r"full size: buggy\s+([\d.]+) GFLOP, fixed\s+([\d.]+) GFLOP", text)
+    assert full and float(full.group(1)) / float(full.group(2)) == pytest.approx(10.2, abs=0.1)
+    html = (built_book / f"{CLINIC_9216}.html").read_text()
+    assert "41.1 ms" in html and "8.35 ms" in html, "the historical A100 benchmark is not cited"
+
+
+def test_clinic_9216_diagnosis_fails_the_bug_and_passes_the_fix(built_book: Path):
+    text = output_text(built_book, CLINIC_9216)
+    sections = {name: re.search(re.escape(name) + r"\n((?:  \[(?:ok|FAIL)\] .*\n?)+)", text)
+                for name in ("buggy wrapper", "chapter MultiHeadAttention", "fixed wrapper")}
+    for name, match in sections.items():
+        assert match, f"no diagnosis printed for {name}"
+    assert sections["buggy wrapper"].group(1).count("[FAIL]") == 4
+    assert "[FAIL]" not in sections["chapter MultiHeadAttention"].group(1)
+    assert "[FAIL]" not in sections["fixed wrapper"].group(1)
+    assert sections["fixed wrapper"].group(1).count("[ok]") == 4
+    assert "output shape: torch.Size([8, 1024, 768])" in text
+    assert number_after("parameters:", text) == 2_360_064
+
+
+# --- Bug clinic II: the missing projection and its siblings ----------------------------------------------------
+
+def test_clinic_projection_diagnoses_by_count_keys_and_probe(built_book: Path):
+    text = output_text(built_book, CLINIC_PROJECTION)
+    assert "correct:       torch.Size([8, 1024, 768])" in text
+    assert "no projection: torch.Size([8, 1024, 768])" in text, "the bug must keep the right shape"
+    assert number_after("no projection:", text.split("correct MultiHeadAttention:", 1)[1]) == 3 * 768**2
+    assert "1,769,472" in text and "2,360,064" in text
+    assert re.search(r"no projection: \[.*\]\s+unmatched: \['out_proj\.weight', 'out_proj\.bias'\]", text)
+    assert re.search(r"correct: \[.*\]\s+unmatched: \[\]", text)
+    # Head isolation: without out_proj head 1 (of 4, head_dim 4) moves only its own columns 4-7.
+    assert "no projection: columns moved by head 1 -> [4, 5, 6, 7]" in text
+    assert f"correct MultiHeadAttention: columns moved by head 1 -> {list(range(16))}" in text
+
+
+def test_clinic_projection_equivalence_test_passes_correct_and_fails_missing_projection(built_book: Path):
+    text = output_text(built_book, CLINIC_PROJECTION)
+    assert re.search(r"^correct:\s+PASS$", text, flags=re.M)
+    assert re.search(r"^no projection:\s+FAIL: Tensor-likes are not close!", text, flags=re.M)
+
+
+# Which test must catch which bug (the issue's description of each historical bug, not a copied output).
+EXPECTED_GRID = {
+    "MultiHeadAttention": {"shape": True, "parameters": True, "equivalence": True, "parity": True},
+    "EinsumAttention": {"shape": True, "parameters": True, "equivalence": True, "parity": True},
+    "NoProjection": {"shape": True, "parameters": False, "equivalence": False, "parity": True},
+    "ProjectionNeverApplied": {"shape": True, "parameters": True, "equivalence": False, "parity": True},
+    "ProjectionFromDIn": {"shape": True, "parameters": True, "equivalence": True, "parity": False},
+    "ScoresTimesSqrt": {"shape": True, "parameters": True, "equivalence": False, "parity": True},
+    "EinsumTransposed": {"shape": True, "parameters": True, "equivalence": False, "parity": False},
+}
+
+
+def test_clinic_projection_each_sibling_bug_fails_the_test_that_exposes_it(built_book: Path):
+    text = output_text(built_book, CLINIC_PROJECTION)
+    grid = {}
+    for block in re.finditer(r"^(\w+)\n((?:    .*\n?){4})", text, flags=re.M):
+        outcomes = {}
+        for line in block.group(2).splitlines():
+            test, outcome = re.match(r"\s+(\w+).*?\s{2,}(PASS|FAIL.*)$", line).groups()
+            outcomes[test] = outcome
+        grid[block.group(1)] = outcomes
+    assert set(grid) == set(EXPECTED_GRID), f"classes in the results table: {sorted(grid)}"
+    for cls, expected in EXPECTED_GRID.items():
+        got = {test: outcome == "PASS" for test, outcome in grid[cls].items()}
+        assert got == expected, f"{cls}: {grid[cls]}"
+    # The failures say why, in the words of the failing check.
+    assert "1,769,472 parameters, expected 2,360,064" in grid["NoProjection"]["parameters"]
+    assert "forward fails at d_in=6, d_out=12" in grid["ProjectionFromDIn"]["parity"]
+    assert "forward fails at d_in=6, d_out=12" in grid["EinsumTransposed"]["parity"]
+
+
+def test_clinic_projection_multiplied_scale_saturates_the_softmax(built_book: Path):
+    text = output_text(built_book, CLINIC_PROJECTION)
+    rows = re.findall(r"head_dim\s+(\d+): .*?divided ([\d.]+), multiplied ([\d.]+)", text)
+    assert [int(r[0]) for r in rows] == [4, 16, 64]
+    divided, multiplied = zip(*[(float(r[1]), float(r[2])) for r in rows])
+    assert all(m > d for d, m in zip(divided, multiplied))
+    assert multiplied[-1] > 0.9 and multiplied[-1] > multiplied[0], "wider heads must saturate more"
+
+
+# --- The checklist ---------------------------------------------------------------------------------------------
+
+def test_checklist_runs_all_ten_checks_and_they_pass(built_book: Path):
+    text = output_text(built_book, CHECKLIST)
+    passed = re.findall(r"^\[pass\] (\d+)\. ", text, flags=re.M)
+    assert sorted(map(int, passed)) == list(range(1, 11)), f"checks that ran and passed: {passed}"
+    assert "10 of 10 checklist items passed" in text
+    assert "largest weight above the diagonal (a future key): 0.0" in text
