@@ -113,6 +113,9 @@ def test_clinic_9216_memory_comes_from_the_tensor_sizes(built_book: Path):
     for row, (buggy, fixed) in expected.items():
         assert row in rows, f"memory table has no row {row!r}: {sorted(rows)}"
         assert rows[row] == (pytest.approx(buggy, abs=0.051), pytest.approx(fixed, abs=0.051)), row
+    for column in (0, 1):
+        parts = sum(values[column] for row, values in rows.items() if row != "total")
+        assert rows["total"][column] == pytest.approx(parts, abs=0.3), "the total is not the sum of the rows"
 
 
 def test_clinic_9216_times_both_versions_and_the_fix_is_faster(built_book: Path):
@@ -122,6 +125,9 @@ def test_clinic_9216_times_both_versions_and_the_fix_is_faster(built_book: Path)
     assert size, "the timed size is not printed"
     # CPU builds time a smaller size (and say which); a GPU times the historical size.
     assert (int(size.group(1)), int(size.group(2))) == ((8, 1024) if device == "cuda" else (2, 256))
+    for name in ("buggy wrapper", "fixed wrapper"):
+        repeats = re.search(name + r": median .* (\d+) measurements", text)
+        assert repeats and int(repeats.group(1)) >= 3, f"{name} is not timed repeatedly"
     buggy = number_after("buggy wrapper: median", text)
     fixed = number_after("fixed wrapper: median", text)
     assert buggy > 2 * fixed, f"the 9216 wrapper ({buggy} ms) is not clearly slower than the fix ({fixed} ms)"
