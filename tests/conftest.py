@@ -29,7 +29,9 @@ def jupyter_book_build(source: Path, output: Path, *extra: str, timeout: int = 1
     strict = ["-W", "--keep-going"] if warnings_as_errors else []
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", "--all", *strict,
            "--path-output", str(output), *extra, str(source)]
-    env = dict(os.environ, PYTHONHASHSEED="0", MPLBACKEND="Agg")
+    # No MPLBACKEND here: the kernels inherit it, and a non-inline backend would leave the pages without figures.
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    env["PYTHONHASHSEED"] = "0"
     return subprocess.run(cmd, cwd=source, capture_output=True, text=True, timeout=timeout, env=env)
 
 
