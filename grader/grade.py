@@ -107,8 +107,9 @@ def _safe_grade_one(sub: Submission, g: Grading) -> Result:
     try:
         return grade_one(sub, g)
     except Exception as err:   # one broken submission (or grader bug) must not lose the others' rows
+        why = " ".join(str(err).split())[:300]
         return rejected(sub, g, "grader_error", f"The grader failed on this submission ({type(err).__name__}: "
-                                                f"{err}); an instructor will grade it again.")
+                                                f"{why}); an instructor will grade it again.")
 
 
 def hidden_paths(out: Path, submissions: Path, source_path: Path, staging: Path, db_url: str) -> list[Path]:

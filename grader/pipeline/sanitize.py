@@ -88,7 +88,7 @@ def decode(sub: Submission) -> dict:
     try:
         content = json.loads(text)
     except json.JSONDecodeError as err:
-        raise Rejected("invalid_notebook", f"{sub.notebook_name} is not valid notebook JSON ({err.msg} at line "
+        raise Rejected("invalid_notebook", f"{sub.notebook_name} is not valid notebook JSON ({err.msg}: line "
                                            f"{err.lineno}, column {err.colno}); it may have been edited outside "
                                            "Jupyter or cut short.") from None
     if not isinstance(content, dict) or not isinstance(content.get("cells"), list):
@@ -189,8 +189,8 @@ def restore(content: dict, source: NotebookNode, assignment: str, sub: Submissio
     if len(ids) != len(set(ids)):
         sub.notes.append("Duplicated cell ids were renumbered.")
 
-    nb = nbformat.v4.new_notebook(cells=out, metadata={"kernelspec": source.metadata.get("kernelspec", {}),
-                                                       "language_info": source.metadata.get("language_info", {})})
+    metadata = {key: source.metadata[key] for key in ("kernelspec", "language_info") if key in source.metadata}
+    nb = nbformat.v4.new_notebook(cells=out, metadata=metadata)
     for index, cell in enumerate(nb.cells):
         cell.id = f"cell-{index:03d}"
         if cell.cell_type == "code":
