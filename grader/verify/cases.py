@@ -66,43 +66,56 @@ def _linear_weight(rng: np.random.Generator, d_out: int, d_in: int) -> np.ndarra
 
 def _module_case(task: str, name: str, callee: str, seed: int, *, batch: int | None, num_tokens: int,
                  d_in: int, d_out: int, kwargs: dict, heads: int = 0, out_proj: bool = False,
-                 train: bool = False, check: str = "reference") -> Case:
+                 train: bool = False, check: str = "reference", qkv_bias: bool = False) -> Case:
     """A class built with ``kwargs``, its Q/K/V (per head when ``heads``) and ``out_proj`` set from the seed."""
     rng = _rng(seed, task, name)
-    shape = (num_tokens, d_in) if batch is None else (batch, num_tokens, d_in)
-    arrays = {"x": _normal(rng, *shape)}
+    arrays = {"x": _normal(rng, batch, num_tokens, d_in)}
     weights = []
+    if qkv_bias:
+        kwargs = {**kwargs, "qkv_bias": True}
     for head in range(heads) if heads else [-1]:
         prefix = "" if head < 0 else f"h{head}_"
         for attr in ("W_query", "W_key", "W_value"):
             key = prefix + attr
             arrays[key] = _linear_weight(rng, d_out, d_in)
-            weights.append([head, attr, key, None])
+            if qkv_bias:
+                arrays[key + "_bias"] = _normal(rng, d_out, scale=0.1)
+            weights.append([head, attr, key, key + "_bias" if qkv_bias else None])
+    width = d_out * max(heads, 1)
     if out_proj:
-        width = d_out * max(heads, 1)
         arrays["out_proj"] = _linear_weight(rng, width, width)
         arrays["out_proj_bias"] = _normal(rng, width, scale=0.1)
         weights.append([-1, "out_proj", "out_proj", "out_proj_bias"])
-    params = {"input": "x", "num_heads": kwargs.get("num_heads", 1), "heads": heads, "causal": "context_length" in kwargs}
+    # What the chapter's layout holds: Q, K, V per head (plus biases), and out_proj with its bias.
+    parameters = max(heads, 1) * 3 * (d_in * d_out + (d_out if qkv_bias else 0)) + (width * width + width
+                                                                                   if out_proj else 0)
+    params = {"input": "x", "num_heads": kwargs.get("num_heads", 1), "heads": heads,
+              "causal": "context_length" in kwargs, "parameters": parameters}
     return Case(task, name, "module", callee, kwargs=kwargs, arrays=arrays, weights=weights, train=train,
                 check=check, params=params)
 
 
-def _dropout_case(task: str, callee: str, seed: int) -> Case:
+def _dropout_case(task: str, callee: str, seed: int, num_heads: int = 0) -> Case:
     """Training mode with dropout 0.5 on inputs that make every attention row uniform.
 
     x is the identity, W_query is zero (so every score is 0) and W_value the identity (so the output *is* the
-    attention-weight matrix). Dropout on the weights, scaled by 1/(1-p), must leave each visible entry of row t
-    at 0 or 2/(t+1) and every future entry at 0, whatever the random draw; dropout on the scores leaves 1/(t+1);
-    no dropout in training mode leaves 1/(t+1) too. No random draw has to be reproduced.
+    attention-weight matrix; with heads, column c holds head c // head_dim's weight for key c, and out_proj is the
+    identity). Dropout on the weights, scaled by 1/(1-p), must leave each visible entry of row t at 0 or 2/(t+1)
+    and every future entry at 0, whatever the random draw; dropout on the scores leaves 1/(t+1), and so does no
+    dropout in training mode. No random draw has to be reproduced.
     """
     size = 8
+    kwargs = {"d_in": size, "d_out": size, "context_length": size, "dropout": 0.5}
+    if num_heads:
+        kwargs["num_heads"] = num_heads
     case = _module_case(task, "dropout_train", callee, seed, batch=1, num_tokens=size, d_in=size, d_out=size,
-                        kwargs={"d_in": size, "d_out": size, "context_length": size, "dropout": 0.5},
-                        train=True, check="dropout_pattern")
+                        kwargs=kwargs, out_proj=bool(num_heads), train=True, check="dropout_pattern")
     case.arrays["x"] = np.eye(size, dtype=np.float32)[None]
     case.arrays["W_query"] = np.zeros((size, size), np.float32)
     case.arrays["W_value"] = np.eye(size, dtype=np.float32)
+    if num_heads:
+        case.arrays["out_proj"] = np.eye(size, dtype=np.float32)
+        case.arrays["out_proj_bias"] = np.zeros(size, np.float32)
     case.params["dropout"] = 0.5
     return case
 
@@ -136,10 +149,10 @@ def _ps1(seed: int) -> list[Case]:
               {"queries": (5, 8), "keys": (5, 8), "values": (5, 8)}, returns=2),
         _call("scaled_dot_product", "batched_rectangular", "scaled_dot_product", seed,
               {"queries": (2, 3, 16), "keys": (2, 6, 16), "values": (2, 6, 5)}, returns=2),
-        _module_case("self_attention", "d_in_ne_d_out", "SelfAttention", seed, batch=None, num_tokens=6, d_in=5,
+        _module_case("self_attention", "d_in_ne_d_out", "SelfAttention", seed, batch=2, num_tokens=6, d_in=5,
                      d_out=8, kwargs={"d_in": 5, "d_out": 8}),
-        _module_case("self_attention", "square", "SelfAttention", seed, batch=None, num_tokens=4, d_in=6,
-                     d_out=6, kwargs={"d_in": 6, "d_out": 6}),
+        _module_case("self_attention", "square_with_bias", "SelfAttention", seed, batch=3, num_tokens=4, d_in=6,
+                     d_out=6, kwargs={"d_in": 6, "d_out": 6}, qkv_bias=True),
     ]
 
 
@@ -154,6 +167,9 @@ def _ps2(seed: int) -> list[Case]:
         _module_case("causal_attention", "short_input_eval_dropout", "CausalAttention", seed, batch=2,
                      num_tokens=4, d_in=6, d_out=6,
                      kwargs={"d_in": 6, "d_out": 6, "context_length": 9, "dropout": 0.5}),
+        _module_case("causal_attention", "with_bias", "CausalAttention", seed, batch=1, num_tokens=5, d_in=6,
+                     d_out=3, kwargs={"d_in": 6, "d_out": 3, "context_length": 5, "dropout": 0.0},
+                     qkv_bias=True),
         _dropout_case("causal_attention", "CausalAttention", seed),
     ]
     return cases
@@ -177,6 +193,10 @@ def _ps3(seed: int) -> list[Case]:
         _module_case("multi_head_attention", "d_in_ne_d_out", "MultiHeadAttention", seed, batch=2, num_tokens=5,
                      d_in=6, d_out=12, out_proj=True,
                      kwargs={"d_in": 6, "d_out": 12, "context_length": 8, "dropout": 0.0, "num_heads": 3}),
+        _module_case("multi_head_attention", "with_bias", "MultiHeadAttention", seed, batch=1, num_tokens=4,
+                     d_in=5, d_out=6, out_proj=True, qkv_bias=True,
+                     kwargs={"d_in": 5, "d_out": 6, "context_length": 4, "dropout": 0.0, "num_heads": 3}),
+        _dropout_case("multi_head_attention", "MultiHeadAttention", seed, num_heads=2),
         Case("multi_head_attention", "indivisible_d_out", "raises", "MultiHeadAttention",
              kwargs={"d_in": 6, "d_out": 10, "context_length": 4, "dropout": 0.0, "num_heads": 3}, check="raises",
              params={"exception": "ValueError"}),

@@ -87,9 +87,26 @@ def _check_reference(case: Case, folder: Path, meta: dict) -> None:
                 bug = "attention rows do not sum to 1: softmax over the wrong dimension"
             raise CaseFailure(f"{label} differs from PyTorch's (largest error {error:.3g})"
                               + (f": looks like {bug}" if bug else ""))
-    if case.task == "causal_attention" and "mask" not in (meta.get("state_dict") or []):
-        raise CaseFailure("the mask is not a registered buffer named 'mask' (it would not move with .to() "
-                          "or be saved in state_dict)")
+    if case.task in ("causal_attention", "multi_head_attention") and not ("mask" in (meta.get("buffers") or [])
+                                                 and "mask" in (meta.get("state_dict") or [])):
+        raise CaseFailure("mask is not a registered buffer: register it as 'mask' with self.register_buffer (so "
+                          "that it moves with .to() and is saved in state_dict)")
+    wanted_count, count = case.params.get("parameters"), meta.get("parameters")
+    if case.driver == "module" and wanted_count is not None and count != wanted_count:
+        bug = _count_diagnosis(case, count)
+        raise CaseFailure(f"the module has {count} parameters, expected {wanted_count}"
+                          + (f": looks like {bug}" if bug else ""))
+
+
+def _count_diagnosis(case: Case, count) -> str:
+    width = case.arrays["x"].shape[-1]
+    if "out_proj" in case.arrays and isinstance(count, int):
+        d_out = case.arrays["out_proj"].shape[0]
+        if count == case.params["parameters"] - d_out * d_out - d_out:
+            return "no output projection"
+        if count == case.params["parameters"] - d_out * d_out + width * d_out:
+            return "out_proj built with d_in where d_out belongs"
+    return ""
 
 
 def _check_dropout_pattern(case: Case, folder: Path, meta: dict) -> None:

@@ -45,7 +45,7 @@ ENVIRONMENT = {"environ": "reads the environment (os.environ)", "getenv": "reads
 FILESYSTEM = {"listdir", "scandir", "walk", "chdir", "glob", "iglob", "rglob", "rmtree", "copytree", "remove",
               "unlink", "rename", "symlink", "system", "popen", "subprocess", "Popen", "run", "check_output",
               "fork", "kill", "execv", "execve", "socket", "urlopen", "requests", "home", "expanduser", "read_text",
-              "read_bytes", "write_text", "write_bytes", "iterdir"}
+              "read_bytes", "write_text", "write_bytes", "iterdir", "_exit", "abort", "killpg"}
 SUSPICIOUS_TEXT = [  # in string literals: names of the grading machinery, or of built-in attention spelled out
     (re.compile(r"NBGRADER|_probe|_mha_probe|grader[./](verify|pipeline|grade)|kernel_runtime", re.I),
      "names the grading machinery in a string"),
@@ -55,7 +55,8 @@ SUSPICIOUS_TEXT = [  # in string literals: names of the grading machinery, or of
      "spells out a built-in attention name in a string (getattr-style access)"),
 ]
 DEFAULT_ALIASES = {"torch": "torch", "nn": "torch.nn", "F": "torch.nn.functional", "np": "numpy", "numpy": "numpy",
-                   "os": "os", "sys": "sys", "grader": "grader", "builtins": "builtins", "IPython": "IPython"}
+                   "os": "os", "sys": "sys", "grader": "grader", "builtins": "builtins", "IPython": "IPython",
+                   "diagnose": "grader.diagnose"}  # what the released notebooks' set-up cells import
 ALLOWED_MAGICS = {"matplotlib", "time", "timeit", "config", "precision", "pinfo", "pdef", "who", "whos"}
 
 
@@ -217,6 +218,8 @@ class _Scanner(ast.NodeVisitor):
             root = self.dotted(node.args[0]).split(".")[0]
             if root in PATCHED_ROOTS:
                 self.notes.append(f"patches {self.dotted(node.args[0])} with {func}()")
+        if func in {"getattr", "hasattr"} and len(node.args) >= 2 and not isinstance(node.args[1], ast.Constant):
+            self.notes.append("looks up an attribute by a computed name (getattr)")
         if func in {"exec", "eval", "compile", "__import__", "importlib.import_module"}:
             self.notes.append(f"runs code built at run time ({func})")
         if func in {"open", "io.open", "pathlib.Path", "Path", "numpy.load", "torch.load", "pickle.load"}:

@@ -45,7 +45,9 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def _projections(case: Case, head: int):
     x = _t(case.arrays["x"])
     prefix = "" if head < 0 else f"h{head}_"
-    return x, [F.linear(x, _t(case.arrays[prefix + name])) for name in ("W_query", "W_key", "W_value")]
+    arrays = case.arrays
+    return x, [F.linear(x, _t(arrays[prefix + name]), _t(arrays[prefix + name + "_bias"])
+                        if prefix + name + "_bias" in arrays else None) for name in ("W_query", "W_key", "W_value")]
 
 
 def _head_outputs(case: Case, causal: bool, scale_of=None, variant=None) -> torch.Tensor:
@@ -82,6 +84,9 @@ def multi_head_reference(case: Case, out_proj: bool = True) -> torch.Tensor:
             mha.k_proj_weight.copy_(w_key)
             mha.v_proj_weight.copy_(w_value)
         mha.in_proj_bias.zero_()
+        for index, name in ((1, "W_key_bias"), (2, "W_value_bias")):  # qkv_bias=True cases
+            if name in case.arrays:
+                mha.in_proj_bias[index * d_out:(index + 1) * d_out].copy_(_t(case.arrays[name]))
         if out_proj:
             mha.out_proj.weight.copy_(_t(case.arrays["out_proj"]))
             mha.out_proj.bias.copy_(_t(case.arrays["out_proj_bias"]))
@@ -91,7 +96,8 @@ def multi_head_reference(case: Case, out_proj: bool = True) -> torch.Tensor:
     tokens = x.shape[-2]
     future = torch.ones(tokens, tokens, dtype=torch.bool).triu(1)
     with torch.no_grad():
-        output, _ = mha(F.linear(x, w_query), x, x, attn_mask=future, need_weights=False)
+        query_bias = _t(case.arrays["W_query_bias"]) if "W_query_bias" in case.arrays else None
+        output, _ = mha(F.linear(x, w_query, query_bias), x, x, attn_mask=future, need_weights=False)
     return output
 
 
