@@ -72,11 +72,17 @@ def device_peak(torch, device) -> dict:
             "source": f"no datasheet peak for this CPU; measured {n}x{n} float32 matmul instead"}
 
 
-def bench_attention(quick: bool, repeats: int | None) -> dict:
+def bench_attention(quick: bool, repeats: int | None, threads: int | None) -> dict:
     import torch
 
     av = load_variants()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if threads is None and device.type == "cpu":
+        # On a shared CPU, two intra-op threads per matmul turn other processes' load into barrier stalls
+        # (measured here under load: the same race ~8x slower and far noisier than with one thread).
+        threads = 1
+    if threads:
+        torch.set_num_threads(threads)
     dtype = torch.float32
     if quick:
         cfg, why = av.TINY_CONFIG, "quick mode: tiny sizes, one repeat (checks the code runs, not its speed)"
@@ -187,7 +193,8 @@ def git_commit() -> str | None:
     return proc.stdout.strip() or None
 
 
-def run(quick: bool, sections: list[str], jobs: int, repeats: int | None, workdir: Path) -> dict:
+def run(quick: bool, sections: list[str], jobs: int, repeats: int | None, workdir: Path,
+        threads: int | None = None) -> dict:
     import torch
 
     started = time.perf_counter()
@@ -199,7 +206,7 @@ def run(quick: bool, sections: list[str], jobs: int, repeats: int | None, workdi
         "command": "python -m grader bench" + (" --quick" if quick else ""),
     }
     skipped = "not selected (--sections)" if not quick else "skipped in quick mode (select it with --sections)"
-    results["attention"] = (bench_attention(quick, repeats) if "attention" in sections
+    results["attention"] = (bench_attention(quick, repeats, threads) if "attention" in sections
                             else {"measured": False, "reason": skipped})
     results["grading"] = (bench_grading(quick, jobs, workdir / "grading") if "grading" in sections
                           else {"measured": False, "reason": skipped})
@@ -277,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; quick: attention)")
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="grading workers")
     parser.add_argument("--repeats", type=int, default=None, help="timing rounds (default 11 on CPU, 30 on GPU)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for the attention race (default: 1 on CPU, PyTorch's default on GPU)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args(argv)
     sections = (args.sections or ("attention" if args.quick else ",".join(SECTIONS))).split(",")
@@ -286,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (REPO / "benchmarks" / ("quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mha-bench-") as tmp:
-        results = run(args.quick, sections, args.jobs, args.repeats, args.workdir or Path(tmp))
+        results = run(args.quick, sections, args.jobs, args.repeats, args.workdir or Path(tmp), args.threads)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(markdown(results))
     print(markdown(results))

@@ -1,0 +1,109 @@
+"""Chapter 9, the performance lab, as built: what its executed cells must show.
+
+Uses the `built_book` fixture (the whole book built from scratch; MHA_BOOK_HTML points it at a prebuilt site).
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+
+PAGE = "book/09_performance_lab.html"
+LABELS = ["Wrapper, fixed (PR #68)", "Chapter MultiHeadAttention", "Fused QKV", "Einsum", "Block-causal (fused QKV)",
+          "F.scaled_dot_product_attention", "nn.MultiheadAttention, need_weights=True",
+          "nn.MultiheadAttention, need_weights=False", "Wrapper as before PR #68 (the 9216 bug)"]
+
+
+def outputs(page_html: str) -> str:
+    """The text of every executed cell's output, tags stripped."""
+    blocks = re.findall(r'<div class="cell_output docutils container">(.*?)</div>\s*</div>\s*</div>', page_html,
+                        flags=re.S)
+    assert blocks, "the page has no executed outputs"
+    return "\n".join(html.unescape(re.sub(r"<[^>]+>", "", b)) for b in blocks)
+
+
+@pytest.fixture(scope="module")
+def page(built_book: Path) -> str:
+    path = built_book / PAGE
+    assert path.exists(), f"{PAGE} was not built"
+    return path.read_text()
+
+
+@pytest.fixture(scope="module")
+def text(page: str) -> str:
+    return outputs(page)
+
+
+def test_figures_have_alt_text(page):
+    alts = re.findall(r'<img[^>]*\salt="([^"]*)"', page)
+    assert len(alts) >= 2 and all(a.strip() for a in alts), alts
+
+
+def test_every_contender_agrees_before_the_race(text):
+    diffs = dict(re.findall(r"^(.+?)\s+max \|difference\| from SDPA: ([0-9.e+-]+)$", text, flags=re.M))
+    assert set(diffs) == set(LABELS) - {LABELS[-1]}, diffs
+    assert all(float(d) < 1e-4 for d in diffs.values()), diffs
+
+
+def test_work_at_full_size_is_computed(text):
+    assert re.search(r"full size: projections\s+38\.65 GFLOP, attention\s+25\.77 GFLOP", text)
+    assert "FlopCounterMode, full size, Chapter MultiHeadAttention: 64.4 GFLOP" in text
+    counted = re.search(r"FlopCounterMode, full size, Wrapper as before PR #68 \(the 9216 bug\): ([0-9.]+) GFLOP",
+                        text)
+    assert counted and float(counted.group(1)) > 9 * 64.4
+
+
+def test_race_table_prints_device_dtype_version_and_all_rows(text):
+    header = re.search(r"^(cpu|cuda) \| float32 \| torch (\S+) \|", text, flags=re.M)
+    assert header and header.group(2) == torch.__version__
+    race = text[header.start():]
+    for label in LABELS:
+        row = re.search(rf"^{re.escape(label)}\s+([0-9.]+) \(\s*([0-9.]+)\)\s+([0-9.]+)\s+([0-9.]+)", race,
+                        flags=re.M)
+        assert row, f"no timing row for {label}"
+        median, iqr, ratio, gflops = map(float, row.groups())
+        assert median > 0 and iqr >= 0 and ratio > 0 and gflops > 0
+    sdpa = re.search(r"^F\.scaled_dot_product_attention\s+[0-9.]+ \(\s*[0-9.]+\)\s+([0-9.]+)", race, flags=re.M)
+    assert float(sdpa.group(1)) == 1.0
+    assert re.search(r"the 9216-style wrapper / the fixed wrapper: [0-9.]+x the work, [0-9.]+x the time forward",
+                     text)
+
+
+def test_naive_and_synchronised_timings_are_both_shown(text):
+    assert re.search(r"naive time\.time\(\): [0-9.]+ ms\s+benchmark\.Timer: median [0-9.]+ ms, IQR [0-9.]+ ms", text)
+
+
+def test_memory_is_reported_with_its_method(text):
+    for label in LABELS:
+        assert re.search(rf"^{re.escape(label)}\s+forward\s+[0-9.]+ MiB\s+forward\+backward\s+[0-9.]+ MiB", text,
+                         flags=re.M), label
+    assert re.search(r"^method: (torch\.cuda\.max_memory_allocated|estimate: )", text, flags=re.M)
+
+
+def test_historical_anchors_are_quoted_and_labelled(text):
+    assert "A100, PyTorch 2.6 (quoted)" in text
+    assert "41.1 ms before the fix, 8.35 ms after: 4.9x" in text
+
+
+def test_results_section_renders_the_committed_json(text):
+    results = json.loads((REPO / "benchmarks" / "results.json").read_text())
+    att = results["attention"]
+    assert f"run of {results['date']} | {att['device']}" in text
+    assert f"torch {results['torch']}" in text and f"quick mode: {results['quick']}" in text
+    best = att["summary"]["best_from_scratch_label"]
+    assert f"best from-scratch ({best}) / nn.MultiheadAttention(need_weights=False): " \
+           f"{att['summary']['best_from_scratch_vs_torch_mha']:.2f}x" in text
+    committed = text[text.index(f"run of {results['date']}"):]
+    for name, row in att["phases"]["forward"]["rows"].items():
+        assert re.search(rf"^{re.escape(row['label'])}\s+{row['median_ms']:.2f} ", committed, flags=re.M), name
+
+
+def test_check_yourself_and_exercise_link(page):
+    assert "Check yourself" in page
+    assert re.search(r'href="exercises\.html"[^>]*>.*?the graded exercise ps5', page, flags=re.S)
