@@ -14,12 +14,15 @@ autograde tests are marked slow.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from exercise_harness import autograde_many, mutate, replace_cell
+from grader import diagnose_perf
 from grader.release import release
 from grader.tasks import ASSIGNMENTS
 
@@ -50,6 +53,57 @@ def graded_cell_text(tmp: Path, student: str, assignment: str, task: str) -> str
         elif "text/plain" in output.get("data", {}):
             parts.append(output.data["text/plain"])
     return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------- the test doubles of ps5 itself
+def test_simulated_cuda_behaves_like_an_asynchronous_gpu():
+    real_synchronize, real_event, real_available = torch.cuda.synchronize, torch.cuda.Event, torch.cuda.is_available()
+    with diagnose_perf.simulated_cuda(work_ms=30) as (module, x, gpu):
+        assert x.device.type == "cuda" and x.is_cuda and torch.cuda.is_available()
+        start = time.perf_counter()
+        module(x)
+        launch_ms = (time.perf_counter() - start) * 1000
+        torch.cuda.synchronize()
+        finished_ms = (time.perf_counter() - start) * 1000
+        assert launch_ms < 10, f"queuing work took {launch_ms:.1f} ms: the forward pass must not wait"
+        assert 28 <= finished_ms < 200, f"synchronize returned after {finished_ms:.1f} ms, not when the work ended"
+
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        module(x)
+        end.record()
+        with pytest.raises(RuntimeError, match="not ready"):
+            begin.elapsed_time(end)  # as on a GPU: the end event has not been reached yet
+        end.synchronize()
+        assert 28 <= begin.elapsed_time(end) < 200
+        assert gpu.synchronize_calls == 1 and module.calls == 2
+    assert torch.cuda.synchronize is real_synchronize and torch.cuda.Event is real_event
+    assert torch.cuda.is_available() == real_available
+
+
+def test_scheduled_sleep_follows_its_schedule_and_records_autograd():
+    module = diagnose_perf.ScheduledSleep([30, 1])
+    durations = []
+    for grad in (True, False, False):
+        start = time.perf_counter()
+        with torch.set_grad_enabled(grad):
+            module(torch.zeros(1))
+        durations.append((time.perf_counter() - start) * 1000)
+    assert durations[0] >= 29 and durations[1] < 25 and durations[2] < 25, durations
+    assert module.calls == 3 and module.grad_enabled == [True, False, False]
+
+
+def test_gpu_spin_module_needs_and_uses_a_gpu():
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            diagnose_perf.gpu_spin_module(20)
+        return
+    spin, measured_ms = diagnose_perf.gpu_spin_module(20)
+    assert 10 <= measured_ms <= 40, f"calibrated spin takes {measured_ms:.1f} ms, asked for 20"
+    start = time.perf_counter()
+    spin(torch.zeros(1, device="cuda"))
+    assert (time.perf_counter() - start) * 1000 < measured_ms / 2, "the spin kernel should launch asynchronously"
+    torch.cuda.synchronize()
 
 
 # ----------------------------------------------------------------------------------- release and leaks
