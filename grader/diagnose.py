@@ -11,6 +11,7 @@ API
 ``device()``                                   the device checks run on (cuda if available, else cpu)
 ``BUGS``                                       bug code -> the phrase a failure message starts with
 ``expected_parameter_count(d_in, d_out, qkv_bias=False, out_proj=True)``
+``call(fn, *args)``                             fn(*args), with errors whose cause is known renamed to the bug
 ``check_shape(actual, expected, num_heads=None, what="output")``
 ``check_parameter_count(module, d_in, d_out, num_heads=1, qkv_bias=False)``
 ``check_attention_weights(weights, causal=False)``   rows sum to 1, nothing on a future key
@@ -74,7 +75,7 @@ def _inputs(batch: int, num_tokens: int, width: int, seed: int = 0) -> torch.Ten
     return torch.randn(batch, num_tokens, width, generator=gen).to(device())
 
 
-def _call(forward: Callable, *args):
+def call(forward: Callable, *args):
     """Run student code, translating the errors whose cause we can name."""
     try:
         return forward(*args)
@@ -84,9 +85,9 @@ def _call(forward: Callable, *args):
             _fail("contiguous", f"view() on a transposed tensor raised: {text.splitlines()[0]}")
         if "shapes cannot be multiplied" in text or "size of tensor a" in text or "must match the size" in text:
             _fail("d_in_d_out", f"the forward pass failed on a shape: {text.splitlines()[0]}")
-        if "same device" in text:
-            _fail("mask_buffer", f"a tensor stayed behind when the module moved to {device()} (register it with "
-                                 f"self.register_buffer): {text.splitlines()[0]}")
+        if "same device" in text or "not on the expected device" in text:
+            _fail("mask_buffer", f"a tensor stayed behind when the module moved to another device (register it "
+                                 f"with self.register_buffer): {text.splitlines()[0]}")
         raise
 
 
@@ -140,7 +141,7 @@ def check_attention_weights(weights: torch.Tensor, causal: bool = False) -> None
     cols = weights.sum(-2)
     if torch.allclose(cols, torch.ones_like(cols), atol=1e-4):
         _fail("softmax_dim", "the columns sum to 1 but the rows do not: softmax(dim=-1) normalises over keys")
-    if causal and bool((rows < 1 - 1e-4).all()):
+    if causal and bool((rows <= 1 + 1e-4).all()):
         _fail("future", "future weights are zero but the rows sum to less than 1: the mask was applied after "
                         "softmax without renormalising")
     _fail("softmax_dim", f"rows sum to {rows.min():.3g}..{rows.max():.3g}, not 1")
@@ -150,10 +151,10 @@ def check_no_future_leakage(forward: Callable, x: torch.Tensor) -> None:
     """forward(x) -> (b, T, d). Changing the last token may change only the last position."""
     num_tokens = x.shape[-2]
     with torch.no_grad():
-        before = _call(forward, x)
+        before = call(forward, x)
         changed_x = x.clone()
         changed_x[..., -1, :] = changed_x[..., -1, :] * -3.0 + 1.0
-        after = _call(forward, changed_x)
+        after = call(forward, changed_x)
     moved = [t for t in range(num_tokens - 1) if not _close(before[..., t, :], after[..., t, :])]
     if not moved:
         return
@@ -165,8 +166,8 @@ def check_no_future_leakage(forward: Callable, x: torch.Tensor) -> None:
 
 def check_batch_independence(forward: Callable, x: torch.Tensor) -> None:
     with torch.no_grad():
-        together = _call(forward, x)
-        alone = _call(forward, x[:1])
+        together = call(forward, x)
+        alone = call(forward, x[:1])
     if not _close(together[:1], alone):
         _fail("batch", "sequence 0 gives a different output alone than inside a batch (an op over dim 0?)")
 
@@ -187,7 +188,7 @@ def check_scaled_dot_product(fn: Callable, causal: bool = False) -> None:
     d_k = 8
     queries, keys = _inputs(2, 5, d_k, seed=1), _inputs(2, 6, d_k, seed=2)
     values = _inputs(2, 6, 3, seed=3)
-    result = _call(fn, queries, keys, values)
+    result = call(fn, queries, keys, values)
     assert isinstance(result, tuple) and len(result) == 2, "return a tuple (context, weights)"
     context, weights = result
     check_shape(weights, (2, 5, 6), what="weights")
@@ -278,7 +279,7 @@ def check_attention_module(module: nn.Module, d_in: int, num_heads: int = 1, cau
     qkv, out = _projections(module)
     d_out = qkv[0][0].shape[0]
     with torch.no_grad():
-        actual = _call(module, x)
+        actual = call(module, x)
     check_shape(actual, (batch, num_tokens, d_out), num_heads)
     expected = mha_reference(x, qkv, out, num_heads, causal)
     if _close(actual, expected):
@@ -324,12 +325,12 @@ def check_dropout(module: nn.Module, d_in: int, p: float = 0.5, num_tokens: int 
     torch.manual_seed(0)
     with torch.no_grad():
         module.eval()
-        first, second = _call(module, x), _call(module, x)
+        first, second = call(module, x), call(module, x)
         if not _close(first, second):
             _fail("dropout_eval", "two forward passes in eval() mode differ (use nn.Dropout or "
                                   "F.dropout(..., training=self.training))")
         module.train()
-        trained = _call(module, x)
+        trained = call(module, x)
     module.eval()
     if torch.isnan(trained).any():
         _fail("dropout_scores", "training mode gives NaN: dropout zeroed -inf scores (0 * -inf)")
@@ -368,7 +369,7 @@ def _encoded(batch: int, num_tokens: int, num_heads: int, head_dim: int) -> torc
 def check_split_heads(split_heads: Callable) -> None:
     batch, num_tokens, num_heads, head_dim = 2, 5, 3, 4
     x = _encoded(batch, num_tokens, num_heads, head_dim)
-    out = _call(split_heads, x, num_heads)
+    out = call(split_heads, x, num_heads)
     if tuple(out.shape) == (batch, num_tokens, num_heads, head_dim):
         raise AssertionError("shape (b, T, num_heads, head_dim): transpose(1, 2) so heads come before tokens")
     check_shape(out, (batch, num_heads, num_tokens, head_dim), what="split_heads output")
@@ -386,7 +387,7 @@ def check_combine_heads(combine_heads: Callable) -> None:
     batch, num_tokens, num_heads, head_dim = 2, 5, 3, 4
     x = _encoded(batch, num_tokens, num_heads, head_dim)
     heads = torch.stack([x[:, :, h * head_dim:(h + 1) * head_dim] for h in range(num_heads)], dim=1).contiguous()
-    out = _call(combine_heads, heads)
+    out = call(combine_heads, heads)
     check_shape(out, (batch, num_tokens, num_heads * head_dim), what="combine_heads output")
     if torch.equal(out, x):
         return
@@ -418,7 +419,7 @@ def check_wrapper(wrapper: nn.Module, d_in: int, d_out: int, num_heads: int, num
         f"keep the {num_heads} heads in self.heads = nn.ModuleList([...])"
     x = _inputs(2, num_tokens, d_in, seed=6)
     with torch.no_grad():
-        out = _call(wrapper, x)
+        out = call(wrapper, x)
     if tuple(out.shape) == (2, num_tokens, d_out):
         raise AssertionError(f"output is {d_out} wide: in the wrapper d_out is the width of ONE head, so the "
                              f"concatenation is num_heads * d_out = {num_heads * d_out} wide")

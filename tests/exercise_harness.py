@@ -9,8 +9,10 @@ cell, and fails loudly when a pattern is not there (a mutation that silently doe
 from __future__ import annotations
 
 import html
+import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -46,6 +48,21 @@ def _feedback_text(path: Path) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
+@contextmanager
+def _kernels_import_this_checkout():
+    """Kernels started by nbgrader import ``grader`` from this repository, whatever editable install the shared
+    environment points at (another checkout's ``pip install -e .`` silently redirects it)."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), before]))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 def autograde_many(source_nb: Path, submissions: dict[str, Path], tmp: Path) -> dict[str, dict]:
     """Autograde each submitted notebook against ``source_nb`` with nbgrader; per student returns
     ``{"scores": {task: points}, "max": {task: points}, "total": float, "feedback": str, "log": str}``
@@ -67,7 +84,8 @@ def autograde_many(source_nb: Path, submissions: dict[str, Path], tmp: Path) -> 
     assert made["success"], made.get("error", "") + made.get("log", "")
     results: dict[str, dict] = {}
     for student in submissions:
-        graded = api.autograde(assignment, student, force=True, create=True)
+        with _kernels_import_this_checkout():
+            graded = api.autograde(assignment, student, force=True, create=True)
         assert graded["success"], f"nbgrader autograde errored for {student}:\n{graded.get('error', '')}" \
                                   f"\n{graded.get('log', '')[-4000:]}"
         feedback = api.generate_feedback(assignment, student, force=True)

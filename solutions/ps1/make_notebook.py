@@ -123,7 +123,7 @@ SELF_ATTENTION_TESTS = '''
 torch.manual_seed(123)
 attention = SelfAttention(d_in=3, d_out=2).to(device)
 x = torch.randn(2, 6, 3, device=device)
-diagnose.check_shape(attention(x), (2, 6, 2))
+diagnose.check_shape(diagnose.call(attention, x), (2, 6, 2))
 assert sum(p.numel() for p in attention.parameters()) == 3 * 3 * 2, "three d_in x d_out projections, no bias"
 
 # Equal to PyTorch's attention computed with your W_query, W_key, W_value (d_in == d_out here).

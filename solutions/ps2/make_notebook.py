@@ -65,10 +65,10 @@ scores = torch.tensor([[1.0, 2.0, 3.0],
                        [1.0, 2.0, 3.0],
                        [1.0, 2.0, 3.0]], device=device)
 weights = masked_softmax(scores, causal_mask(3).to(device))
+diagnose.check_attention_weights(weights, causal=True)
 # Row 0 sees only key 0; row 1 splits between keys 0 and 1 like softmax([1, 2]).
 assert torch.allclose(weights[0], torch.tensor([1.0, 0.0, 0.0], device=device)), weights
 assert torch.allclose(weights[1, :2], torch.softmax(torch.tensor([1.0, 2.0], device=device), 0)), weights
-diagnose.check_attention_weights(weights, causal=True)
 ### BEGIN HIDDEN TESTS
 # Against F.scaled_dot_product_attention(is_causal=True) on batched, multi-head scores.
 queries = torch.randn(2, 3, 5, 4, device=device)
@@ -120,7 +120,7 @@ CAUSAL_TESTS = '''
 torch.manual_seed(123)
 attention = CausalAttention(d_in=3, d_out=2, context_length=8, dropout=0.0).to(device)
 x = torch.randn(2, 6, 3, device=device)  # 6 tokens < context_length 8
-diagnose.check_shape(attention(x), (2, 6, 2))
+diagnose.check_shape(diagnose.call(attention, x), (2, 6, 2))
 # Changing the last token may change only the last position.
 diagnose.check_no_future_leakage(attention, x)
 diagnose.check_mask_buffer(CausalAttention(3, 2, context_length=8, dropout=0.0), context_length=8)

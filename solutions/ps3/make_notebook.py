@@ -70,7 +70,7 @@ WRAPPER_TESTS = '''
 torch.manual_seed(123)
 wrapper = MultiHeadAttentionWrapper(d_in=3, d_out=2, context_length=8, dropout=0.0, num_heads=2).to(device)
 x = torch.randn(2, 6, 3, device=device)
-diagnose.check_shape(wrapper(x), (2, 6, 2 * 2), what="wrapper output")
+diagnose.check_shape(diagnose.call(wrapper, x), (2, 6, 2 * 2), what="wrapper output")
 # Each block of d_out columns is one head's causal attention, in order.
 diagnose.check_wrapper(MultiHeadAttentionWrapper(4, 3, 8, 0.0, num_heads=2), d_in=4, d_out=3, num_heads=2)
 ### BEGIN HIDDEN TESTS
@@ -98,10 +98,10 @@ def split_heads(x, num_heads):
 
 SPLIT_TESTS = '''
 x = torch.arange(2 * 3 * 4, dtype=torch.float32, device=device).view(1, 3, 8)  # 3 tokens, d_out 8
+diagnose.check_split_heads(split_heads)
 heads = split_heads(x, num_heads=2)
 diagnose.check_shape(heads, (1, 2, 3, 4), what="split_heads output")
 assert torch.equal(heads[0, 1, 2], x[0, 2, 4:8]), "head 1 of token 2 is columns 4..7 of token 2"
-diagnose.check_split_heads(split_heads)
 ### BEGIN HIDDEN TESTS
 x = torch.randn(3, 5, 12, device=device)
 for num_heads in (1, 3, 4, 12):
@@ -124,10 +124,10 @@ def combine_heads(x):
 
 COMBINE_TESTS = '''
 heads = torch.arange(2 * 3 * 4, dtype=torch.float32, device=device).view(1, 2, 3, 4)  # 2 heads, 3 tokens
+diagnose.check_combine_heads(combine_heads)
 combined = combine_heads(heads)
 diagnose.check_shape(combined, (1, 3, 8), what="combine_heads output")
 assert torch.equal(combined[0, 2, 4:8], heads[0, 1, 2]), "token 2, columns 4..7 come from head 1"
-diagnose.check_combine_heads(combine_heads)
 ### BEGIN HIDDEN TESTS
 heads = torch.randn(3, 4, 5, 2, device=device)
 combined = combine_heads(heads)
@@ -186,10 +186,10 @@ MHA_TESTS = '''
 torch.manual_seed(123)
 mha = MultiHeadAttention(d_in=4, d_out=8, context_length=8, dropout=0.0, num_heads=2).to(device)
 x = torch.randn(2, 6, 4, device=device)
-diagnose.check_shape(mha(x), (2, 6, 8), num_heads=2)
+diagnose.check_shape(diagnose.call(mha, x), (2, 6, 8), num_heads=2)
 # GPT-2 small on the meta device (no memory, no time): shape and the 2,360,064 parameters.
 gpt2 = MultiHeadAttention(768, 768, 1024, 0.0, num_heads=12, qkv_bias=False).to("meta")
-diagnose.check_shape(gpt2(torch.empty(8, 1024, 768, device="meta")), (8, 1024, 768), num_heads=12)
+diagnose.check_shape(diagnose.call(gpt2, torch.empty(8, 1024, 768, device="meta")), (8, 1024, 768), num_heads=12)
 diagnose.check_parameter_count(gpt2, d_in=768, d_out=768, num_heads=12)
 # Equal to torch.nn.MultiheadAttention holding your weights.
 diagnose.check_attention_module(MultiHeadAttention(8, 8, 8, 0.0, num_heads=2), d_in=8, num_heads=2)

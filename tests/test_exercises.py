@@ -1,0 +1,149 @@
+"""Every assignment: its notebooks follow grader/tasks.py, exercises/ is generated from solutions/ and is current,
+no student notebook carries a solution or a hidden test, and through nbgrader's real autograde the solution gets
+full marks while the untouched student notebook gets 0 without an error."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from exercise_harness import REPO, autograde_many
+from grader import release
+from grader.tasks import ASSIGNMENTS
+
+SOURCES = sorted(p.name for p in (REPO / "solutions").iterdir()
+                 if p.is_dir() and (p / f"{p.name}.ipynb").exists())
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+
+
+def source_nb(name: str) -> Path:
+    return REPO / "solutions" / name / f"{name}.ipynb"
+
+
+def student_nb(name: str) -> Path:
+    return REPO / "exercises" / name / f"{name}.ipynb"
+
+
+def nbgrader_cells(path: Path) -> dict[str, nbformat.NotebookNode]:
+    nb = nbformat.read(path, as_version=4)
+    return {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells if "nbgrader" in c.metadata}
+
+
+def between(text: str, begin: str, end: str) -> list[str]:
+    return re.findall(rf"### {begin}\n(.*?)### {end}", text, flags=re.S)
+
+
+def test_there_are_assignments_to_test():
+    assert {"ps1", "ps2", "ps3"} <= set(SOURCES), SOURCES
+    assert set(SOURCES) <= set(ASSIGNMENTS), f"solutions/ has assignments grader/tasks.py does not know: {SOURCES}"
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_source_notebook_follows_tasks(name):
+    """Solution cell == task name, test cell == test_<task> with the task's points, and the cell defines the names
+    the verification stage will ask for."""
+    assignment = ASSIGNMENTS[name]
+    cells = nbgrader_cells(source_nb(name))
+    graded = {gid: c.metadata["nbgrader"]["points"] for gid, c in cells.items() if c.metadata["nbgrader"]["grade"]}
+    assert graded == {f"test_{t.name}": t.points for t in assignment.tasks}
+    assert sum(graded.values()) == assignment.max_score
+    order = list(cells)
+    for task in assignment.tasks:
+        assert task.name in cells and cells[task.name].metadata["nbgrader"]["solution"], task.name
+        assert order.index(task.name) < order.index(f"test_{task.name}"), f"{task.name} must precede its tests"
+        tree = ast.parse(cells[task.name].source)
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                    if isinstance(t, ast.Name)}
+        assert set(task.names) <= defined, f"{name}/{task.name} defines {defined}, tasks.py expects {task.names}"
+        test_source = cells[f"test_{task.name}"].source
+        assert test_source.count("### BEGIN HIDDEN TESTS") == 1, f"{name}: test_{task.name} has no hidden tests"
+        visible = test_source.split("### BEGIN HIDDEN TESTS")[0]
+        assert "assert" in visible or "diagnose." in visible, f"{name}: test_{task.name} has no visible test"
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_source_notebook_is_clean(name):
+    nb = nbformat.read(source_nb(name), as_version=4)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"{name}: commit notebooks without outputs"
+
+
+def test_release_regenerates_exercises_exactly(tmp_path):
+    """A stale exercises/ (someone edited solutions/ without `python -m grader release`) fails here."""
+    out = tmp_path / "exercises"
+    assert release.main([*SOURCES, "--into", str(out)]) == 0
+    for name in SOURCES:
+        fresh, committed = out / name / f"{name}.ipynb", student_nb(name)
+        assert committed.exists(), f"exercises/{name} missing: run python -m grader release"
+        fresh_cells = [(c.cell_type, c.source, c.metadata) for c in nbformat.read(fresh, as_version=4).cells]
+        committed_cells = [(c.cell_type, c.source, c.metadata) for c in nbformat.read(committed, as_version=4).cells]
+        assert len(fresh_cells) == len(committed_cells), f"exercises/{name} is stale: run python -m grader release"
+        for index, (a, b) in enumerate(zip(fresh_cells, committed_cells)):
+            assert a == b, f"exercises/{name} cell {index} is stale: run python -m grader release"
+        # Deterministic output: the same sources give the same bytes.
+        assert fresh.read_bytes() == committed.read_bytes(), f"exercises/{name} differs byte for byte"
+        assert sorted(p.name for p in (out / name).iterdir()) == [f"{name}.ipynb"], "extra files released"
+
+
+def test_release_cli_rejects_unknown_assignment_and_leaves_no_gradebook(tmp_path, capsys):
+    assert release.main(["ps99", "--into", str(tmp_path)]) == 2
+    assert "ps99" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    assert not (REPO / "gradebook.db").exists() and not (REPO / ".nbgrader").exists()
+    assert not list((REPO / "solutions").rglob("gradebook.db")) and not list((REPO / "exercises").rglob("*.db"))
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_student_notebook_has_no_solution_or_hidden_test(name):
+    source_cells = nbgrader_cells(source_nb(name))
+    student_cells = nbgrader_cells(student_nb(name))
+    assert list(student_cells) == list(source_cells), "the student notebook has other graded cells than the source"
+    raw = student_nb(name).read_text()
+    for marker in MARKERS:
+        assert marker not in raw, f"exercises/{name} contains {marker!r}"
+    files = sorted(p.name for p in student_nb(name).parent.iterdir())
+    assert files == [f"{name}.ipynb"], f"exercises/{name} ships more than the notebook: {files}"
+    for gid, cell in source_cells.items():
+        student = student_cells[gid].source
+        meta = cell.metadata["nbgrader"]
+        for region in between(cell.source, "BEGIN SOLUTION", "END SOLUTION"):
+            assert meta["solution"], f"{gid}: solution markers in a non-solution cell"
+            assert "raise NotImplementedError()" in student, f"exercises/{name} {gid} has no stub"
+            leaked = [line.strip() for line in region.splitlines()
+                      if len(line.strip()) > 12 and line.strip() in student]
+            assert not leaked, f"exercises/{name} {gid} still holds solution code: {leaked[:3]}"
+        for region in between(cell.source, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
+            visible = cell.source.split("### BEGIN HIDDEN TESTS")[0]
+            leaked = [line.strip() for line in region.splitlines()
+                      if len(line.strip()) > 12 and line.strip() in student and line.strip() not in visible]
+            assert not leaked, f"exercises/{name} {gid} still holds hidden tests: {leaked[:3]}"
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_student_notebook_imports_no_solution(name):
+    """From the course itself a student notebook imports only the diagnostic checks (no solutions, no keys)."""
+    for cell in json.loads(student_nb(name).read_text())["cells"]:
+        text = "".join(cell["source"])
+        for line in re.findall(r"^\s*(?:from|import)\s+.*$", text, flags=re.M):
+            assert "solution" not in line and "tests" not in line.split(), f"exercises/{name}: {line.strip()}"
+            if re.match(r"\s*(from|import)\s+grader\b", line):
+                assert "diagnose" in line, f"exercises/{name} imports grader code other than diagnose: {line}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SOURCES)
+def test_solution_full_marks_and_blank_zero(name, tmp_path):
+    results = autograde_many(source_nb(name), {"solution": source_nb(name), "blank": student_nb(name)}, tmp_path)
+    assignment = ASSIGNMENTS[name]
+    solution, blank = results["solution"], results["blank"]
+    assert solution["scores"] == {t.name: float(t.points) for t in assignment.tasks}, solution["feedback"][-3000:]
+    assert solution["total"] == assignment.max_score
+    assert blank["scores"] == {t.name: 0.0 for t in assignment.tasks}
+    assert "NotImplementedError" in blank["feedback"], "the blank notebook should fail on its stubs"
