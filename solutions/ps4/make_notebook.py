@@ -347,7 +347,7 @@ assert len(wrong) < len(answer_key), "no mystery module diagnosed correctly"
 b.md("parity_intro", r"""
 ## (b) The test that catches bugs hiding behind d_in == d_out
 
-Two later bugs in the historical notebook passed every check for months: an output projection built as
+Two later bugs in the historical notebook passed every check: an output projection built as
 `nn.Linear(d_in, d_out)` instead of `nn.Linear(d_out, d_out)`, and an einsum implementation whose weights were
 stored transposed. Both are invisible when `d_in == d_out`, which is how the benchmark (768 in, 768 out) and most
 quick checks build the module. The fix came with a *parity test* at `d_in != d_out`.

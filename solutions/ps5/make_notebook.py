@@ -303,8 +303,7 @@ In March 2024 a reader of the *LLMs from scratch* bonus notebook on efficient mu
 (issue #67 of rasbt/LLMs-from-scratch) that its `MultiHeadAttentionWrapper` was built with `d_out=768` and 12 heads.
 In the wrapper `d_out` is the width of *one* head, so every head projected to 768 features and the output was
 `[8, 1024, 9216]` instead of `[8, 1024, 768]`. The notebook's benchmark (A100, PyTorch 2.2.1, forward pass,
-batch 8, 1024 tokens, 768 wide, 12 heads, float32, 5 warm-up calls, CUDA events around each timed call)
-read, before and after the fix (PR #68):
+batch 8, 1024 tokens, 768 wide, 12 heads, float32) read, before and after the fix (PR #68):
 
 | module | forward pass |
 |---|---|
@@ -355,8 +354,8 @@ assert anomaly_answer in {"A", "B", "C", "D"}, f"anomaly_answer must be one of '
 why_not = {
     "A": "the fixed wrapper loops over the same 12 heads with the same calls per head, yet is 5x faster: only the "
          "width of each call differs",
-    "C": "the benchmark timed with CUDA events after 5 warm-up calls, and a missing synchronisation makes a time "
-         "too SMALL (the clock stops early), never too large",
+    "C": "a timer that does not synchronise only moves GPU time from one call to another; it cannot make one "
+         "module 5x slower than another timed the same way, and the arithmetic of (b) accounts for the gap",
     "D": "nothing goes back to the CPU in a forward pass on the GPU, and leaving out out_proj removes work",
 }
 assert anomaly_answer == "B", f"{anomaly_answer} is not it: {why_not.get(anomaly_answer, '')}. Compare the FLOPs of the two wrappers with (b)"
