@@ -194,7 +194,7 @@ def git_commit() -> str | None:
 
 
 def run(quick: bool, sections: list[str], jobs: int, repeats: int | None, workdir: Path,
-        threads: int | None = None) -> dict:
+        threads: int | None = None, command: str = "python -m grader bench") -> dict:
     import torch
 
     started = time.perf_counter()
@@ -203,7 +203,7 @@ def run(quick: bool, sections: list[str], jobs: int, repeats: int | None, workdi
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__, "python": platform.python_version(), "cores": os.cpu_count(),
         "load_average_at_start": list(os.getloadavg()), "git_commit": git_commit(),
-        "command": "python -m grader bench" + (" --quick" if quick else ""),
+        "command": command, "sections": sections,
     }
     skipped = "not selected (--sections)" if not quick else "skipped in quick mode (select it with --sections)"
     results["attention"] = (bench_attention(quick, repeats, threads) if "attention" in sections
@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (REPO / "benchmarks" / ("quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mha-bench-") as tmp:
-        results = run(args.quick, sections, args.jobs, args.repeats, args.workdir or Path(tmp), args.threads)
+        results = run(args.quick, sections, args.jobs, args.repeats, args.workdir or Path(tmp), args.threads,
+                      " ".join(["python -m grader bench", *(argv if argv is not None else sys.argv[2:])]))
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(markdown(results))
     print(markdown(results))

@@ -120,3 +120,33 @@ def test_unknown_section_is_refused(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "grader", "bench", "--sections", "nope", "--out", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "unknown sections" in proc.stderr
+
+
+def test_committed_results_agree_with_their_own_samples(av):
+    """The committed results.json (rendered by chapter 9) is internally consistent: every median, ratio and
+    GFLOP/s figure follows from the raw samples and the configuration recorded next to it."""
+    import statistics
+
+    results = json.loads((REPO / "benchmarks" / "results.json").read_text())
+    att = results["attention"]
+    cfg = av.AttentionConfig(**att["config"])
+    expected = av.TINY_CONFIG if results["quick"] else (av.FULL_CONFIG if att["device"].startswith("cuda")
+                                                         else av.CPU_CONFIG)
+    assert cfg == expected
+    assert att["implementations_agree"] and all(d < 1e-4 for d in att["max_abs_difference_to_sdpa"].values())
+    work = sum(av.forward_flops(cfg).values())
+    for phase, factor in (("forward", 1), ("forward_backward", 3)):
+        rows = att["phases"][phase]["rows"]
+        assert set(rows) == set(av.VARIANTS)
+        for name, row in rows.items():
+            assert len(row["samples_ms"]) == att["repeats"]
+            assert row["median_ms"] == pytest.approx(statistics.median(row["samples_ms"]))
+            paired = statistics.median(a / b for a, b in zip(row["samples_ms"], rows["sdpa"]["samples_ms"]))
+            assert row["ratio_to_sdpa"] == pytest.approx(paired)
+            flops = av.buggy_forward_flops(cfg) if name == av.BUGGY else work
+            assert row["gflops"] == pytest.approx(factor * flops / row["median_ms"] / 1e6)
+        buggy = statistics.median(a / b for a, b in zip(rows[av.BUGGY]["samples_ms"], rows[av.FIXED]["samples_ms"]))
+        assert att["phases"][phase]["ratio_9216_to_fixed"] == pytest.approx(buggy)
+    summary = att["summary"]
+    if not results["quick"] and att["device"] == "cpu":
+        assert summary["target_met"] == (summary["best_from_scratch_vs_torch_mha"] <= summary["target"])
