@@ -30,8 +30,9 @@ def test_no_cell_error_in_built_pages(built_book: Path):
     """Tracebacks may appear only in cells tagged raises-exception (rendered with that tag's class)."""
     for name in toc_files():
         html = (built_book / f"{name}.html").read_text()
-        errors = re.findall(r'<div class="cell[^"]*"[^>]*>(?:(?!<div class="cell).)*?output\s+traceback', html,
-                            flags=re.S)
+        # A cell's own div is class="cell" or "cell tag_..."; its cell_input/cell_output divs must not start a match.
+        errors = re.findall(r'<div class="cell(?: [^"]*)?"[^>]*>(?:(?!<div class="cell[ "]).)*?output\s+traceback',
+                            html, flags=re.S)
         for err in errors:
             assert "tag_raises-exception" in err, f"{name} shows a traceback from a cell not tagged raises-exception"
 
