@@ -121,6 +121,8 @@ def bench_attention(quick: bool, repeats: int | None, threads: int | None) -> di
                 "ratio_to_sdpa": av.paired_ratio(timed, name, av.REFERENCE),
                 "gflops": gflops,
                 "fraction_of_peak": gflops / peak["peak_gflops"] if peak.get("peak_gflops") else None,
+                "fraction_of_matmul_roof": (gflops / peak["matmul_roof_gflops"] if peak.get("matmul_roof_gflops")
+                                            else None),
                 "peak_memory_mib": memory / 2 ** 20,
             }
         phases[phase] = {"rows": rows, "memory_method": how,
@@ -225,6 +227,14 @@ def _fmt(value, digits=2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _ceiling(peak: dict) -> str:
+    if peak.get("peak_gflops"):
+        return f"{peak['peak_gflops']:.0f} GFLOP/s ({peak['source']})"
+    if peak.get("matmul_roof_gflops"):
+        return f"{peak['matmul_roof_gflops']:.1f} GFLOP/s ({peak['source']})"
+    return peak["source"]
+
+
 def markdown(results: dict) -> str:
     lines = [f"# Benchmark results{' (quick mode: not a measurement of speed)' if results['quick'] else ''}", "",
              f"Run {results['date']}, torch {results['torch']}, Python {results['python']}, {results['cores']} "
@@ -254,6 +264,7 @@ def markdown(results: dict) -> str:
                   f"- Best from-scratch ({s['best_from_scratch_label']}) / nn.MultiheadAttention(need_weights="
                   f"False), forward: {_fmt(s['best_from_scratch_vs_torch_mha'])}x (target <= {s['target']} on "
                   f"CPU: {'met' if s['target_met'] else 'not met' if s['target_met'] is False else 'not judged'}).",
+                  f"- Device ceiling: {_ceiling(att['device_peak'])}.",
                   f"- Memory: {att['phases']['forward']['memory_method']}.", ""]
     else:
         lines += ["## Attention implementations", "", f"Not measured: {att['reason']}.", ""]
