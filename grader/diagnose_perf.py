@@ -13,7 +13,7 @@ Why simulate: the course's graders and most students have no GPU, but the bug "f
 one. The simulation patches the few ``torch.cuda`` entry points a timer uses (``synchronize``, ``Event``,
 ``current_stream``, ``is_available``, and ``torch.accelerator.synchronize``) and hands the timer a tensor whose
 ``device`` says ``cuda``. It restores everything on exit. On a machine with a real GPU, test the real thing as well
-(:func:`gpu_spin_module`).
+(:func:`gpu_spin_module`: a :class:`GpuSpin` whose forward pass keeps the GPU busy a known time).
 """
 from __future__ import annotations
 
@@ -168,13 +168,19 @@ def simulated_cuda(work_ms: float = 20.0) -> Iterator[tuple[QueuedWork, Simulate
 
 
 class GpuSpin(nn.Module):
-    """On a real GPU: each forward launches a kernel that spins for ``cycles`` clock cycles (asynchronously)."""
+    """On a real GPU: each forward launches a kernel that spins for ``cycles`` clock cycles and returns at once.
+
+    The kernel runs asynchronously, like every CUDA kernel: a timer that does not wait for the GPU sees almost
+    nothing of it. How many cycles make how many milliseconds depends on the GPU's clock, so measure it.
+    """
 
     def __init__(self, cycles: int):
         super().__init__()
         self.cycles = int(cycles)
 
     def forward(self, x):
+        if not torch.cuda.is_available():
+            raise RuntimeError("GpuSpin needs a CUDA device")
         torch.cuda._sleep(self.cycles)
         return x
 

@@ -163,10 +163,10 @@ assert measured <= 60, f"a forward pass of 20 ms of GPU work timed at {measured:
 
 # And on a real GPU, when the kernel has one: each call launches a kernel that spins on the GPU for ~20 ms.
 if torch.cuda.is_available():
-    spin, spin_ms = diagnose_perf.gpu_spin_module(20)
+    spin, expected_ms = diagnose_perf.gpu_spin_module(20)
     measured = time_forward(spin, torch.zeros(4, device="cuda"), warmup=2, repeats=5)
-    assert measured >= 0.7 * spin_ms, (f"no synchronisation on CUDA: a kernel of {spin_ms:.1f} ms timed at "
-                                       f"{measured:.3f} ms on {torch.cuda.get_device_name()}")
+    assert measured >= 0.7 * expected_ms, (f"no synchronisation on CUDA: a kernel of {expected_ms:.1f} ms timed "
+                                           f"at {measured:.3f} ms on {torch.cuda.get_device_name()}")
 ### END HIDDEN TESTS
 ''')
 b.md("flops_intro", r"""
