@@ -26,6 +26,7 @@ import pytest
 
 from grader.tasks import ASSIGNMENTS
 from grader.verify import integrity_flags, plan_probes, verify_outputs
+from grader.verify.answers import anomaly_key, diagnoses_key
 from grader.verify.cases import make_cases
 from grader.verify.reference import expected
 
@@ -77,13 +78,14 @@ def strip_markers(source: str) -> str:
                      if line.strip() not in {"### BEGIN SOLUTION", "### END SOLUTION"})
 
 
-def honest_notebook() -> nbformat.NotebookNode:
-    """The released ps1 with every task cell filled in with the instructor's solution code (an honest student)."""
-    release = nbformat.read(REPO / "exercises" / "ps1" / "ps1.ipynb", as_version=4)
-    solution = {c.get("id"): c.source for c in nbformat.read(REPO / "solutions" / "ps1" / "ps1.ipynb",
-                                                              as_version=4).cells}
+def honest_notebook(assignment: str = "ps1") -> nbformat.NotebookNode:
+    """The released notebook with every task cell filled in with the instructor's solution code (an honest
+    student who got everything right)."""
+    release = nbformat.read(REPO / "exercises" / assignment / f"{assignment}.ipynb", as_version=4)
+    solution = {c.get("id"): c.source for c in nbformat.read(
+        REPO / "solutions" / assignment / f"{assignment}.ipynb", as_version=4).cells}
     for cell in release.cells:
-        if cell.get("id") in FULL:
+        if (cell.metadata.get("nbgrader") or {}).get("solution"):
             cell.source = strip_markers(solution[cell.id])
     return release
 
@@ -266,7 +268,9 @@ def test_probe_cells_do_not_import_the_grader_nor_carry_expected_numbers():
     cells = plan_probes("ps3", REPO / "solutions" / "ps3" / "ps3.ipynb", 99)
     assert len(cells) == 1 + len(ASSIGNMENTS["ps3"].tasks)
     text = "\n".join(cells)
-    assert not re.search(r"^\s*(import grader|from grader)", text, flags=re.M)
+    # The one import of the grader package: ps5's CUDA test doubles, inside the timing driver only.
+    imports = re.findall(r"^\s*(?:import grader|from grader\S*) .*$", text, flags=re.M)
+    assert {line.split("#")[0].strip() for line in imports} <= {"from grader import diagnose_perf"}, imports
     for case in make_cases("ps3", 99):
         if case.check == "reference":
             answer = np.ascontiguousarray(expected(case)[0].astype(np.float32)).tobytes()
@@ -279,15 +283,65 @@ def _notebook_of(source: str) -> dict:
     return nb
 
 
-@pytest.mark.parametrize("assignment", ["ps1", "ps2", "ps3"])
+@pytest.mark.parametrize("assignment", sorted(ASSIGNMENTS))
 def test_honest_solutions_raise_no_flag(assignment):
-    solution = nbformat.read(REPO / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
-    student = nbformat.read(REPO / "exercises" / assignment / f"{assignment}.ipynb", as_version=4)
-    answers = {c.get("id"): strip_markers(c.source) for c in solution.cells}
-    for cell in student.cells:
-        if (cell.metadata.get("nbgrader") or {}).get("solution"):
-            cell.source = answers[cell.id]
-    assert integrity_flags(assignment, student) == []
+    assert integrity_flags(assignment, honest_notebook(assignment)) == []
+
+
+def _answer_probe(tmp_path: Path, task: str, answer) -> Path:
+    (tmp_path / task).mkdir(parents=True)
+    (tmp_path / task / "answer.json").write_text(json.dumps({"ok": True, "answer": answer}))
+    return tmp_path
+
+
+def test_diagnoses_earn_partial_credit_like_the_notebook(tmp_path):
+    source = REPO / "solutions" / "ps4" / "ps4.ipynb"
+    key, labels = diagnoses_key(str(source))
+    assert len(key) == 8 and set(key.values()) <= set(labels)
+    names = sorted(key)
+    wrong_label = {name: next(label for label in labels if label != key[name]) for name in names}
+    six_right = {**key, names[0]: wrong_label[names[0]], names[1]: wrong_label[names[1]]}
+    score = lambda answer, folder: verify_outputs("ps4", source, 1, _answer_probe(folder, "diagnoses", answer))[
+        "diagnoses"][0]
+    assert score(key, tmp_path / "a") == 4.0
+    assert score(six_right, tmp_path / "b") == 3.0
+    assert score(wrong_label, tmp_path / "c") == 0.0  # none right: the notebook's test fails too
+    assert score({**key, names[0]: "made up"}, tmp_path / "d") == 0.0  # a label outside BUG_LABELS
+    assert score({n: key[n] for n in names[1:]}, tmp_path / "e") == 0.0  # a module left out
+    assert score([["MysteryA", key["MysteryA"]]], tmp_path / "f") == 0.0
+
+
+def test_anomaly_key_comes_from_the_hidden_test(tmp_path):
+    source = REPO / "solutions" / "ps5" / "ps5.ipynb"
+    letter = anomaly_key(str(source))
+    assert letter in {"A", "B", "C", "D"}
+    other = next(x for x in "ABCD" if x != letter)
+    assert verify_outputs("ps5", source, 1, _answer_probe(tmp_path / "a", "anomaly", letter))["anomaly"][0] == 2.0
+    assert verify_outputs("ps5", source, 1, _answer_probe(tmp_path / "b", "anomaly", other))["anomaly"][0] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment", ["ps2", "ps3", "ps4", "ps5"])
+def test_honest_students_of_every_assignment_keep_their_scores(tmp_path, assignment):
+    """ps1 is graded with the corpus; here an honest full solution and an untouched notebook of each other
+    assignment go through the real grader: full marks and 0, every task verified, no flag."""
+    submissions = tmp_path / "submissions"
+    for student, nb in (("honest", honest_notebook(assignment)), ("blank", nbformat.read(
+            REPO / "exercises" / assignment / f"{assignment}.ipynb", as_version=4))):
+        (submissions / student).mkdir(parents=True)
+        nbformat.write(nb, submissions / student / f"{assignment}.ipynb")
+    proc = subprocess.run([sys.executable, "-m", "grader", "grade", assignment, str(submissions), "--out",
+                           str(tmp_path / "out"), "--jobs", "2"], cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    grades, tasks = _read_results(tmp_path / "out")
+    maximum = ASSIGNMENTS[assignment].max_score
+    assert float(grades["honest"]["score"]) == maximum, tasks["honest"]
+    assert float(grades["blank"]["score"]) == 0.0, tasks["blank"]
+    for student in ("honest", "blank"):
+        assert grades[student]["flags"] == "", grades[student]["flags"]
+        for task, row in tasks[student].items():
+            assert "verif" in row["message"], f"{task} of {student} was not verified: {row['message']}"
 
 
 @pytest.mark.parametrize("source, pattern", [

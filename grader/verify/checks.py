@@ -138,8 +138,9 @@ def _check_raises(case: Case, meta: dict) -> None:
                           f"{wanted}" + (f", raised {raised}" if raised else ", raised nothing"))
 
 
-def judge_case(case: Case, folder: Path) -> None:
-    """Raises CaseFailure (or ProbeDataError) unless the case's results are right."""
+def judge_case(case: Case, folder: Path) -> float:
+    """The fraction of the task's points the case earns (1.0 unless partial credit); raises CaseFailure (or
+    ProbeDataError) when it earns none."""
     meta = load_json(folder / f"{case.name}.json")
     if meta.get("ok") is not True:
         error = str(meta.get("error") or "the probe failed")[:400]
@@ -152,13 +153,16 @@ def judge_case(case: Case, folder: Path) -> None:
     elif case.check == "raises":
         _check_raises(case, meta)
     else:
-        from grader.verify.answers import check_answer
-        from grader.verify.cases_ps45 import check_extra
+        from grader.verify.answers import AnswerFailure, check_answer
+        from grader.verify.cases_ps45 import ExtraFailure, check_extra
 
-        if case.check == "answer":
-            check_answer(case, meta)
-        else:
+        try:
+            if case.check == "answer":
+                return check_answer(case, meta)
             check_extra(case, folder, meta)
+        except (AnswerFailure, ExtraFailure) as exc:
+            raise CaseFailure(str(exc)) from None
+    return 1.0
 
 
 def builtin_calls(folder: Path, cases: list[Case]) -> dict[str, int]:
@@ -187,7 +191,7 @@ def verify_outputs(assignment: str, source_nb: Path, seed: int, probe_dir: Path)
         cases = grouped.get(task.name)
         if not cases:
             continue  # no probe for this task yet: the pipeline keeps its nbgrader score
-        failures = []
+        failures, fraction = [], 1.0
         try:
             folder = safe_dir(probe_dir, task.name)
         except ProbeDataError as exc:
@@ -195,7 +199,7 @@ def verify_outputs(assignment: str, source_nb: Path, seed: int, probe_dir: Path)
             continue
         for case in cases:
             try:
-                judge_case(case, folder)
+                fraction = min(fraction, judge_case(case, folder))
             except (CaseFailure, ProbeDataError) as exc:
                 failures.append(f"case {case.name}: {exc}")
             except Exception as exc:  # a grader bug must cost a task, not the whole run
@@ -204,8 +208,10 @@ def verify_outputs(assignment: str, source_nb: Path, seed: int, probe_dir: Path)
             more = f" (and {len(failures) - 1} more failing case(s))" if len(failures) > 1 else ""
             results[task.name] = (0.0, float(task.points), f"verification failed, {failures[0]}{more}")
         else:
-            results[task.name] = (float(task.points), float(task.points),
-                                  f"verified on {len(cases)} case(s) drawn at grading time")
+            score = round(task.points * fraction, 6)
+            partial = f"; {score:g} of {task.points} points" if fraction < 1 else ""
+            results[task.name] = (score, float(task.points),
+                                  f"verified on {len(cases)} case(s) drawn at grading time{partial}")
         calls = builtin_calls(folder, cases)
         if calls and task.from_scratch:
             text = ", ".join(f"{name} x{count}" for name, count in sorted(calls.items()))

@@ -119,7 +119,8 @@ class _Scanner(ast.NodeVisitor):
         if isinstance(node, ast.Name):
             parts.append(self.aliases.get(node.id, node.id))
             return ".".join(reversed(parts))
-        return ".".join(reversed(parts)) if parts else ""
+        # x().eval, (a + b).view: rooted in an expression, so it names no module and no builtin
+        return "<expr>." + ".".join(reversed(parts)) if parts else ""
 
     def _name_used(self, name: str, full: str) -> None:
         if name in BUILTIN_ATTENTION:

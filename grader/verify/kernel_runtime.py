@@ -42,6 +42,11 @@ def _mha_probe_build():
 
         setattr(owner, attr, wired)
 
+    def describe(exc):
+        if isinstance(exc, NotImplementedError) and not str(exc):
+            return "NotImplementedError (not written yet)"
+        return f"{type(exc).__name__}: {exc}"[:300].rstrip(": ")
+
     def decode(spec):
         raw = base64.b64decode(spec["b64"])
         return np.frombuffer(raw, dtype=np.dtype(spec["dtype"])).reshape(spec["shape"]).copy()
@@ -119,7 +124,7 @@ def _mha_probe_build():
         tensor = torch.Tensor.detach(tensor).cpu().float()
         return (tensor if layout == "linear" else tensor.T).contiguous()
 
-    def drive_call(case, namespace, folder, arrays):
+    def drive_call(case, namespace, folder, arrays, meta):
         fn = namespace[case["callee"]]
         args = [torch.from_numpy(arrays[a["array"]]).to(device) if "array" in a else a["value"]
                 for a in case["args"]]
@@ -132,9 +137,10 @@ def _mha_probe_build():
         return {"outputs": [save(folder, f"{case['name']}.out{i}", item, f"result [{i}]")
                             for i, item in enumerate(result)]}
 
-    def drive_module(case, namespace, folder, arrays):
+    def drive_module(case, namespace, folder, arrays, meta):
+        # Fills `meta` as it goes: what it learnt before an error (the weights' shapes) names the bug.
         module = namespace[case["callee"]](**case["kwargs"])
-        meta = {"weight_shapes": {}}
+        meta["weight_shapes"] = {}
         for head, attr, key, bias_key in case["weights"]:
             owner = find_owner(module, head)
             try:
@@ -156,7 +162,7 @@ def _mha_probe_build():
             save(folder, f"{case['name']}.used.{head}.{attr}", read_weight(find_owner(module, head), attr), attr)
         return meta
 
-    def drive_raises(case, namespace, folder, arrays):
+    def drive_raises(case, namespace, folder, arrays, meta):
         try:
             namespace[case["callee"]](**case["kwargs"])
         except Exception as exc:
@@ -164,11 +170,99 @@ def _mha_probe_build():
                     "error_text": str(exc)[:300]}
         return {"raised": None}
 
-    def drive_answer(case, namespace, folder, arrays):
+    def drive_answer(case, namespace, folder, arrays, meta):
         # JSON of plain data only: anything else (an object with a custom __eq__) cannot be dumped and scores 0.
         return {"answer": json.loads(json.dumps(namespace[case["callee"]], allow_nan=False))}
 
-    drivers = {"call": drive_call, "module": drive_module, "raises": drive_raises, "answer": drive_answer}
+    def drive_parity(case, namespace, folder, arrays, meta):
+        # The candidate classes are instructor code (renamed, without docstrings), defined apart from the
+        # student's names; the student's test only sees the classes.
+        import math
+
+        classes = {"torch": torch, "nn": torch.nn, "F": F, "math": math, "__name__": "parity_candidates"}
+        exec(case["kwargs"]["source"], classes)
+        verdicts = {}
+        for name in case["kwargs"]["classes"]:
+            torch.manual_seed(0)
+            try:
+                verdict = namespace[case["callee"]](classes[name])
+                verdicts[name] = {"type": type(verdict).__name__,
+                                  "value": verdict if type(verdict) is bool else None}
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                verdicts[name] = {"error": describe(exc)}
+        builtin_calls.clear()  # the candidates are instructor code; some are built on nn.MultiheadAttention
+        return {"verdicts": verdicts}
+
+    def drive_call_json(case, namespace, folder, arrays, meta):
+        fn, results = namespace[case["callee"]], []
+        for args in case["kwargs"]["calls"]:
+            args = [getattr(torch, a) if isinstance(a, str) else a for a in args]  # dtype names
+            try:
+                value = fn(*args)
+                plain = {k: float(v) for k, v in value.items()} if isinstance(value, dict) else (
+                    value if isinstance(value, int) else float(value))
+                results.append({"value": plain, "type": type(value).__name__,
+                                "is_int": isinstance(value, int) and not isinstance(value, bool)})
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                results.append({"error": describe(exc)})
+        return {"results": results}
+
+    def drive_timing(case, namespace, folder, arrays, meta):
+        import time
+
+        class Sleeper(torch.nn.Module):
+            # Sleeps its schedule's next duration per call (the last one repeats) and notes what it saw.
+            def __init__(self, schedule):
+                super().__init__()
+                self.schedule, self.calls, self.grad = list(schedule), 0, []
+
+            def forward(self, x):
+                ms = self.schedule[min(self.calls, len(self.schedule) - 1)]
+                self.calls += 1
+                self.grad.append(torch.is_grad_enabled())
+                time.sleep(ms / 1000.0)
+                return x
+
+        timer, results = namespace[case["callee"]], []
+        for scenario in case["kwargs"]["scenarios"]:
+            result = {"name": scenario["name"]}
+            results.append(result)
+            try:
+                if scenario.get("cuda") == "real":
+                    if not torch.cuda.is_available():
+                        result["skipped"] = True
+                        continue
+                    from grader import diagnose_perf  # the course's GPU test double (a spin kernel)
+
+                    module, result["work_ms"] = diagnose_perf.gpu_spin_module(scenario["work_ms"])
+                    value = timer(module, torch.zeros(4, device="cuda"), scenario["warmup"], scenario["repeats"])
+                elif scenario.get("cuda") == "simulated":
+                    from grader import diagnose_perf  # an asynchronous device simulated on the CPU
+
+                    result["work_ms"] = scenario["work_ms"]
+                    with diagnose_perf.simulated_cuda(work_ms=scenario["work_ms"]) as (queued, x_on_cuda, _):
+                        value = timer(queued, x_on_cuda, scenario["warmup"], scenario["repeats"])
+                else:
+                    module = Sleeper(scenario["schedule"])
+                    x = torch.zeros(4, requires_grad=bool(scenario.get("requires_grad")))
+                    value = timer(module, x, scenario["warmup"], scenario["repeats"])
+                    result["calls"] = module.calls
+                    result["grad_in_timed_calls"] = any(module.grad[scenario["warmup"]:])
+                result["type"] = type(value).__name__
+                result["is_float"] = isinstance(value, float)
+                result["value"] = float(value)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                result["error"] = describe(exc)
+        return {"scenarios": results}
+
+    drivers = {"call": drive_call, "module": drive_module, "raises": drive_raises, "answer": drive_answer,
+               "parity": drive_parity, "call_json": drive_call_json, "timing": drive_timing}
 
     def write_json(path, payload):
         with open(path, "w") as handle:
@@ -180,21 +274,22 @@ def _mha_probe_build():
         os.makedirs(folder, exist_ok=True)
         for case in cases:
             builtin_calls.clear()
-            interrupted = None
+            interrupted, meta = None, {}
             try:
                 torch.manual_seed(0)
                 arrays = {key: decode(spec) for key, spec in case["arrays"].items()}
-                meta = drivers[case["driver"]](case, namespace, folder, arrays)
+                meta.update(drivers[case["driver"]](case, namespace, folder, arrays, meta))
                 meta["ok"] = True
             except KeyboardInterrupt as exc:  # the pipeline's time limit: record it, then let it stop the cell
-                meta, interrupted = {"ok": False, "error": "interrupted: the case ran past the time limit"}, exc
+                meta.update(ok=False, error="interrupted: the case ran past the time limit")
+                interrupted = exc
             except BaseException as exc:  # one failing case must not hide the others
                 name = case["callee"]
                 missing = isinstance(exc, KeyError) and exc.args == (name,)
                 text = f"{name} is not defined" if missing else f"{type(exc).__name__}: {exc}".rstrip(": ")
                 if isinstance(exc, NotImplementedError):
                     text = f"{name} is not written yet (it raises NotImplementedError)"
-                meta = {"ok": False, "error": text[:1500]}
+                meta.update(ok=False, error=text[:1500])
             meta["builtin_attention_calls"] = dict(builtin_calls)
             meta["device"] = str(device)
             write_json(os.path.join(folder, case["name"] + ".json"), meta)

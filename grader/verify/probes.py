@@ -24,7 +24,7 @@ def cases_by_task(assignment: str, source_nb: Path | None, seed: int) -> dict[st
 
     grouped: dict[str, list[Case]] = {}
     for case in make_cases(assignment, seed) + extra_cases(assignment, source_nb, seed) \
-            + answer_cases(assignment):
+            + answer_cases(assignment, source_nb):
         grouped.setdefault(case.task, []).append(case)
     return grouped
 

@@ -63,11 +63,8 @@ def _head_outputs(case: Case, causal: bool, scale_of=None, variant=None) -> torc
     return torch.cat(outputs, dim=-1)
 
 
-def multi_head_reference(case: Case, out_proj: bool = True) -> torch.Tensor:
-    """The course's MultiHeadAttention: nn.MultiheadAttention with the case's weights (works for d_in != d_out).
-
-    With ``out_proj=False`` the module's output projection is the identity: what a module that forgets it returns.
-    """
+def multi_head_reference(case: Case) -> torch.Tensor:
+    """The course's MultiHeadAttention: nn.MultiheadAttention with the case's weights (works for d_in != d_out)."""
     x = _t(case.arrays["x"])
     w_query = _t(case.arrays["W_query"])
     d_out, d_in = w_query.shape
@@ -87,12 +84,8 @@ def multi_head_reference(case: Case, out_proj: bool = True) -> torch.Tensor:
         for index, name in ((1, "W_key_bias"), (2, "W_value_bias")):  # qkv_bias=True cases
             if name in case.arrays:
                 mha.in_proj_bias[index * d_out:(index + 1) * d_out].copy_(_t(case.arrays[name]))
-        if out_proj:
-            mha.out_proj.weight.copy_(_t(case.arrays["out_proj"]))
-            mha.out_proj.bias.copy_(_t(case.arrays["out_proj_bias"]))
-        else:
-            mha.out_proj.weight.copy_(torch.eye(d_out, dtype=DTYPE))
-            mha.out_proj.bias.zero_()
+        mha.out_proj.weight.copy_(_t(case.arrays["out_proj"]))
+        mha.out_proj.bias.copy_(_t(case.arrays["out_proj_bias"]))
     tokens = x.shape[-2]
     future = torch.ones(tokens, tokens, dtype=torch.bool).triu(1)
     with torch.no_grad():
@@ -128,7 +121,7 @@ def expected(case: Case) -> list[np.ndarray]:
         return [np.arange(n)[None, :] > np.arange(n)[:, None]]
     if task == "masked_softmax":
         return [masked_softmax(_t(a["scores"]), torch.from_numpy(a["mask"])).numpy()]
-    if task in ("self_attention", "causal_attention", "wrapper", "fixed_wrapper_heads"):
+    if task in ("self_attention", "causal_attention", "wrapper"):
         return [_head_outputs(case, causal=case.params["causal"]).numpy()]
     if task == "split_heads":
         x = a["x"].astype(np.float64)
@@ -186,8 +179,34 @@ def hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
         b, h, t, hd = x.shape
         found.append(("view without transpose back: tokens of different heads are mixed",
                       [x.reshape(b, t, h * hd)]))
-    if task == "multi_head_attention":
-        found.append(("no output projection (or out_proj defined but not applied)",
-                      [multi_head_reference(case, out_proj=False).numpy()]))
+    if task in ("multi_head_attention", "fixed_projection"):
+        found += _multi_head_hypotheses(case)
     return found
+
+
+def _multi_head_hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
+    """The chapter's module with one known bug each, computed by grader.diagnose's nn.MultiheadAttention reference
+    (the same phrases the notebooks' own tests print)."""
+    try:
+        from grader import diagnose
+
+        a = case.arrays
+        x = _t(a["x"])
+        qkv = [(_t(a[n]), _t(a[n + "_bias"]) if n + "_bias" in a else None) for n in ("W_query", "W_key", "W_value")]
+        out = (_t(a["out_proj"]), _t(a["out_proj_bias"]))
+        heads = case.params["num_heads"]
+        d_out = qkv[0][0].shape[0]
+        head_dim = d_out // heads
+        variants = [("out_proj_unused", {"out": None}), ("scale_multiplied", {"query_scale": float(head_dim)}),
+                    ("scale_missing", {"query_scale": math.sqrt(head_dim)}), ("future", {"causal": False})]
+        if heads > 1:
+            variants.append(("scale_width", {"query_scale": math.sqrt(head_dim) / math.sqrt(d_out)}))
+        found = []
+        for code, change in variants:
+            settings = {"out": out, "causal": True, **change}
+            produced = diagnose.mha_reference(x, qkv, settings.pop("out"), heads, **settings)
+            found.append((diagnose.BUGS[code], [produced.numpy()]))
+        return found
+    except Exception:  # a diagnosis is a courtesy: without one the message still says what differs
+        return []
 
