@@ -1,6 +1,6 @@
 """How fast a class is graded: this pipeline in parallel against serial ``nbgrader autograde``, in one run.
 
-``measure_grading(n_submissions, jobs, workdir, quick)`` makes `n_submissions` honest submissions of one
+``measure_grading(n_submissions, jobs, workdir, quick)`` makes `n_submissions` submissions of one
 assignment, grades them with plain nbgrader (one ``nbgrader autograde`` over the class, which runs one notebook
 at a time) and with ``grader.grade.grade_class`` (`jobs` at a time), and returns both wall times, their ratio and
 the floor: a fresh ``python -c "import torch"`` per notebook, which every notebook pays in a fresh kernel.
@@ -61,14 +61,19 @@ def honest_copy(source: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def write_class(source_path: Path, dest: Path, n_students: int, layout: str = "folders") -> list[str]:
-    """`n_students` honest submissions: dest/<student>/<nb> ("folders") or nbgrader's submitted/ layout."""
+    """`n_students` submissions, dest/<student>/<nb> ("folders") or nbgrader's submitted/ layout: a mix, as in a
+    real class: most solve everything, every fifth leaves the last task undone, every tenth hands in the release."""
     source = nbformat.read(str(source_path), as_version=4)
-    honest = honest_copy(source)
+    honest, release = honest_copy(source), release_copy(source)
+    partial = honest_copy(source)
+    last = max(i for i, c in enumerate(source.cells) if is_answer_cell(c) and c.cell_type == "code")
+    partial.cells[last] = release.cells[last]
     students = [f"student{i:03d}" for i in range(n_students)]
-    for student in students:
+    for i, student in enumerate(students):
         folder = dest / student / (source_path.stem if layout == "nbgrader" else "")
         folder.mkdir(parents=True, exist_ok=True)
-        nbformat.write(honest, str(folder / source_path.name))
+        nb = release if i % 10 == 9 else partial if i % 5 == 2 else honest
+        nbformat.write(nb, str(folder / source_path.name))
     return students
 
 
@@ -103,7 +108,7 @@ def _nbgrader_autograde(source_path: Path, course: Path, n: int) -> float:
 
 def measure_grading(n_submissions: int, jobs: int, workdir: Path, quick: bool,
                     assignment: str = "ps1", source: Path | None = None) -> dict:
-    """Both wall times for `n_submissions` honest submissions, their ratio, and the import-torch floor.
+    """Both wall times for `n_submissions` submissions (see write_class), their ratio, and the import-torch floor.
 
     `quick` grades 4 submissions instead of `n_submissions` (a smoke run for CI; the ratio is less telling).
     """
@@ -131,7 +136,7 @@ def measure_grading(n_submissions: int, jobs: int, workdir: Path, quick: bool,
         "nbgrader_serial_s": round(serial, 2), "grader_parallel_s": round(parallel, 2),
         "speedup": round(serial / parallel, 2),
         "floor_s": round(floor_one * n, 2), "import_torch_s": round(floor_one, 2),
-        "statuses": statuses, "full_marks": all(r.score == r.max_score for r in results),
+        "statuses": statuses, "scores": sorted(r.score for r in results),
     }
 
 

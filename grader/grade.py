@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import shutil
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
 from nbformat import NotebookNode
 
 from grader.pipeline import Result, Submission, TaskResult
@@ -95,12 +97,36 @@ def grade_one(sub: Submission, g: Grading) -> Result:
     try:
         os.chmod(box, 0o711)
         execution = execute(nb, box, g.hide, g.limits, g.kernel)
-        verified, flags = verify_stage(g.assignment, g.source_path, seed, execution.probe_dir, submitted_json)
+        probe_dir = execution.probe_dir
+        if execution.stopped_at is not None and any(is_probe(c) for c in nb.cells):
+            # The kernel was stopped before the verification cells ran: verify in a fresh kernel that runs only
+            # the cells that had finished, so the tasks done before the crash can still be checked.
+            second = execute(verification_rerun(nb, execution.stopped_at), box / "rerun", g.hide, g.limits,
+                             g.kernel)
+            probe_dir = second.probe_dir
+        verified, flags = verify_stage(g.assignment, g.source_path, seed, probe_dir, submitted_json)
         tasks = score(nb, execution, g.cells, verified)
     finally:
         shutil.rmtree(box, ignore_errors=True)
     message = " ".join(m for m in [execution.message, *sub.notes] if m)
     return Result(sub.student_id, g.assignment, execution.status, message, g.max_score, tasks, flags, nb)
+
+
+def is_probe(cell) -> bool:
+    return bool(cell.metadata.get("grader", {}).get("probe"))
+
+
+def verification_rerun(nb: NotebookNode, stopped_at: int) -> NotebookNode:
+    """The cells that finished before the kernel was stopped, then every probe cell except the one that stopped
+    it; fresh copies without outputs."""
+    cells = [c for i, c in enumerate(nb.cells) if (i < stopped_at and not is_probe(c))
+             or (is_probe(c) and i != stopped_at)]
+    rerun = nbformat.from_dict(json.loads(json.dumps(nb)))
+    rerun.cells = [nbformat.from_dict(json.loads(json.dumps(c))) for c in cells]
+    for cell in rerun.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return rerun
 
 
 def _safe_grade_one(sub: Submission, g: Grading) -> Result:

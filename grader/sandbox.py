@@ -201,7 +201,9 @@ class KernelCgroups:
                     time.sleep(0.05)
 
 
-def process_tree(pid: int) -> list[psutil.Process]:
+def process_tree(pid: int | None) -> list[psutil.Process]:
+    if not pid:     # psutil.Process(None) would be the grader itself
+        return []
     try:
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
@@ -255,7 +257,7 @@ def tree_memory(procs: list[psutil.Process]) -> int:
 class Watchdog(threading.Thread):
     """Polls the kernel's process tree; kills it over the memory or process cap or past the notebook limit."""
 
-    def __init__(self, pid: int, limits: Limits, cgroups: KernelCgroups, interval: float = 0.05):
+    def __init__(self, pid: int, limits: Limits, cgroups: KernelCgroups, interval: float = 0.1):
         super().__init__(daemon=True)
         self.pid, self.limits, self.cgroups, self.interval = pid, limits, cgroups, interval
         self.reason = ""          # "memory", "processes", "notebook_timeout"
@@ -265,6 +267,19 @@ class Watchdog(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
+
+    def processes(self) -> list[psutil.Process]:
+        """The kernel and everything it started: read from the cgroup when there is one (cheap), else found by
+        walking /proc (psutil scans every process of the machine for that, so it is polled less often)."""
+        if "pids" in self.cgroups.dirs:
+            procs = []
+            for pid in sorted(self.cgroups.pids()):
+                try:
+                    procs.append(psutil.Process(pid))
+                except psutil.Error:
+                    pass
+            return procs
+        return process_tree(self.pid)
 
     def trip(self, reason: str) -> None:
         if not self.reason:
@@ -276,9 +291,7 @@ class Watchdog(threading.Thread):
             if time.monotonic() - self.started_at > self.limits.notebook_timeout:
                 self.trip("notebook_timeout")
                 return
-            procs = process_tree(self.pid)
-            extra = self.cgroups.pids() - {p.pid for p in procs}
-            procs += [psutil.Process(p) for p in extra if psutil.pid_exists(p)]
+            procs = self.processes()
             hit = self.cgroups.hit()
             # Processes first: forked children share their parent's pages, which would look like a memory bomb.
             if len(procs) > self.limits.max_processes or hit == "processes":
@@ -308,7 +321,8 @@ class SandboxedKernelManager(AsyncKernelManager):
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         kernel_cmd = super().format_kernel_cmd(extra_arguments)
         config = {"box": str(self.box), "hide": [str(p) for p in self.hide],
-                  "cgroup_procs": self.cgroups.procs_files(), "limits": asdict(self.limits),
+                  "cgroup_procs": self.cgroups.procs_files(),
+                  "pids_cgroup": "pids" in self.cgroups.dirs, "limits": asdict(self.limits),
                   "mount_namespace": self.caps.mount_namespace, "drop_to_nobody": self.caps.drop_to_nobody}
         launcher = [sys.executable, "-m", "grader.sandbox", json.dumps(config), "--"]
         prefix = []
@@ -397,9 +411,15 @@ def launcher_main(argv: list[str]) -> None:
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
-    if os.geteuid() != 0:
-        # Counts every process of the uid; with a shared uid like nobody this is still a cap on the fork bomb.
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+    if os.geteuid() != 0 and not config["pids_cgroup"]:
+        # RLIMIT_NPROC counts every thread of the uid, other kernels' included: headroom above what runs now.
+        uid = os.getuid()
+        running = 0
+        for proc in psutil.process_iter(["uids", "num_threads"]):
+            if proc.info["uids"] and proc.info["uids"].real == uid:
+                running += proc.info["num_threads"] or 1
+        cap = running + 2 * limits.max_processes
+        resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))
     os.execvpe(kernel_cmd[0], kernel_cmd, os.environ)
 
 
