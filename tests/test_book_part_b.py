@@ -167,6 +167,55 @@ def test_shape_explorer_outputs_and_saved_widget_state(built_book):
     assert "application/vnd.jupyter.widget-view+json" in page
 
 
+@pytest.mark.slow
+def test_shape_explorer_states_the_memory_formula_as_math(built_book):
+    """The page carries display math for MathJax (the memory of the weights against the output), and the formula
+    agrees with what the explorer itself computes."""
+    page = (built_book / "book" / "shape_explorer.html").read_text()
+    display = re.findall(r'<div class="math notranslate nohighlight">(.*?)</div>', page, flags=re.S)
+    formula = html.unescape(" ".join(display))
+    assert r"b \cdot h \cdot T^2 \cdot 4" in formula and r"b \cdot T \cdot d_{out} \cdot 4" in formula, display
+    assert "tex2jax_ignore" not in page.split("<h1>", 1)[0].rsplit("<section", 1)[-1], "MathJax is told to skip"
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_shape_explorer_offline_shows_typeset_math_and_controls(built_book):
+    """With the network off, the page typesets its math and draws the saved sliders and switches; a screenshot
+    of the top of the page (math and controls) is saved as a test artifact."""
+    from browser_support import CHROMIUM_ARGS, PageLog, require_browser, serve
+
+    executable = require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with serve(built_book) as site, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        log = PageLog(site)
+        log.attach(page)
+        page.goto(site + "book/shape_explorer.html", wait_until="networkidle", timeout=60_000)
+        page.wait_for_function("() => document.querySelectorAll('.math').length > 0 && "
+                               "[...document.querySelectorAll('.math')].every(e => e.querySelector('mjx-container'))",
+                               timeout=30_000)
+        page.wait_for_selector(".widget-slider", state="visible", timeout=30_000)
+        labels = page.eval_on_selector_all(".widget-slider .widget-label, .widget-checkbox",
+                                           "nodes => nodes.map(n => n.innerText.trim())")
+        for label in ("batch", "context length", "d_in", "d_out", "num_heads", "divide d_out by num_heads",
+                      "final projection"):
+            assert label in labels, (label, labels)
+        shown = page.inner_text(".jupyter-widgets pre")
+        assert "torch.Size([8, 1024, 768])" in shown and "2,360,064" in shown
+        assert "\\cdot" not in page.inner_text("article"), "raw LaTeX left on the page"
+        out = REPO / "_build" / "screenshots"
+        out.mkdir(parents=True, exist_ok=True)
+        page.locator("div.math").first.scroll_into_view_if_needed()  # the display equation
+        page.screenshot(path=str(out / "shape_explorer_math.png"))
+        page.locator(".widget-slider").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(out / "shape_explorer_controls.png"))
+        assert not log.problems(), "\n".join(log.problems())
+        browser.close()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Chapter 6's MultiHeadAttention against torch.nn.MultiheadAttention.
 

@@ -2,14 +2,22 @@
 
 Only the text of executed cell outputs counts: a number that appears in a code cell's source or in the prose does
 not satisfy these tests, so a page cannot pass by quoting what it should have computed.
+
+The last section checks what every chapter from 1 to 10 (except the performance lab, tested with its own page) and
+the shape explorer must do alike: end with "Check yourself" and a link to the graded exercise that practises it,
+hide the cells that are only plumbing, and compute full-size shapes on the meta device.
 """
 from __future__ import annotations
 
+import ast
 import re
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+
+from conftest import REPO
 
 CLINIC_9216 = "book/07_bug_clinic_9216"
 CLINIC_PROJECTION = "book/08_bug_clinic_projection"
@@ -223,3 +231,107 @@ def test_checklist_runs_all_ten_checks_and_they_pass(built_book: Path):
     assert sorted(map(int, passed)) == list(range(1, 11)), f"checks that ran and passed: {passed}"
     assert "10 of 10 checklist items passed" in text
     assert "largest weight above the diagonal (a future key): 0.0" in text
+
+
+# --- Every chapter: check yourself, the exercise link, plumbing hidden, full size on meta -----------------------
+
+CHAPTERS = ("book/01_one_head", "book/02_causal_attention", "book/03_many_heads", "book/04_splitting_heads",
+            "book/05_concatenating_heads", "book/06_final_projection", CLINIC_9216, CLINIC_PROJECTION, CHECKLIST,
+            "book/shape_explorer")
+# Pages that no assignment lists as its chapter point at the exercise whose tools they collect.
+EXERCISE_OF_EXTRA_PAGES = {CHECKLIST: "ps4", "book/shape_explorer": "ps3"}
+
+
+def exercise_for(page: str) -> str:
+    from grader.tasks import ASSIGNMENTS
+
+    owners = [a.name for a in ASSIGNMENTS.values() if page in a.chapters]
+    assert len(owners) <= 1, f"{page} belongs to several assignments: {owners}"
+    return owners[0] if owners else EXERCISE_OF_EXTRA_PAGES[page]
+
+
+def last_section(html: str) -> str:
+    """The HTML of the page's last second-level section (from its opening tag to the end of the article)."""
+    article = html[html.index('<article class="bd-article">'):html.index("</article>")]
+    starts = [m.start() for m in re.finditer(r'<section id="[^"]+">\s*<h2>', article)]
+    assert starts, "the page has no second-level section"
+    return article[starts[-1]:]
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_chapter_ends_with_check_yourself_and_its_exercise(built_book: Path, page: str):
+    final = last_section((built_book / f"{page}.html").read_text())
+    assert re.match(r'<section id="check-yourself">\s*<h2>Check yourself', final), \
+        f"{page}: the last section is not 'Check yourself': {final[:120]}"
+    assert re.search(r"<ol[ >]", final), f"{page}: 'Check yourself' asks no numbered questions"
+    assert re.search(r'class="[^"]*(?:dropdown[^"]*admonition|admonition[^"]*dropdown)', final), f"{page}: the answers are not in a dropdown"
+    assignment = exercise_for(page)
+    links = re.findall(r'<a class="reference internal" href="exercises\.html[^"]*">(.*?)</a>', final, flags=re.S)
+    assert any(re.search(rf"\b{assignment}\b", text) for text in links), \
+        f"{page}: no link to the graded exercise {assignment} after the questions (links: {links})"
+
+
+PLUMBING_CALLS = {"print", "torch.set_printoptions", "plt.rcParams.update", "torch.manual_seed"}
+
+
+def _is_plumbing(source: str) -> bool:
+    """Imports, picking the device, print options and seeds, and nothing else (at least one import)."""
+    tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%")))
+    if not any(isinstance(node, (ast.Import, ast.ImportFrom)) for node in tree.body):
+        return False
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["device"]:
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) \
+                and ast.unparse(node.value.func) in PLUMBING_CALLS:
+            continue
+        return False
+    return True
+
+
+@pytest.mark.parametrize("page", ("book/index",) + CHAPTERS)
+def test_plumbing_cells_are_hidden(page: str):
+    """A cell that only imports and sets up is collapsed on the page, so that the page reads as prose."""
+    import jupytext
+
+    cells = [c for c in jupytext.read(REPO / f"{page}.md").cells if c.cell_type == "code"]
+    plumbing = [c for c in cells if _is_plumbing(c.source)]
+    assert plumbing or page == "book/index", f"{page}: no set-up cell found; is the classifier still right?"
+    for cell in plumbing:
+        tags = set(cell.metadata.get("tags", []))
+        assert tags & {"hide-input", "remove-input", "hide-cell", "remove-cell"}, \
+            f"{page}: a plumbing cell is shown in full:\n{cell.source[:300]}"
+    assert len(plumbing) < len(cells), f"{page}: every cell is hidden"
+
+
+def test_plumbing_classifier_tells_set_up_from_teaching():
+    assert _is_plumbing("%matplotlib inline\nimport torch\ndevice = torch.device('cpu')\nprint(device)")
+    assert not _is_plumbing("import torch\nx = torch.ones(3)\nprint(x.shape)")
+    assert not _is_plumbing("print('10 of 10 checklist items passed')")
+
+
+@pytest.mark.parametrize("page", ("book/03_many_heads", CLINIC_9216, CLINIC_PROJECTION))
+def test_full_size_shapes_come_from_the_meta_device(built_book: Path, page: str):
+    """The first cell that prints a shape at batch 8, context 1024 builds its modules on the meta device (later
+    cells of the page reuse them), so a CPU build never allocates the full-size tensors."""
+    page_html = (built_book / f"{page}.html").read_text()
+    cells = re.split(r'<div class="cell(?: [^"]*)? docutils container">', page_html)[1:]
+    full_size = [c for c in cells if re.search(r"cell_output.*torch\.Size\(\[8, 1024, \d+\]\)", c, flags=re.S)]
+    assert full_size, f"{page}: no executed output at full size"
+    source = unescape(re.sub(r"<[^>]+>", "", full_size[0].split("cell_output", 1)[0]))
+    assert 'with torch.device("meta"):' in source, \
+        f"{page}: the full-size shapes are not computed on the meta device:\n{source[:400]}"
+
+
+def test_clinic_9216_says_in_the_text_which_size_the_cpu_times(built_book: Path):
+    """The prose must state the CPU size, and it must be the size the code really uses on a CPU."""
+    html = (built_book / f"{CLINIC_9216}.html").read_text()
+    prose = " ".join(re.findall(r"<p>(.*?)</p>", html, flags=re.S))
+    prose = re.sub(r"<[^>]+>", "", prose)
+    stated = re.search(r"On a CPU.*?times\s+batch (\d+) and context (\d+)", prose, flags=re.S)
+    assert stated, "the clinic does not say at which size it times on a CPU"
+    source = (REPO / f"{CLINIC_9216}.md").read_text()
+    in_code = re.search(r"timing_batch, timing_tokens = (\d+), (\d+)\s+# a 2-core CPU", source)
+    assert in_code and stated.groups() == in_code.groups(), (stated.groups(), in_code and in_code.groups())
