@@ -361,3 +361,11 @@ def test_honest_students_of_every_assignment_keep_their_scores(tmp_path, assignm
 def test_static_scan_flags(source, pattern):
     flags = integrity_flags("ps1", _notebook_of(source))
     assert any(re.search(pattern, flag) for flag in flags), flags
+
+
+def test_static_scan_survives_junk_notebooks():
+    junk = {"cells": [{"cell_type": "code", "source": [1, None]}, "not a cell", {"cell_type": "code"},
+                      {"cell_type": "code", "source": "(" * 200000, "metadata": []},
+                      {"cell_type": "code", "source": "x = " + "-" * 100000 + "1", "metadata": {"nbgrader": 3}}]}
+    assert isinstance(integrity_flags("ps1", junk), list)
+    assert integrity_flags("ps1", {"cells": "nope"}) == [] and integrity_flags("ps9", junk) == []

@@ -76,7 +76,9 @@ def _release_sources(assignment: str) -> set[str]:
 
 
 def _text(source) -> str:
-    return "".join(source) if isinstance(source, list) else str(source or "")
+    if isinstance(source, list):
+        return "".join(part for part in source if isinstance(part, str))
+    return source if isinstance(source, str) else ""
 
 
 def _strip_ipython(source: str, notes: list[str]) -> str:
@@ -242,7 +244,7 @@ def scan_source(source: str) -> tuple[list[str], list[str], set[str]]:
     code = _strip_ipython(source, scanner.notes)
     try:
         scanner.visit(ast.parse(code))
-    except (SyntaxError, ValueError, RecursionError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         # Unparsable: it cannot run either, but a text scan still reports what it reaches for.
         for word in sorted(BUILTIN_ATTENTION):
             if re.search(rf"\b{word}\b", code):
