@@ -369,3 +369,16 @@ def test_static_scan_survives_junk_notebooks():
                       {"cell_type": "code", "source": "x = " + "-" * 100000 + "1", "metadata": {"nbgrader": 3}}]}
     assert isinstance(integrity_flags("ps1", junk), list)
     assert integrity_flags("ps1", {"cells": "nope"}) == [] and integrity_flags("ps9", junk) == []
+
+
+def test_parity_candidates_are_renamed_from_the_seed_and_carry_no_docstrings():
+    """A passes_parity_test keyed on class names or docstrings cannot know which candidate is which."""
+    source = REPO / "solutions" / "ps4" / "ps4.ipynb"
+    cells = {seed: "\n".join(plan_probes("ps4", source, seed)) for seed in (1, 2)}
+    originals = {"ChapterMultiHeadAttention", "EinsumMultiHeadAttention", "TorchMultiHeadAttention", "LoopOfHeads",
+                 "HeadsWithInputSizedProjection", "ProjectsBackToInputWidth", "MysteryB", "MysteryC", "MysteryD"}
+    for text in cells.values():
+        assert "Candidate" in text and not any(name in text for name in originals)
+        assert "hidden when d_in == d_out" not in text and "bug of May 2024" not in text
+    names = [set(re.findall(r"Candidate\d+", text)) for text in cells.values()]
+    assert names[0] != names[1]

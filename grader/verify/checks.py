@@ -16,8 +16,10 @@ from grader.verify import reference
 from grader.verify.cases import Case
 from grader.verify.loading import ProbeDataError, load_array, load_json, safe_dir
 
-ATOL = 1e-4  # float32 results of small attention problems sit within ~1e-6 of float64; every named bug is >1e-2
-RTOL = 1e-4
+# float32 results of these small problems sit within ~1e-6 of float64 (CUDA kernels within ~1e-5); every named bug
+# is off by more than 1e-2. The same tolerances as the notebooks' own tests (grader.diagnose).
+ATOL = 1e-4
+RTOL = 1e-3
 
 
 class CaseFailure(Exception):

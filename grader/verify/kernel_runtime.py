@@ -297,6 +297,11 @@ def _mha_probe_build():
                 raise interrupted
 
     reset()
+    # Full float32 precision for the probes, whatever the student set for speed (TF32 matmuls on a GPU are off
+    # by ~1e-3, more than the tolerance the grader compares with).
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
     tripwire(F, "scaled_dot_product_attention", "F.scaled_dot_product_attention")
     tripwire(F, "multi_head_attention_forward", "F.multi_head_attention_forward")
     tripwire(torch.nn.MultiheadAttention, "forward", "nn.MultiheadAttention")
