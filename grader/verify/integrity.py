@@ -231,10 +231,16 @@ class _Scanner(ast.NodeVisitor):
                 self.notes.append(f"opens a file whose name is computed ({func})")
         self.generic_visit(node)
 
+    def visit_Expr(self, node):
+        if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            return  # a docstring or a bare string: prose, not a name the code looks up
+        self.generic_visit(node)
+
     def visit_Constant(self, node):
         if isinstance(node.value, str):
-            for pattern, what in SUSPICIOUS_TEXT:
-                if pattern.search(node.value):
+            for index, (pattern, what) in enumerate(SUSPICIOUS_TEXT):
+                # Paths and getattr-style names have no spaces; a sentence that mentions them is prose.
+                if (index == 0 or not re.search(r"\s", node.value)) and pattern.search(node.value):
                     self.notes.append(f"{what} ({node.value[:40]!r})")
 
 
