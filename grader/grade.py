@@ -27,6 +27,7 @@ from nbformat import NotebookNode
 from grader.pipeline import Result, Submission, TaskResult
 from grader.pipeline.collect import collect
 from grader.pipeline.execute import execute
+from grader.pipeline.forkserver import start_fork_server
 from grader.pipeline.record import record
 from grader.pipeline.report import write_csvs, write_feedback
 from grader.pipeline.sanitize import Rejected, append_probes, load_source, sanitize
@@ -48,6 +49,7 @@ class Grading:
     secret: bytes                  # keys the verification seeds; never enters a kernel
     kernel: str = "python3"
     hide: list[Path] = field(default_factory=list)
+    forkserver: object = None      # grader.pipeline.forkserver.ForkServer, or None: every kernel is launched
 
     @property
     def notebook(self) -> str:
@@ -96,13 +98,13 @@ def grade_one(sub: Submission, g: Grading) -> Result:
     box = Path(tempfile.mkdtemp(prefix="box-", dir=g.staging))
     try:
         os.chmod(box, 0o711)
-        execution = execute(nb, box, g.hide, g.limits, g.kernel)
+        execution = execute(nb, box, g.hide, g.limits, g.kernel, forkserver=g.forkserver)
         probe_dir = execution.probe_dir
         if execution.stopped_at is not None and any(is_probe(c) for c in nb.cells):
             # The kernel was stopped before the verification cells ran: verify in a fresh kernel that runs only
             # the cells that had finished, so the tasks done before the crash can still be checked.
             second = execute(verification_rerun(nb, execution.stopped_at), box / "rerun", g.hide, g.limits,
-                             g.kernel)
+                             g.kernel, forkserver=g.forkserver)
             probe_dir = second.probe_dir
         verified, flags = verify_stage(g.assignment, g.source_path, seed, probe_dir, submitted_json)
         tasks = score(nb, execution, g.cells, verified)
@@ -138,6 +140,17 @@ def _safe_grade_one(sub: Submission, g: Grading) -> Result:
                                                 f"{why}); an instructor will grade it again.")
 
 
+def _grade_and_report(sub: Submission, g: Grading, out: Path) -> Result:
+    """In a worker: grade, then write the feedback page while other workers' kernels run."""
+    result = _safe_grade_one(sub, g)
+    try:
+        write_feedback(out, result, g.source_path.stem)
+    except Exception as err:   # the row matters more than the page
+        result.message = " ".join([result.message, f"(feedback page not written: {type(err).__name__})"]).strip()
+    result.feedback_nb = None   # the executed notebook is not needed any more: free it
+    return result
+
+
 def hidden_paths(out: Path, submissions: Path, source_path: Path, staging: Path, db_url: str) -> list[Path]:
     """What no kernel may see: results, other students, solutions, the gradebook."""
     solutions = source_path.parent.parent if source_path.parent.parent.name == "solutions" else source_path.parent
@@ -149,7 +162,7 @@ def hidden_paths(out: Path, submissions: Path, source_path: Path, staging: Path,
 
 def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | None = None,
                 limits: Limits | None = None, db_url: str | None = None, source: str | None = None,
-                kernel: str = "python3", log=print) -> list[Result]:
+                kernel: str = "python3", preload: bool = True, log=print) -> list[Result]:
     submissions, out = submissions.resolve(), out.resolve()
     source_path = source_notebook(assignment, source)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,28 +171,36 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
     limits = limits or Limits()
     if limits.threads <= 0:
         limits.threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    # Started first: its imports (torch) run while the class is collected and read.
+    forkserver = start_fork_server() if preload and kernel == "python3" else None
     source_nb = load_source(source_path)
     students = collect(submissions, source_path.name)
     staging = Path(tempfile.mkdtemp(prefix="grader-run-"))
     os.chmod(staging, 0o711)   # kernels that run as nobody can reach their own box, but not list the others
     g = Grading(assignment, source_path, source_nb, graded_cells(source_nb), limits, staging,
-                load_secret(out), kernel, hidden_paths(out, submissions, source_path, staging, db_url))
+                load_secret(out), kernel, hidden_paths(out, submissions, source_path, staging, db_url), forkserver)
     for note in capabilities().notes:
         log(f"sandbox: {note}")
+    if g.forkserver:
+        try:
+            log("kernels: forked from a server that preloaded " + ", ".join(g.forkserver.ready()))
+        except RuntimeError as err:
+            log(f"kernels: {err}; each kernel starts from scratch")
+            g.forkserver = None
     log(f"grading {len(students)} submission(s) of {assignment} with {jobs} job(s)")
     started, results = time.monotonic(), []
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for result in pool.map(lambda s: _safe_grade_one(s, g), students):
+            for result in pool.map(lambda s: _grade_and_report(s, g, out), students):
                 results.append(result)
                 log(f"  [{len(results)}/{len(students)}] {result.student_id}: {result.status} "
                     f"{result.score:g}/{result.max_score:g}")
     finally:
+        if g.forkserver:
+            g.forkserver.close()
         shutil.rmtree(staging, ignore_errors=True)
     record(db_url, assignment, source_path.stem, g.cells, results)
     write_csvs(out, results)
-    for result in results:
-        write_feedback(out, result, source_path.stem)
     log(f"done in {time.monotonic() - started:.1f} s: {out / 'grades.csv'}")
     return results
 
@@ -198,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=None, help="gradebook SQLAlchemy URL (default: sqlite in OUT)")
     p.add_argument("--source", default=None, help="the assignment's source notebook, if not in solutions/")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel to run the notebooks with")
+    p.add_argument("--no-preload", action="store_true",
+                   help="start every kernel from scratch instead of forking it from a server that preloaded torch")
     p.add_argument("--gpus", default="", help="GPUs a kernel may use: '' (none, default), 'all', or ids '0,1'")
     return p
 
@@ -211,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.submissions} does not exist", file=sys.stderr)
         return 2
     grade_class(args.assignment, args.submissions, args.out, jobs=args.jobs, limits=limits, db_url=args.db,
-                source=args.source, kernel=args.kernel, log=lambda m: print(m, file=sys.stderr))
+                source=args.source, kernel=args.kernel, preload=not args.no_preload,
+                log=lambda m: print(m, file=sys.stderr))
     return 0
 
 

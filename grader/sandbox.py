@@ -39,6 +39,7 @@ import psutil
 from jupyter_client import AsyncKernelManager
 
 NOBODY = 65534
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])   # the folder that holds this grader package
 
 
 @dataclass
@@ -309,8 +310,8 @@ class Watchdog(threading.Thread):
 class SandboxedKernelManager(AsyncKernelManager):
     """A KernelManager whose kernel command goes through ``unshare`` and the launcher below."""
 
-    def __init__(self, *, box: Path, hide: list[Path], limits: Limits, **kw):
-        self.box, self.hide, self.limits = box, hide, limits
+    def __init__(self, *, box: Path, hide: list[Path], limits: Limits, forkserver=None, **kw):
+        self.box, self.hide, self.limits, self.forkserver = box, hide, limits, forkserver
         self.caps = capabilities()
         self.cgroups = KernelCgroups(limits, self.caps)
         conn_dir = box / "conn"
@@ -318,13 +319,18 @@ class SandboxedKernelManager(AsyncKernelManager):
         super().__init__(transport="ipc", connection_file=str(conn_dir / "kernel.json"), **kw)
         self.ip = str(conn_dir / "k")
 
+    def launch_config(self) -> dict:
+        return {"box": str(self.box), "hide": [str(p) for p in self.hide],
+                "cgroup_procs": self.cgroups.procs_files(), "pids_cgroup": "pids" in self.cgroups.dirs,
+                "limits": asdict(self.limits), "net_namespace": self.caps.net_namespace,
+                "mount_namespace": self.caps.mount_namespace, "drop_to_nobody": self.caps.drop_to_nobody}
+
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         kernel_cmd = super().format_kernel_cmd(extra_arguments)
-        config = {"box": str(self.box), "hide": [str(p) for p in self.hide],
-                  "cgroup_procs": self.cgroups.procs_files(),
-                  "pids_cgroup": "pids" in self.cgroups.dirs, "limits": asdict(self.limits),
-                  "mount_namespace": self.caps.mount_namespace, "drop_to_nobody": self.caps.drop_to_nobody}
-        launcher = [sys.executable, "-m", "grader.sandbox", json.dumps(config), "--"]
+        # The launcher is this very file's code, whatever `grader` the kernel's environment would import.
+        boot = f"import sys; sys.path.insert(0, {PACKAGE_ROOT!r}); from grader.sandbox import launcher_main; " \
+               "launcher_main(sys.argv[1:])"
+        launcher = [sys.executable, "-c", boot, json.dumps(self.launch_config()), "--"]
         prefix = []
         if self.caps.net_namespace or self.caps.mount_namespace:
             prefix = [shutil.which("unshare") or "unshare"]
@@ -332,6 +338,25 @@ class SandboxedKernelManager(AsyncKernelManager):
             prefix += ["--mount", "--propagation", "private"] if self.caps.mount_namespace else []
             prefix += ["--"]
         return prefix + launcher + kernel_cmd
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+        """Through the fork server when there is one and this is its kind of kernel, else the launcher."""
+        native = [i for i, arg in enumerate(kernel_cmd) if arg == "ipykernel_launcher"]
+        if self.forkserver is None or not native or kernel_cmd[native[-1] - 2] != sys.executable:
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+        from grader.pipeline.forkserver import ForeignProcess
+
+        argv = kernel_cmd[native[-1] + 1:]
+        try:
+            pid = self.forkserver.spawn(argv, self.launch_config(), dict(kw.get("env") or {}),
+                                        str(kw.get("cwd") or self.box / "work"))
+        except RuntimeError:    # the server is gone: this kernel (and the class) can still start the slow way
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+        provisioner = self.provisioner
+        provisioner.process = ForeignProcess(pid)
+        provisioner.pid = provisioner.pgid = pid      # the child called setsid()
+        provisioner.cwd = kw.get("cwd")
+        self._reconcile_connection_info(provisioner.connection_info)
 
     @property
     def kernel_pid(self) -> int | None:
@@ -387,27 +412,38 @@ def _hide_paths(box: Path, hide: list[str]) -> None:
     os.close(box_fd)
 
 
-def launcher_main(argv: list[str]) -> None:
-    config = json.loads(argv[0])
-    kernel_cmd = argv[argv.index("--") + 1:]
+CLONE_NEWNS, CLONE_NEWNET, MS_PRIVATE = 0x00020000, 0x40000000, 1 << 18
+
+
+def confine(config: dict, kernel_argv: list[str], unshare_here: bool = False) -> list[str]:
+    """Apply every restriction to this very process (the launcher, or a child of the fork server) before it
+    becomes the kernel; returns the kernel's argv (its connection file moves when the uid is dropped)."""
     limits = Limits(**config["limits"])
     box = Path(config["box"])
     work = box / "work"
     for procs in config["cgroup_procs"]:   # join before anything else can fork
         Path(procs).write_text(str(os.getpid()))
+    if unshare_here:   # the launcher got its namespaces from the unshare command instead
+        flags = (CLONE_NEWNET if config["net_namespace"] else 0) | (CLONE_NEWNS if config["mount_namespace"] else 0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if flags and libc.unshare(flags) != 0:
+            raise OSError(ctypes.get_errno(), "unshare")
+        if config["mount_namespace"]:   # our mounts must not propagate back to the grader's namespace
+            _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
     if config["mount_namespace"]:
         _hide_paths(box, config["hide"])
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
     os.chdir(work)
+    kernel_argv = list(kernel_argv)
     if config["drop_to_nobody"] and os.geteuid() == 0:
         # The connection file is 0600 root; hand the kernel its own copy, then give up root for good.
-        conn = kernel_cmd[kernel_cmd.index("-f") + 1]
+        conn = kernel_argv[kernel_argv.index("-f") + 1]
         own = box / "conn" / "kernel-nobody.json"
         shutil.copyfile(conn, own)
         for path in (own, box / "conn", work):
             os.chown(path, NOBODY, NOBODY)
-        kernel_cmd[kernel_cmd.index("-f") + 1] = str(own)
+        kernel_argv[kernel_argv.index("-f") + 1] = str(own)
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
@@ -420,6 +456,12 @@ def launcher_main(argv: list[str]) -> None:
                 running += proc.info["num_threads"] or 1
         cap = running + 2 * limits.max_processes
         resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))
+    return kernel_argv
+
+
+def launcher_main(argv: list[str]) -> None:
+    config = json.loads(argv[0])
+    kernel_cmd = confine(config, argv[argv.index("--") + 1:])
     os.execvpe(kernel_cmd[0], kernel_cmd, os.environ)
 
 

@@ -132,11 +132,11 @@ async def _each_cell(client: GradingClient, nb: NotebookNode, limits: Limits, re
 
 
 def execute(nb: NotebookNode, box: Path, hide: list[Path], limits: Limits, kernel_name: str = "python3",
-            startup_timeout: float = 120) -> Execution:
+            startup_timeout: float = 120, forkserver=None) -> Execution:
     """Run `nb` in place (outputs are filled in) in a kernel whose private folder is `box`/work."""
     result = Execution()
     (box / "work").mkdir(parents=True, exist_ok=True)
-    km = SandboxedKernelManager(box=box, hide=hide, limits=limits, kernel_name=kernel_name)
+    km = SandboxedKernelManager(box=box, hide=hide, limits=limits, kernel_name=kernel_name, forkserver=forkserver)
     client = GradingClient(nb, km=km, timeout=int(max(1, limits.cell_timeout)), interrupt_on_timeout=False,
                            allow_errors=True, startup_timeout=int(startup_timeout), record_timing=False,
                            iopub_timeout=5, shell_timeout_interval=1, coalesce_streams=True)
