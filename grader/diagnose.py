@@ -22,9 +22,15 @@ API
 ``check_d_in_not_d_out(make_module, d_in, d_out, **check_kwargs)``  the same check at d_in != d_out
 ``check_dropout(module, d_in, p)``             off in eval mode, on in training mode, on the weights
 ``check_mask_buffer(module, context_length, name="mask")``  a buffer: in state_dict, moves with .to()
+                                               (leaves the module on the meta device: pass a fresh one)
 ``check_split_heads(split_heads)`` / ``check_combine_heads(combine_heads)``
 ``check_divisibility_error(make_module)``      ValueError naming num_heads when d_out % num_heads != 0
 ``check_wrapper(wrapper, d_in, d_out, num_heads)``   heads side by side, each a causal single head
+``sdpa_reference(queries, keys, values, causal=False, scale=None)``  (context, weights) from PyTorch's SDPA
+``mha_reference(x, qkv, out, num_heads, causal, ...)``  nn.MultiheadAttention computing with given weights
+
+Module checks find the projections by the course's names: ``W_query``, ``W_key``, ``W_value`` (or one fused
+``W_qkv``/``qkv`` with the query rows first) and ``out_proj`` (or ``proj``); they compare in eval mode, float32.
 """
 from __future__ import annotations
 

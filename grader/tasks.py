@@ -79,7 +79,8 @@ ASSIGNMENTS: dict[str, Assignment] = {
             (
                 Task("wrapper", 3, ("MultiHeadAttentionWrapper",),
                      "MultiHeadAttentionWrapper(d_in, d_out, context_length, dropout, num_heads, qkv_bias=False), "
-                     "d_out per head, output width num_heads * d_out"),
+                     "d_out per head, output width num_heads * d_out; heads in self.heads (nn.ModuleList of the "
+                     "student's CausalAttention, pasted from ps2 into the ungraded cell causal_attention_from_ps2)"),
                 Task("split_heads", 2, ("split_heads",),
                      "split_heads(x, num_heads): (b, T, d_out) -> (b, num_heads, T, head_dim)"),
                 Task("combine_heads", 2, ("combine_heads",),

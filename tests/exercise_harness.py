@@ -63,10 +63,27 @@ def _kernels_import_this_checkout():
             os.environ["PYTHONPATH"] = before
 
 
+def _test_cell_outputs(notebook: Path) -> dict[str, str]:
+    """{task: everything its autograded test cell printed or raised}, ANSI colours removed."""
+    outputs = {}
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+        if cell.cell_type != "code" or not grade_id.startswith("test_"):
+            continue
+        parts = []
+        for output in cell.get("outputs", []):
+            parts += [output.get("ename", ""), output.get("evalue", ""), *output.get("traceback", [])]
+            text = output.get("text", "")
+            parts.append("".join(text) if isinstance(text, list) else text)
+        outputs[grade_id.removeprefix("test_")] = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(parts))
+    return outputs
+
+
 def autograde_many(source_nb: Path, submissions: dict[str, Path], tmp: Path) -> dict[str, dict]:
     """Autograde each submitted notebook against ``source_nb`` with nbgrader; per student returns
-    ``{"scores": {task: points}, "max": {task: points}, "total": float, "feedback": str, "log": str}``
-    where task is the graded cell's grade_id without the ``test_`` prefix."""
+    ``{"scores": {task: points}, "max": {task: points}, "total": float, "feedback": str, "outputs": {task: str},
+    "log": str}`` where outputs are what each task's test cell printed or raised in the autograded notebook, and
+    task is the graded cell's grade_id without the ``test_`` prefix."""
     from nbgrader.api import Gradebook
     from nbgrader.apps import NbGraderAPI
 
@@ -90,7 +107,8 @@ def autograde_many(source_nb: Path, submissions: dict[str, Path], tmp: Path) -> 
                                   f"\n{graded.get('log', '')[-4000:]}"
         feedback = api.generate_feedback(assignment, student, force=True)
         assert feedback["success"], feedback.get("error", "") + feedback.get("log", "")
-        results[student] = {"log": graded.get("log", ""),
+        autograded = course / "autograded" / student / assignment / f"{assignment}.ipynb"
+        results[student] = {"log": graded.get("log", ""), "outputs": _test_cell_outputs(autograded),
                             "feedback": _feedback_text(course / "feedback" / student / assignment
                                                        / f"{assignment}.html")}
 
@@ -135,3 +153,58 @@ def replace_cell(solution_nb: Path, cell_id: str, code: str, dest: Path) -> Path
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest)
     return dest
+
+
+# ------------------------------------------------------------------------------ one grading run per assignment
+def _reach(cells: set[str], depends: dict[str, set[str]]) -> set[str]:
+    """The cells whose code the given tasks' tests run through (each task's own cell plus what it calls)."""
+    return set().union(*({cell} | depends.get(cell, set()) for cell in cells)) if cells else set()
+
+
+def pack(edits: list, depends: dict[str, set[str]]) -> list[list]:
+    """Group edits (objects with .cell) so that no edit in a group touches a cell another one's tests run
+    through: several planted bugs then share one notebook (one kernel) and are still judged independently."""
+    groups: list[list] = []
+    for edit in edits:
+        for group in groups:
+            if all(edit.cell not in _reach({other.cell}, depends) and other.cell not in _reach({edit.cell}, depends)
+                   for other in group):
+                group.append(edit)
+                break
+        else:
+            groups.append([edit])
+    return groups
+
+
+_GRADED: dict[str, dict[str, dict]] = {}
+
+
+def grade_assignment(name: str, tmp: Path) -> dict[str, dict]:
+    """Autograde, once per test session, the solution ("solution"), the student notebook ("blank") and every
+    mutation and alternative of ``name`` in tests/mutations; returns {id: result} (packed edits share a result)."""
+    if name in _GRADED:
+        return _GRADED[name]
+    from mutations import ps123, ps123_alternatives
+
+    source = REPO / "solutions" / name / f"{name}.ipynb"
+    notebooks = {"solution": source, "blank": REPO / "exercises" / name / f"{name}.ipynb"}
+    members: dict[str, str] = {}
+    depends = ps123.DEPENDS.get(name, {})
+    mutations = [m for m in ps123.MUTATIONS if m.assignment == name]
+    alternatives = [a for a in ps123_alternatives.ALTERNATIVES if a.assignment == name]
+    for group in pack(mutations, depends) + pack(alternatives, depends):
+        group_id = "+".join(edit.id for edit in group)
+        path = tmp / "notebooks" / group_id.replace("+", "__") / source.name
+        current = source
+        for edit in group:
+            if hasattr(edit, "replacements"):
+                current = mutate(current, edit.cell, list(edit.replacements), path)
+            else:
+                current = replace_cell(current, edit.cell, edit.code, path)
+            members[edit.id] = group_id
+        notebooks[group_id] = path
+    results = autograde_many(source, notebooks, tmp / "grading")
+    for edit_id, group_id in members.items():
+        results[edit_id] = results[group_id]
+    _GRADED[name] = results
+    return results

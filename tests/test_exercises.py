@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from exercise_harness import REPO, autograde_many
+from exercise_harness import REPO, grade_assignment
 from grader import release
 from grader.tasks import ASSIGNMENTS
 
@@ -139,8 +139,8 @@ def test_student_notebook_imports_no_solution(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SOURCES)
-def test_solution_full_marks_and_blank_zero(name, tmp_path):
-    results = autograde_many(source_nb(name), {"solution": source_nb(name), "blank": student_nb(name)}, tmp_path)
+def test_solution_full_marks_and_blank_zero(name, tmp_path_factory):
+    results = grade_assignment(name, tmp_path_factory.mktemp(f"graded-{name}"))
     assignment = ASSIGNMENTS[name]
     solution, blank = results["solution"], results["blank"]
     assert solution["scores"] == {t.name: float(t.points) for t in assignment.tasks}, solution["feedback"][-3000:]

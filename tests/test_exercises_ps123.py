@@ -3,47 +3,25 @@
 Each planted bug (tests/mutations/ps123.py) must lose marks on the tasks it breaks, and the feedback the student
 gets must name it; each correct-but-different implementation (tests/mutations/ps123_alternatives.py) must get
 full marks. All notebooks of one assignment are graded in one nbgrader course (one gradebook), each in its own
-kernel, once per test session.
+kernel, once per test session. Edits in cells whose tests do not run through each other's code share a notebook
+(``exercise_harness.pack``), and each is judged on its own tasks' scores and test-cell output.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from exercise_harness import REPO, autograde_many, mutate, replace_cell
+from exercise_harness import grade_assignment, pack
 from grader.tasks import ASSIGNMENTS
-from mutations.ps123 import MUTATIONS
+from mutations.ps123 import DEPENDS, MUTATIONS
 from mutations.ps123_alternatives import ALTERNATIVES
 
 pytestmark = pytest.mark.slow
-_GRADED: dict[str, dict[str, dict]] = {}
-
-
-def source_nb(name: str) -> Path:
-    return REPO / "solutions" / name / f"{name}.ipynb"
 
 
 @pytest.fixture(scope="session")
 def graded(tmp_path_factory):
-    """graded(assignment) -> {notebook id: autograde result}; grades every variant of that assignment once."""
-
-    def grade(name: str) -> dict[str, dict]:
-        if name not in _GRADED:
-            tmp = tmp_path_factory.mktemp(f"graded-{name}")
-            notebooks = {"solution": source_nb(name)}
-            for m in MUTATIONS:
-                if m.assignment == name:
-                    notebooks[m.id] = mutate(source_nb(name), m.cell, list(m.replacements),
-                                             tmp / "nbs" / m.id / f"{name}.ipynb")
-            for alt in ALTERNATIVES:
-                if alt.assignment == name:
-                    notebooks[alt.id] = replace_cell(source_nb(name), alt.cell, alt.code,
-                                                     tmp / "nbs" / alt.id / f"{name}.ipynb")
-            _GRADED[name] = autograde_many(source_nb(name), notebooks, tmp / "grading")
-        return _GRADED[name]
-
-    return grade
+    """graded(assignment) -> {notebook id: autograde result}, every variant graded once per session."""
+    return lambda name: grade_assignment(name, tmp_path_factory.mktemp(f"graded-{name}"))
 
 
 def test_the_issue_bugs_are_all_planted():
@@ -71,6 +49,8 @@ def test_mutation_loses_marks_and_is_named(mutation, graded):
     for task in mutation.loses:
         assert result["scores"][task] < solution["scores"][task], \
             f"{mutation.id} did not lose marks on {task}: {result['scores']}"
+        # Named where it failed: in the output of that task's own test cell.
+        assert mutation.diagnosis in result["outputs"][task], f"{mutation.id}: {result['outputs'][task][-2000:]}"
     assert mutation.diagnosis in result["feedback"], \
         f"{mutation.id}: feedback does not say {mutation.diagnosis!r}:\n{result['feedback'][-3000:]}"
     # The phrase comes from the failure, not from the notebook's text.
@@ -82,3 +62,13 @@ def test_other_correct_implementation_gets_full_marks(alternative, graded):
     result = graded(alternative.assignment)[alternative.id]
     expected = {t.name: float(t.points) for t in ASSIGNMENTS[alternative.assignment].tasks}
     assert result["scores"] == expected, f"{alternative.id}: {result['scores']}\n{result['feedback'][-3000:]}"
+
+
+def test_packing_keeps_dependent_edits_apart():
+    """ps1's SelfAttention runs through scaled_dot_product: their bugs must be graded in separate notebooks."""
+    ps1 = [m for m in MUTATIONS if m.assignment == "ps1"]
+    for group in pack(ps1, DEPENDS["ps1"]):
+        cells = {m.cell for m in group}
+        assert not ({"scaled_dot_product", "self_attention"} <= cells), [m.id for m in group]
+    ps2 = pack([m for m in MUTATIONS if m.assignment == "ps2"], DEPENDS["ps2"])
+    assert all(len({m.cell for m in group}) == len(group) for group in ps2), "two edits of one cell packed"

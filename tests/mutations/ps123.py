@@ -21,6 +21,14 @@ class Mutation:
     diagnosis: str
 
 
+# The cells each cell's tests also run through (a bug there shows up in those tests too); packed notebooks never
+# combine two edits whose cells meet here.
+DEPENDS: dict[str, dict[str, set[str]]] = {
+    "ps1": {"scaled_dot_product": {"attention_scores"}, "self_attention": {"attention_scores", "scaled_dot_product"}},
+    "ps2": {},
+    "ps3": {"wrapper": {"causal_attention_from_ps2"}},
+}
+
 _MHA_Q = "queries = self.W_query(x).view("
 _MHA_K = "keys = self.W_key(x).view("
 _MHA_V = "values = self.W_value(x).view("
