@@ -3,7 +3,8 @@
 Runs in the grader's process. It regenerates the seeded cases, recomputes the expected numbers with PyTorch
 (:mod:`grader.verify.reference`), reads the sandbox's files as plain data (:mod:`grader.verify.loading`) and
 compares. A task scores all its points only when every one of its cases matches, the same all-or-nothing rule as
-the task's nbgrader test cell, so an honest submission keeps the score its tests gave it.
+the task's nbgrader test cell (ps4's diagnoses earn partial credit, as their test cell gives it), so an honest
+submission keeps the score its tests gave it.
 """
 from __future__ import annotations
 
@@ -197,7 +198,7 @@ def verify_outputs(assignment: str, source_nb: Path, seed: int, probe_dir: Path)
         try:
             folder = safe_dir(probe_dir, task.name)
         except ProbeDataError as exc:
-            results[task.name] = (0.0, float(task.points), f"not verified: {exc} (did the kernel stop early?)")
+            results[task.name] = (0.0, float(task.points), f"not verified, {exc}")
             continue
         for case in cases:
             try:

@@ -46,6 +46,8 @@ def _read_regular(path: Path, limit: int) -> bytes:
 
 def safe_dir(root: Path, *parts: str) -> Path:
     """root/parts..., each level a real directory (not a symlink), else ProbeDataError."""
+    if root is None:
+        raise ProbeDataError("no probe results: the kernel stopped, or the probes could not run")
     levels = [Path(root)]
     for part in parts:
         levels.append(levels[-1] / part)
@@ -53,7 +55,7 @@ def safe_dir(root: Path, *parts: str) -> Path:
         try:
             info = os.lstat(path)
         except OSError:
-            raise ProbeDataError(f"no probe results in {'/'.join(parts) or 'the probe folder'}") from None
+            raise ProbeDataError("no probe results: the kernel stopped, or the probes could not run") from None
         if not stat.S_ISDIR(info.st_mode):
             raise ProbeDataError(f"{path.name} is not a plain folder")
     return levels[-1]
