@@ -147,3 +147,73 @@ def test_solution_full_marks_and_blank_zero(name, tmp_path_factory):
     assert solution["total"] == assignment.max_score
     assert blank["scores"] == {t.name: 0.0 for t in assignment.tasks}
     assert "NotImplementedError" in blank["feedback"], "the blank notebook should fail on its stubs"
+
+
+# ------------------------------------------------------------------ the diagnostic checks on their own (fast)
+def test_diagnose_names_the_9216_width_and_the_missing_projection():
+    import torch
+    from torch import nn
+
+    from grader import diagnose
+
+    wide = torch.empty(8, 1024, 12 * 768, device="meta")
+    with pytest.raises(AssertionError, match=re.escape(diagnose.BUGS["width"])):
+        diagnose.check_shape(wide, (8, 1024, 768), num_heads=12)
+    diagnose.check_shape(torch.empty(8, 1024, 768, device="meta"), (8, 1024, 768), num_heads=12)
+
+    class NoProjection(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W_query, self.W_key, self.W_value = (nn.Linear(768, 768, bias=False, device="meta")
+                                                      for _ in range(3))
+
+    with pytest.raises(AssertionError, match=re.escape(diagnose.BUGS["no_out_proj"])) as err:
+        diagnose.check_parameter_count(NoProjection(), d_in=768, d_out=768, num_heads=12)
+    assert "1,769,472" in str(err.value) and "2,360,064" in str(err.value)
+    assert diagnose.expected_parameter_count(768, 768) == 2_360_064
+
+
+def test_diagnose_tells_wrong_softmax_dim_from_mask_after_softmax():
+    import torch
+
+    from grader import diagnose
+
+    scores = torch.randn(2, 5, 5)
+    future = torch.ones(5, 5, dtype=torch.bool).triu(1)
+    diagnose.check_attention_weights(torch.softmax(scores.masked_fill(future, -torch.inf), -1), causal=True)
+    with pytest.raises(AssertionError, match=re.escape(diagnose.BUGS["softmax_dim"])):
+        diagnose.check_attention_weights(torch.softmax(scores.masked_fill(future, -torch.inf), -2), causal=True)
+    with pytest.raises(AssertionError, match=re.escape(diagnose.BUGS["future"])):
+        diagnose.check_attention_weights(torch.softmax(scores, -1).masked_fill(future, 0.0), causal=True)
+    with pytest.raises(AssertionError, match=re.escape(diagnose.BUGS["future"])):
+        diagnose.check_attention_weights(torch.softmax(scores, -1), causal=True)
+
+
+def test_diagnose_reference_weights_are_pytorchs():
+    """sdpa_reference's weights (attention to identity values) reproduce the context of SDPA itself."""
+    import torch
+    import torch.nn.functional as F
+
+    from grader import diagnose
+
+    q, k, v = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 6, 8), torch.randn(2, 3, 6, 5)
+    context, weights = diagnose.sdpa_reference(q, k, v)
+    assert torch.allclose(weights @ v, context, atol=1e-5)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 3, 4), atol=1e-5)
+    assert torch.allclose(context, F.scaled_dot_product_attention(q, k, v), atol=1e-6)
+
+
+def test_diagnose_divisibility_check_fails_a_silent_module():
+    from torch import nn
+
+    from grader import diagnose
+
+    with pytest.raises(AssertionError, match=re.escape(diagnose.BUGS["divisibility"])):
+        diagnose.check_divisibility_error(lambda d_out, num_heads: nn.Linear(4, d_out))
+    with pytest.raises(AssertionError, match="ValueError"):
+        diagnose.check_divisibility_error(lambda d_out, num_heads: d_out // 0)
+
+    def strict(d_out, num_heads):
+        raise ValueError(f"d_out={d_out} must be divisible by num_heads={num_heads}")
+
+    diagnose.check_divisibility_error(strict)
