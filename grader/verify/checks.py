@@ -67,6 +67,18 @@ def _weight_diagnosis(case: Case, meta: dict) -> str:
     return ""
 
 
+def _weights_moved(case: Case, folder: Path) -> str:
+    """The weights the module held after its forward pass (read back by the probe) against those the probe set."""
+    for head, attr, key, _ in case.weights:
+        try:
+            used = load_array(folder / f"{case.name}.used.{head}.{attr}.npy")
+        except ProbeDataError:
+            return ""
+        if used.shape != case.arrays[key].shape or not np.allclose(used, case.arrays[key], atol=1e-6):
+            return f"{attr} after the forward pass is not the weight the probe set: the module changes its weights"
+    return ""
+
+
 def _check_reference(case: Case, folder: Path, meta: dict) -> None:
     wanted = reference.expected(case)
     got = [load_array(folder / f"{case.name}.out{i}.npy") for i in range(len(wanted))]
@@ -84,7 +96,7 @@ def _check_reference(case: Case, folder: Path, meta: dict) -> None:
                               + (f": looks like {bug}" if bug else ""))
         if not _close(have, want):
             error = float(np.abs(have.astype(np.float64) - want).max())
-            bug = _name_the_bug(case, got) or _weight_diagnosis(case, meta)
+            bug = _name_the_bug(case, got) or _weight_diagnosis(case, meta) or _weights_moved(case, folder)
             if not bug and case.task == "scaled_dot_product" and index == 1 and \
                     not np.allclose(have.sum(-1), 1.0, atol=1e-3):
                 bug = "attention rows do not sum to 1: softmax over the wrong dimension"
