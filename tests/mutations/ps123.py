@@ -103,6 +103,10 @@ MUTATIONS = [
     Mutation("scale_multiplied_mha", "ps3", "multi_head_attention",
              (("scores / keys.shape[-1] ** 0.5", "scores * keys.shape[-1] ** 0.5"),), ("multi_head_attention",),
              BUGS["scale_multiplied"]),
+    # Scaling by the model width instead of the head width (karpathy/ng-video-lecture PR #6).
+    Mutation("scale_by_d_out", "ps3", "multi_head_attention",
+             (("scores / keys.shape[-1] ** 0.5", "scores / self.d_out ** 0.5"),), ("multi_head_attention",),
+             BUGS["scale_width"]),
     Mutation("weights_transposed_mha", "ps3", "multi_head_attention",
              ((_MHA_Q, "queries = (x @ self.W_query.weight).view("),
               (_MHA_K, "keys = (x @ self.W_key.weight).view("),
