@@ -245,6 +245,20 @@ def test_wrapper_outputs_and_the_9216_shape(built_book):
 
 
 @pytest.mark.slow
+def test_many_heads_warns_that_d_out_changes_meaning(built_book):
+    """The warning box where the 9216 bug is born: per head in the wrapper, total in MultiHeadAttention."""
+    page = page_html(built_book, "03_many_heads")
+    boxes = re.findall(r'<div class="admonition warning">(.*?)\n</div>', page, flags=re.S)
+    words = [html.unescape(re.sub(r"<[^>]+>", "", box)) for box in boxes]
+    assert any("MultiHeadAttentionWrapper" in w and "width of each head" in w and "MultiHeadAttention" in w
+               and "total width" in w and "head_dim = d_out // num_heads" in w for w in words), words
+    # The comparison table under it says the same cell by cell.
+    table = re.search(r"<table.*?</table>", page[page.index('class="admonition warning"'):], flags=re.S).group(0)
+    cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td.*?</td>", table, re.S)]
+    assert cells[:3] == ["d_out means", "width of one head", "width of the whole output"], cells
+
+
+@pytest.mark.slow
 def test_viewer_saved_state_has_every_head_and_links_in_the_browser(built_book):
     state = widget_state(built_book, "03_many_heads")
     by_name: dict[str, list] = {}
