@@ -39,6 +39,7 @@ FULL = {task.name: float(task.points) for task in PS1.tasks}
 @dataclass
 class Cheat:
     name: str
+    assignment: str = "ps1"  # the corpus is graded in the ps1 run; others join their assignment's honest run
     cells: list[tuple[str, str]] = field(default_factory=list)  # (where, code)
     zero: set[str] = field(default_factory=set)
     any: set[str] = field(default_factory=set)  # tasks whose score depends on the machine (not checked)
@@ -57,20 +58,27 @@ def parse_cheat(path: Path) -> Cheat:
             continue
         if where is None:
             key, _, value = line.lstrip("# ").partition(":")
-            if key == "expect-zero":
-                cheat.zero |= set(FULL) if value.strip() == "all" else {v.strip() for v in value.split(",")}
+            if key == "assignment":
+                cheat.assignment = value.strip()
+            elif key == "expect-zero":
+                cheat.zero |= {v.strip() for v in value.split(",")}
             elif key == "expect-any":
-                cheat.any |= set(FULL) if value.strip() == "all" else {v.strip() for v in value.split(",")}
+                cheat.any |= {v.strip() for v in value.split(",")}
             elif key == "expect-flag":
                 cheat.flags.append(value.strip())
             elif key == "expect-tests-pass":
                 cheat.tests_pass |= {v.strip() for v in value.split(",")}
         else:
             lines.append(line)
+    every = {task.name for task in ASSIGNMENTS[cheat.assignment].tasks}
+    cheat.zero = every if "all" in cheat.zero else cheat.zero
+    cheat.any = every if "all" in cheat.any else cheat.any
     return cheat
 
 
-CORPUS = [parse_cheat(p) for p in sorted(CHEATS.glob("[0-9][0-9]_*.py"))]
+CHEAT_FILES = [parse_cheat(p) for p in sorted(CHEATS.glob("[0-9][0-9]_*.py"))]
+CORPUS = [cheat for cheat in CHEAT_FILES if cheat.assignment == "ps1"]
+OTHER_CHEATS = {a: [c for c in CHEAT_FILES if c.assignment == a] for a in ASSIGNMENTS if a != "ps1"}
 
 
 def strip_markers(source: str) -> str:
@@ -91,7 +99,7 @@ def honest_notebook(assignment: str = "ps1") -> nbformat.NotebookNode:
 
 
 def with_cheat(cheat: Cheat) -> nbformat.NotebookNode:
-    nb = honest_notebook()
+    nb = honest_notebook(cheat.assignment)
     for where, code in cheat.cells:
         kind, _, target = where.partition(":")
         new = nbformat.v4.new_code_cell(code)
@@ -171,13 +179,14 @@ def _read_results(out: Path) -> tuple[dict, dict]:
 
 
 def test_corpus_has_the_issue_cheats_and_every_cheat_expects_something():
-    assert len(CORPUS) >= 10
+    assert len(CHEAT_FILES) >= 10
     names = {cheat.name for cheat in CORPUS}
     assert {"01_always_equal", "02_run_cell_drops_asserts", "03_nbgrader_execution"} <= names
-    for cheat in CORPUS:
+    for cheat in CHEAT_FILES:
+        tasks = {task.name for task in ASSIGNMENTS[cheat.assignment].tasks}
         assert cheat.cells, f"{cheat.name} changes nothing"
         assert cheat.zero or cheat.flags, f"{cheat.name} expects neither a zero nor a flag"
-        assert cheat.zero <= set(FULL) and cheat.tests_pass <= set(FULL), cheat.name
+        assert cheat.zero <= tasks and cheat.tests_pass <= tasks and cheat.any <= tasks, cheat.name
 
 
 @pytest.mark.slow
@@ -194,18 +203,22 @@ def test_honest_submissions_keep_their_scores(graded):
 @pytest.mark.parametrize("cheat", CORPUS, ids=lambda c: c.name)
 def test_cheat_ends_as_designed(graded, cheat):
     grades, tasks = graded
-    row, scores = grades[cheat.name], {t: float(r["score"]) for t, r in tasks[cheat.name].items()}
-    for task, points in FULL.items():
+    check_cheat(cheat, grades[cheat.name], tasks[cheat.name], FULL)
+
+
+def check_cheat(cheat: Cheat, row: dict, task_rows: dict, full: dict[str, float]) -> None:
+    scores = {t: float(r["score"]) for t, r in task_rows.items()}
+    for task, points in full.items():
         if task in cheat.any:
             continue
         wanted = 0.0 if task in cheat.zero else points
         assert scores[task] == wanted, f"{task}: scored {scores[task]}, expected {wanted}: " \
-                                       f"{tasks[cheat.name][task]['message']}"
+                                       f"{task_rows[task]['message']}"
     for pattern in cheat.flags:
         assert re.search(pattern, row["flags"]), f"no flag matching {pattern!r} in {row['flags']!r}"
     for task in cheat.tests_pass:
         # The attack fooled the notebook's own test cell; only the verification stage caught it.
-        assert "(notebook tests: passed)" in tasks[cheat.name][task]["message"], tasks[cheat.name][task]
+        assert "(notebook tests: passed)" in task_rows[task]["message"], task_rows[task]
 
 
 # ------------------------------------------------------------------------------------------ no kernel needed
@@ -326,8 +339,10 @@ def test_honest_students_of_every_assignment_keep_their_scores(tmp_path, assignm
     """ps1 is graded with the corpus; here an honest full solution and an untouched notebook of each other
     assignment go through the real grader: full marks and 0, every task verified, no flag."""
     submissions = tmp_path / "submissions"
-    for student, nb in (("honest", honest_notebook(assignment)), ("blank", nbformat.read(
-            REPO / "exercises" / assignment / f"{assignment}.ipynb", as_version=4))):
+    students = {"honest": honest_notebook(assignment), "blank": nbformat.read(
+        REPO / "exercises" / assignment / f"{assignment}.ipynb", as_version=4)}
+    students.update({cheat.name: with_cheat(cheat) for cheat in OTHER_CHEATS[assignment]})
+    for student, nb in students.items():
         (submissions / student).mkdir(parents=True)
         nbformat.write(nb, submissions / student / f"{assignment}.ipynb")
     proc = subprocess.run([sys.executable, "-m", "grader", "grade", assignment, str(submissions), "--out",
@@ -342,6 +357,9 @@ def test_honest_students_of_every_assignment_keep_their_scores(tmp_path, assignm
         assert grades[student]["flags"] == "", grades[student]["flags"]
         for task, row in tasks[student].items():
             assert "verif" in row["message"], f"{task} of {student} was not verified: {row['message']}"
+    full = {task.name: float(task.points) for task in ASSIGNMENTS[assignment].tasks}
+    for cheat in OTHER_CHEATS[assignment]:
+        check_cheat(cheat, grades[cheat.name], tasks[cheat.name], full)
 
 
 @pytest.mark.parametrize("source, pattern", [
