@@ -348,19 +348,19 @@ def buggy_forward_flops(cfg: AttentionConfig) -> int:
 
 
 def make_step(module: nn.Module, x: torch.Tensor, backward: bool):
-    """A zero-argument callable: one forward (no grad), or one forward + backward (train mode)."""
+    """A zero-argument callable: one forward (eval mode, no grad), or one forward + backward (train mode).
+    Each call sets the mode itself, so forward and backward steps of one module can be raced side by side."""
     if not backward:
-        module.eval()
-
         def step():
+            module.eval()
             with torch.no_grad():
                 module(x)
         return step
-    module.train()
     with torch.no_grad():
         grad_out = torch.randn_like(module(x))
 
     def step():
+        module.train()
         module.zero_grad(set_to_none=True)
         module(x).backward(grad_out)
     return step
@@ -381,7 +381,7 @@ def race(steps: dict[str, object], repeats: int = 5, min_seconds: float = 0.0, w
         for _ in range(warmup):  # first calls pay for allocation, lazy init, kernel selection
             step()
         timers[name] = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads(),
-                                       label=name)
+                                       label=str(name))
     samples = {name: [] for name in steps}
     for _ in range(repeats):
         for name, timer in timers.items():

@@ -105,10 +105,12 @@ def bench_attention(quick: bool, repeats: int | None, threads: int | None) -> di
     forward_flops = {name: (av.buggy_forward_flops(cfg) if name == av.BUGGY else sum(flops.values()))
                      for name in modules}
     peak = device_peak(torch, device)
-    phases = {}
-    for phase, backward in (("forward", False), ("forward_backward", True)):
-        steps = {name: av.make_step(m, x, backward) for name, m in modules.items()}
-        timed = av.race(steps, repeats=repeats, min_seconds=min_seconds, warmup=1 if quick else 3)
+    phases, kinds = {}, (("forward", False), ("forward_backward", True))
+    # One round-robin over both phases, so a burst of load cannot land on one phase only.
+    steps = {(phase, name): av.make_step(m, x, backward) for phase, backward in kinds for name, m in modules.items()}
+    both = av.race(steps, repeats=repeats, min_seconds=min_seconds, warmup=1 if quick else 3)
+    for phase, backward in kinds:
+        timed = {name: both[(phase, name)] for name in modules}
         rows = {}
         for name, t in timed.items():
             work = forward_flops[name] * (3 if backward else 1)  # backward: two matmuls per forward matmul
