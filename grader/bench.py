@@ -91,7 +91,7 @@ def bench_attention(quick: bool, repeats: int | None, threads: int | None) -> di
     else:
         cfg, why = av.CPU_CONFIG, ("CPU: one 512-token sequence at GPT-2-small width (the full size takes about "
                                    "2 s per forward on 2 cores)")
-    repeats = 1 if quick else (repeats or (30 if device.type == "cuda" else 11))
+    repeats = 1 if quick else (repeats or (30 if device.type == "cuda" else 15))
     min_seconds = 0.0 if quick or device.type == "cpu" else 0.05
     modules = av.build_variants(cfg, device, dtype)
     torch.manual_seed(0)
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", default=None,
                         help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; quick: attention)")
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="grading workers")
-    parser.add_argument("--repeats", type=int, default=None, help="timing rounds (default 11 on CPU, 30 on GPU)")
+    parser.add_argument("--repeats", type=int, default=None, help="timing rounds (default 15 on CPU, 30 on GPU)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for the attention race (default: 1 on CPU, PyTorch's default on GPU)")
     parser.add_argument("--book-toc", type=Path, default=None,
