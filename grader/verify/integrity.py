@@ -31,14 +31,15 @@ GUARDED_BUILTINS = {"isinstance", "issubclass", "getattr", "setattr", "hasattr",
                     "min", "round", "float", "bool", "int", "str", "repr", "globals", "locals", "vars", "id"}
 HOOKS = {  # interpreter and IPython hooks: a student's attention code needs none of them
     "get_ipython": "uses IPython's shell (get_ipython)", "run_cell": "touches IPython's run_cell",
-    "events": None, "input_transformers_cleanup": "adds an IPython input transformer",
-    "input_transformers_post": "adds an IPython input transformer", "ast_transformers": "adds an IPython AST transformer",
+    "input_transformers_cleanup": "adds an IPython input transformer",
+    "input_transformers_post": "adds an IPython input transformer",
+    "ast_transformers": "adds an IPython AST transformer", "register_magic_function": "registers an IPython magic",
     "__IPYTHON__": "checks for IPython", "_ih": "reads IPython's input history", "settrace": "sets a trace hook",
     "setprofile": "sets a profile hook", "meta_path": "hooks imports (sys.meta_path)", "path_hooks": "hooks imports",
     "_getframe": "inspects interpreter frames", "currentframe": "inspects interpreter frames",
-    "stack": None, "get_referrers": "walks the garbage collector", "get_objects": "walks the garbage collector",
-    "atexit": "registers exit hooks", "ctypes": "uses ctypes", "register_magic_function": "registers an IPython magic",
-    "modules": None, "__builtins__": "touches __builtins__", "__subclasses__": "walks class internals",
+    "get_referrers": "walks the garbage collector", "get_objects": "walks the garbage collector",
+    "atexit": "registers exit hooks", "ctypes": "uses ctypes", "__builtins__": "touches __builtins__",
+    "__subclasses__": "walks class internals",
 }
 ENVIRONMENT = {"environ": "reads the environment (os.environ)", "getenv": "reads the environment (os.getenv)",
                "environb": "reads the environment", "putenv": "changes the environment"}
@@ -127,7 +128,7 @@ class _Scanner(ast.NodeVisitor):
     def _name_used(self, name: str, full: str) -> None:
         if name in BUILTIN_ATTENTION:
             self.attention.append(full or name)
-        if name in HOOKS and HOOKS[name]:
+        if name in HOOKS:
             self.notes.append(HOOKS[name])
         if name in ENVIRONMENT:
             self.notes.append(ENVIRONMENT[name])
@@ -256,7 +257,7 @@ def scan_source(source: str) -> tuple[list[str], list[str], set[str]]:
             if re.search(rf"\b{word}\b", code):
                 scanner.attention.append(word)
         for word, what in {**HOOKS, **ENVIRONMENT}.items():
-            if what and re.search(rf"\b{re.escape(word)}\b", code):
+            if re.search(rf"\b{re.escape(word)}\b", code):
                 scanner.notes.append(what)
         for pattern, what in SUSPICIOUS_TEXT[:1]:
             if pattern.search(code):
