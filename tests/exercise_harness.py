@@ -206,5 +206,7 @@ def grade_assignment(name: str, tmp: Path) -> dict[str, dict]:
     results = autograde_many(source, notebooks, tmp / "grading")
     for edit_id, group_id in members.items():
         results[edit_id] = results[group_id]
+        results[group_id]["edited_cells"] = sorted({e.cell for e in mutations + alternatives
+                                                    if members.get(e.id) == group_id})
     _GRADED[name] = results
     return results

@@ -55,6 +55,11 @@ def test_mutation_loses_marks_and_is_named(mutation, graded):
         f"{mutation.id}: feedback does not say {mutation.diagnosis!r}:\n{result['feedback'][-3000:]}"
     # The phrase comes from the failure, not from the notebook's text.
     assert mutation.diagnosis not in solution["feedback"]
+    # A bug costs only the tasks whose tests run through the edited cells (no collateral penalties).
+    depends = DEPENDS[mutation.assignment]
+    for task in ASSIGNMENTS[mutation.assignment].tasks:
+        if not ({task.name} | depends.get(task.name, set())) & set(result["edited_cells"]):
+            assert result["scores"][task.name] == task.points, f"{mutation.id} also cost {task.name}"
 
 
 @pytest.mark.parametrize("alternative", ALTERNATIVES, ids=lambda a: f"{a.assignment}-{a.id}")
