@@ -1,8 +1,10 @@
 """The sandboxed kernel a submission runs in.
 
-Two halves. The *grader side* (``SandboxedKernelManager``, ``Watchdog``) starts an IPython kernel through a small
-launcher and watches it. The *launcher* (``python -m grader.sandbox CONFIG -- KERNEL ARGV``) runs in the child,
-applies every restriction the OS allows, then ``exec``s the kernel, so the kernel keeps the launcher's pid.
+Two halves. The *grader side* (``SandboxedKernelManager``, ``Watchdog``) starts an IPython kernel and watches it.
+The *child side*, ``confine``, applies every restriction the OS allows to the process that is about to become the
+kernel: either the launcher (``launcher_main``: ``unshare ... python -c <launcher> CONFIG -- KERNEL ARGV``, which
+then ``exec``s the kernel, so the kernel keeps the launcher's pid) or a child of the fork server
+(``grader.pipeline.forkserver``, which has torch imported already and makes its own namespaces).
 
 Restrictions, each used only where the machine allows it (``capabilities()`` finds out once per run):
 

@@ -94,6 +94,15 @@ def tree_digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def spy_code(targets: list[Path]) -> str:
+    """A cell that prints SEEN or HIDDEN for each file it tries to read, and whether the network is reachable."""
+    return (f"import os, socket\nfor path in {[str(t) for t in targets]!r}:\n"
+            "    try:\n        open(path).read()\n        print('SEEN', path)\n"
+            "    except OSError:\n        print('HIDDEN', path)\n"
+            "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=3)\n    print('NETWORK open')\n"
+            "except OSError:\n    print('NETWORK closed')\n")
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """One grade run of a tiny class: honest, blank, hidden-test failure, and a spy probing the sandbox."""
@@ -104,12 +113,7 @@ def tiny_run(tmp_path_factory):
     write_student(subs, "blank", student(source, honest=False))
     write_student(subs, "hidden_fail", student(source, answers={"add": "def add(a, b):\n    return abs(a) + b"}))
     # Files the kernel must not reach: the seed secret, another student's notebook, the solutions.
-    targets = [out / ".grader-secret", subs / "honest" / "tiny.ipynb", source]
-    spy = (f"import os, socket\nfor path in {[str(t) for t in targets]!r}:\n"
-           "    try:\n        open(path).read()\n        print('SEEN', path)\n"
-           "    except OSError:\n        print('HIDDEN', path)\n"
-           "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=3)\n    print('NETWORK open')\n"
-           "except OSError:\n    print('NETWORK closed')\n")
+    spy = spy_code([out / ".grader-secret", subs / "honest" / "tiny.ipynb", source])
     write_student(subs, "spy", student(source, after_add_test=spy))
     before = tree_digest(subs)
     proc = grade("tiny", subs, out, "--source", str(source), "--timeout", "20", "--jobs", "2")
@@ -166,6 +170,40 @@ def test_kernel_sees_no_grader_files_and_no_network(tiny_run):
         assert "files are hidden by obscurity only" in tiny_run["proc"].stderr
     if caps.net_namespace:
         assert "NETWORK closed" in page
+
+
+def test_launcher_path_is_sandboxed_too(tiny_run, tmp_path):
+    """--no-preload: kernels started by the launcher instead of the fork server, under the same confinement."""
+    from grader.sandbox import capabilities
+
+    subs, out, source = tmp_path / "class", tmp_path / "out", tiny_run["source"]
+    write_student(subs, "other", student(source))
+    write_student(subs, "spy", student(source, after_add_test=spy_code(
+        [out / ".grader-secret", subs / "other" / "tiny.ipynb", source])))
+    proc = grade("tiny", subs, out, "--source", str(source), "--no-preload")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "forked from a server" not in proc.stderr
+    rows = read_csv(out / "grades.csv")
+    assert [(r["student_id"], r["score"], r["status"]) for r in rows] == [("other", "5", "graded"),
+                                                                          ("spy", "5", "graded")]
+    page = (out / "feedback" / "spy" / "tiny.html").read_text()
+    caps = capabilities()
+    if caps.mount_namespace or caps.drop_to_nobody:
+        assert "SEEN /" not in page and page.count("HIDDEN /") == 3
+    if caps.net_namespace:
+        assert "NETWORK closed" in page
+
+
+def test_whole_notebook_limit_stops_a_slow_notebook(tiny_run, tmp_path):
+    """Each cell under the per-cell limit, the notebook over its total limit: stopped, earlier tasks kept."""
+    subs, source = tmp_path / "class", tiny_run["source"]
+    write_student(subs, "slow", student(source, after_add_test="import time\ntime.sleep(15)"))
+    proc = grade("tiny", subs, tmp_path / "out", "--source", str(source), "--timeout", "30",
+                 "--notebook-timeout", "8")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [row] = read_csv(tmp_path / "out" / "grades.csv")
+    assert (row["status"], row["score"]) == ("timeout", "2"), row
+    assert "total limit of 8 s" in row["message"]
 
 
 def test_grading_twice_gives_the_same_results(tiny_run):
