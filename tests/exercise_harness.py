@@ -5,6 +5,8 @@ grades several against the same source in one course directory (one gradebook, o
 is how the mutation tests stay affordable: every graded notebook still gets its own fresh kernel from nbgrader.
 ``mutate(solution_nb, cell_id, [(old, new), ...], dest)`` copies a solution notebook with text replaced in one
 cell, and fails loudly when a pattern is not there (a mutation that silently does nothing proves nothing).
+``grade_assignment(name, tmp)`` grades, once per test session, an assignment's solution, its student notebook and
+every mutation and alternative kept in tests/mutations, ``pack``-ing edits of independent cells into one notebook.
 """
 from __future__ import annotations
 

@@ -78,7 +78,9 @@ def test_source_notebook_is_clean(name):
 def test_release_regenerates_exercises_exactly(tmp_path):
     """A stale exercises/ (someone edited solutions/ without `python -m grader release`) fails here."""
     out = tmp_path / "exercises"
+    before = _release_leftovers()
     assert release.main([*SOURCES, "--into", str(out)]) == 0
+    assert _release_leftovers() == before, "release left a gradebook or nbgrader files in the repository"
     for name in SOURCES:
         fresh, committed = out / name / f"{name}.ipynb", student_nb(name)
         assert committed.exists(), f"exercises/{name} missing: run python -m grader release"
@@ -92,12 +94,18 @@ def test_release_regenerates_exercises_exactly(tmp_path):
         assert sorted(p.name for p in (out / name).iterdir()) == [f"{name}.ipynb"], "extra files released"
 
 
-def test_release_cli_rejects_unknown_assignment_and_leaves_no_gradebook(tmp_path, capsys):
+def _release_leftovers() -> set[Path]:
+    """What nbgrader could leave behind: gradebooks, its own folder, files next to the notebooks."""
+    found = {p for p in (REPO / "gradebook.db", REPO / ".nbgrader") if p.exists()}
+    for folder in ("solutions", "exercises"):
+        found |= {p for p in (REPO / folder).rglob("*") if p.suffix in {".db", ".json"} or ".nbgrader" in p.name}
+    return found
+
+
+def test_release_cli_rejects_unknown_assignment(tmp_path, capsys):
     assert release.main(["ps99", "--into", str(tmp_path)]) == 2
     assert "ps99" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
-    assert not (REPO / "gradebook.db").exists() and not (REPO / ".nbgrader").exists()
-    assert not list((REPO / "solutions").rglob("gradebook.db")) and not list((REPO / "exercises").rglob("*.db"))
 
 
 @pytest.mark.parametrize("name", SOURCES)
