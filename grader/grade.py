@@ -28,7 +28,7 @@ from grader.pipeline import Result, Submission, TaskResult
 from grader.pipeline.collect import collect
 from grader.pipeline.execute import execute
 from grader.pipeline.forkserver import start_fork_server
-from grader.pipeline.record import record
+from grader.pipeline.record import prepare, record
 from grader.pipeline.report import write_csvs, write_feedback
 from grader.pipeline.sanitize import Rejected, append_probes, load_source, sanitize
 from grader.pipeline.score import GradedCell, graded_cells, plan_probes, score, verify_stage
@@ -189,6 +189,8 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
             g.forkserver = None
     log(f"grading {len(students)} submission(s) of {assignment} with {jobs} job(s)")
     started, results = time.monotonic(), []
+    gradebook = ThreadPoolExecutor(max_workers=1)
+    prepared = gradebook.submit(prepare, db_url, assignment, source_path.stem, g.cells)
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             for result in pool.map(lambda s: _grade_and_report(s, g, out), students):
@@ -199,6 +201,8 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
         if g.forkserver:
             g.forkserver.close()
         shutil.rmtree(staging, ignore_errors=True)
+    prepared.result()
+    gradebook.shutdown()
     record(db_url, assignment, source_path.stem, g.cells, results)
     write_csvs(out, results)
     log(f"done in {time.monotonic() - started:.1f} s: {out / 'grades.csv'}")

@@ -221,10 +221,17 @@ def test_lms_zip_is_graded_like_the_folder(tiny_run, tmp_path):
             zf.write(tiny_run["subs"] / sid / "tiny.ipynb", f"tiny_{sid}_attempt_2026-11-01-10-00-00_tiny.ipynb")
         # An earlier attempt that was worse: the latest attempt is the one graded.
         zf.write(tiny_run["subs"] / "blank" / "tiny.ipynb", "tiny_honest_attempt_2026-10-01-10-00-00_tiny.ipynb")
-    proc = grade("tiny", archive, tmp_path / "out", "--source", str(tiny_run["source"]))
+    # A gradebook somewhere else, by SQLAlchemy URL (--db), as a course team's server would be.
+    db_url = f"sqlite:///{tmp_path / 'team' / 'gradebook.db'}"
+    (tmp_path / "team").mkdir()
+    proc = grade("tiny", archive, tmp_path / "out", "--source", str(tiny_run["source"]), "--db", db_url)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["student_id"]: (r["score"], r["status"]) for r in read_csv(tmp_path / "out" / "grades.csv")}
     assert rows == {"honest": ("5", "graded"), "blank": ("0", "graded")}
+    from grader.pipeline.record import gradebook_totals
+
+    assert gradebook_totals(db_url, "tiny") == {"honest": 5.0, "blank": 0.0}
+    assert not (tmp_path / "out" / "gradebook.db").exists()
 
 
 def test_real_ps1_class_end_to_end(tmp_path):

@@ -15,15 +15,22 @@ from grader.pipeline import Result
 from grader.pipeline.score import GradedCell
 
 
-def record(db_url: str, assignment: str, notebook: str, cells: list[GradedCell], results: list[Result]) -> None:
-    with warnings.catch_warnings(), Gradebook(db_url) as gb:
-        # nbgrader's add_submission trips SQLAlchemy 2's autoflush warnings; harmless, and not ours to fix.
-        warnings.simplefilter("ignore", category=SAWarning)
+def prepare(db_url: str, assignment: str, notebook: str, cells: list[GradedCell]) -> None:
+    """The assignment, its notebook and graded cells. Run in a thread while grading starts: a new gradebook
+    costs nbgrader an ``alembic`` subprocess (seconds), which then overlaps the kernels."""
+    with Gradebook(db_url) as gb:
         gb.update_or_create_assignment(assignment)
         gb.update_or_create_notebook(notebook, assignment)
         for cell in cells:
             gb.update_or_create_grade_cell(cell.grade_id, notebook, assignment, max_score=cell.points,
                                            cell_type="code")
+
+
+def record(db_url: str, assignment: str, notebook: str, cells: list[GradedCell], results: list[Result]) -> None:
+    """Every result as the student's submission of `assignment` (after ``prepare``)."""
+    with warnings.catch_warnings(), Gradebook(db_url) as gb:
+        # nbgrader's add_submission trips SQLAlchemy 2's autoflush warnings; harmless, and not ours to fix.
+        warnings.simplefilter("ignore", category=SAWarning)
         for result in results:
             gb.update_or_create_student(result.student_id)
             try:
