@@ -99,7 +99,9 @@ ASSIGNMENTS: dict[str, Assignment] = {
                      "diagnoses: dict mystery module name -> one label of BUG_LABELS", kind="answer"),
                 Task("parity_test", 3, ("passes_parity_test",),
                      "passes_parity_test(mha_cls) -> bool: True for a correct class, False for one whose bug "
-                     "hides when d_in == d_out"),
+                     "hides when d_in == d_out",
+                     # A parity test may well compare against nn.MultiheadAttention: that is not a shortcut.
+                     from_scratch=False),
                 Task("fixed_wrapper", 3, ("FixedMultiHeadAttentionWrapper",),
                      "the 9216 wrapper fixed: d_out total, d_out // num_heads per head, out_proj after the concat"),
                 Task("fixed_projection", 3, ("FixedMultiHeadAttention",),
