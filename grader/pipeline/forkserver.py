@@ -3,7 +3,7 @@
 A fresh kernel spends most of its start on ``import torch`` (FACTS.md: 1.5-2 s) and ipykernel. For a class, the
 grader starts one fork server per run (``python -m grader.pipeline.forkserver``), which imports them once,
 single-threaded (OMP/MKL/OpenBLAS pools at one thread, no CUDA touched, so forking is safe), then forks one child
-per notebook. The child confines itself exactly as the launcher does (``grader.sandbox.confine``: namespaces,
+per notebook. The child confines itself exactly as the launcher does (``grader.pipeline.confine``: namespaces,
 cgroups, hidden paths, rlimits, working folder, uid) and only then becomes an IPython kernel, so a notebook sees
 the same sandbox either way. Anything that is not the default Python kernel of this interpreter uses the launcher.
 
@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-PRELOAD = ("ipykernel.kernelapp", "IPython", "numpy", "torch", "grader.sandbox")
+PRELOAD = ("ipykernel.kernelapp", "IPython", "numpy", "torch", "grader.pipeline.confine")
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
@@ -137,7 +137,7 @@ def _become_kernel(request: dict) -> None:
     """In the forked child: confine, then run the kernel. Never returns."""
     code = 1
     try:
-        from grader.sandbox import confine
+        from grader.pipeline.confine import confine
 
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDWR)
