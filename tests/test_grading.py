@@ -234,31 +234,35 @@ def test_lms_zip_is_graded_like_the_folder(tiny_run, tmp_path):
     assert not (tmp_path / "out" / "gradebook.db").exists()
 
 
-def test_real_ps1_class_end_to_end(tmp_path):
-    """solutions/ps1 with grader.verify: a full-marks student, a blank one, one with unscaled attention (its SelfAttention, built on it, fails too)."""
-    from grader.bench_grading import honest_copy, release_copy
+def test_readme_sample_class_end_to_end(tmp_path):
+    """The README's instructor commands on the real ps1 (solutions/, with grader.verify): the sample class from
+    samples/make_class.py, plus carol, whose attention is not scaled (her SelfAttention, built on it, fails too)."""
+    from grader.bench_grading import honest_copy
 
-    source = REPO / "solutions" / "ps1" / "ps1.ipynb"
-    src = nbformat.read(str(source), as_version=4)
-    subs = tmp_path / "class"
-    write_student(subs, "alice", json.loads(nbformat.writes(honest_copy(src))), "ps1.ipynb")
-    write_student(subs, "bob", json.loads(nbformat.writes(release_copy(src))), "ps1.ipynb")
-    unscaled = honest_copy(src)
+    subs = tmp_path / "ps1-class"
+    made = subprocess.run([sys.executable, "samples/make_class.py", "ps1", "--dest", str(subs)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    unscaled = honest_copy(nbformat.read(str(REPO / "solutions" / "ps1" / "ps1.ipynb"), as_version=4))
     for cell in unscaled.cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "scaled_dot_product":
             cell.source = ("def scaled_dot_product(queries, keys, values):\n"
                            "    weights = torch.softmax(attention_scores(queries, keys), dim=-1)\n"
                            "    return weights @ values, weights\n")
     write_student(subs, "carol", json.loads(nbformat.writes(unscaled)), "ps1.ipynb")
-    proc = grade("ps1", subs, tmp_path / "out", "--jobs", "2")
+    proc = grade("ps1", subs, tmp_path / "grading-out")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["student_id"]: r for r in read_csv(tmp_path / "out" / "grades.csv")}
-    assert {s: (r["score"], r["max_score"]) for s, r in rows.items()} == {
-        "alice": ("10", "10"), "bob": ("0", "10"), "carol": ("2", "10")}
-    tasks = {(t["student_id"], t["task"]): t for t in read_csv(tmp_path / "out" / "tasks.csv")}
+    rows = {r["student_id"]: r for r in read_csv(tmp_path / "grading-out" / "grades.csv")}
+    assert {s: (r["score"], r["max_score"], r["status"]) for s, r in rows.items()} == {
+        "ada": ("10", "10", "graded"), "ben": ("0", "10", "graded"), "cai": ("5", "10", "graded"),
+        "dee": ("10", "10", "graded"), "eve": ("2", "10", "crashed"), "fay": ("0", "10", "invalid_notebook"),
+        "gus": ("0", "10", "missing_notebook"), "carol": ("2", "10", "graded")}
+    assert "ps1 (final).ipynb" in rows["dee"]["message"] and "notes.txt" in rows["dee"]["message"]
+    tasks = {(t["student_id"], t["task"]): t for t in read_csv(tmp_path / "grading-out" / "tasks.csv")}
     assert tasks[("carol", "scaled_dot_product")]["score"] == "0"
+    assert tasks[("eve", "attention_scores")]["score"] == "2"      # verified in a fresh kernel after the crash
     for sid in rows:
-        page = (tmp_path / "out" / "feedback" / sid / "ps1.html").read_text()
+        page = (tmp_path / "grading-out" / "feedback" / sid / "ps1.html").read_text()
         assert "BEGIN HIDDEN" not in page and "_mha_probe" not in page
 
 
