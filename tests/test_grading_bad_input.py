@@ -130,3 +130,24 @@ def test_tasks_after_a_stopped_kernel_say_they_did_not_run(bad_run):
 
 def test_bad_submissions_left_untouched(bad_run):
     assert tree_digest(bad_run["subs"]) == bad_run["before"]
+
+
+def test_watchdog_alone_caps_processes(monkeypatch, tmp_path):
+    """Where no pids cgroup can be made (and root ignores RLIMIT_NPROC), the watchdog is the cap: 200 children
+    are stopped, all of them, and the status says why. (Bounded on purpose: no real fork bomb without a cgroup.)"""
+    import nbformat
+    import psutil
+
+    import grader.sandbox as sandbox
+    from grader.pipeline.execute import execute
+
+    monkeypatch.setattr(sandbox.capabilities(), "cgroup_pids", "")
+    spawn = ("import os, time\nfor i in range(200):\n    if os.fork() == 0:\n        time.sleep(60)\n"
+             "        os._exit(0)\ntime.sleep(30)")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(spawn), nbformat.v4.new_code_cell("1")])
+    box = tmp_path / "box"
+    result = execute(nb, box, [], sandbox.Limits(cell_timeout=40, notebook_timeout=60))
+    assert (result.status, result.stopped_at) == ("process_limit", 0), result
+    survivors = [p for p in psutil.process_iter(["cmdline"])
+                 if str(box) in " ".join(p.info["cmdline"] or [])]
+    assert survivors == []
