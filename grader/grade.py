@@ -201,12 +201,21 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
         if g.forkserver:
             g.forkserver.close()
         shutil.rmtree(staging, ignore_errors=True)
-    prepared.result()
-    gradebook.shutdown()
-    record(db_url, assignment, source_path.stem, g.cells, results)
-    write_csvs(out, results)
+    write_csvs(out, results)      # first: the rows must not depend on a database being reachable
+    try:
+        prepared.result()
+        record(db_url, assignment, source_path.stem, g.cells, results)
+    except Exception as err:
+        raise GradebookError(f"grades.csv and tasks.csv are written, but the gradebook ({db_url}) was not "
+                             f"updated: {type(err).__name__}: {err}") from err
+    finally:
+        gradebook.shutdown()
     log(f"done in {time.monotonic() - started:.1f} s: {out / 'grades.csv'}")
     return results
+
+
+class GradebookError(RuntimeError):
+    pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,9 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.submissions.exists():
         print(f"{args.submissions} does not exist", file=sys.stderr)
         return 2
-    grade_class(args.assignment, args.submissions, args.out, jobs=args.jobs, limits=limits, db_url=args.db,
-                source=args.source, kernel=args.kernel, preload=not args.no_preload,
-                log=lambda m: print(m, file=sys.stderr))
+    try:
+        grade_class(args.assignment, args.submissions, args.out, jobs=args.jobs, limits=limits, db_url=args.db,
+                    source=args.source, kernel=args.kernel, preload=not args.no_preload,
+                    log=lambda m: print(m, file=sys.stderr))
+    except GradebookError as err:
+        print(err, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -234,6 +234,16 @@ def test_lms_zip_is_graded_like_the_folder(tiny_run, tmp_path):
     assert not (tmp_path / "out" / "gradebook.db").exists()
 
 
+def test_unreachable_gradebook_still_leaves_the_rows(tiny_run, tmp_path):
+    subs = tmp_path / "class"
+    write_student(subs, "honest", student(tiny_run["source"]))
+    proc = grade("tiny", subs, tmp_path / "out", "--source", str(tiny_run["source"]),
+                 "--db", f"sqlite:///{tmp_path / 'no-such-folder' / 'gradebook.db'}")
+    assert proc.returncode == 1
+    assert "gradebook" in proc.stderr and "was not updated" in proc.stderr
+    assert [(r["student_id"], r["score"]) for r in read_csv(tmp_path / "out" / "grades.csv")] == [("honest", "5")]
+
+
 def test_readme_sample_class_end_to_end(tmp_path):
     """The README's instructor commands on the real ps1 (solutions/, with grader.verify): the sample class from
     samples/make_class.py, plus carol, whose attention is not scaled (her SelfAttention, built on it, fails too)."""
