@@ -322,4 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.md").write_text(markdown(results))
     print(markdown(results))
     print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    # Jupyter Book's execution cache is keyed on the code of a page, not on the files it reads.
+    print("chapter 9 renders benchmarks/results.json; to see new results there, rebuild without the execution "
+          "cache: jupyter-book clean --all . && jupyter-book build .")
     return 0
