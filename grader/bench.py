@@ -246,7 +246,7 @@ def markdown(results: dict) -> str:
     if att.get("measured", True):
         cfg = att["config"]
         lines += ["## Attention implementations", "",
-                  f"Device {att['device']} ({att['device_peak']['name']}), {att['dtype']}, {att['threads']} threads; "
+                  f"Device {att['device']} ({att['device_peak']['name']}), {att['dtype']}, threads: {att['threads']}; "
                   f"batch {cfg['batch']}, {cfg['num_tokens']} tokens, d_in = d_out = {cfg['d_out']}, "
                   f"{cfg['num_heads']} heads ({att['config_reason']}); median of {att['repeats']} rounds.",
                   f"Implementations agree with SDPA (same weights): {att['implementations_agree']}; "
