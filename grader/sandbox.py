@@ -380,6 +380,8 @@ class SandboxedKernelManager(AsyncKernelManager):
                "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0",
                "PYTHONDONTWRITEBYTECODE": "1", "JUPYTER_RUNTIME_DIR": str(self.box / "conn"),
                "IPYTHONDIR": str(self.box / "work" / ".ipython"), "MPLCONFIGDIR": str(self.box / "work" / ".mpl"),
+               # Notebooks import grader.diagnose: the same checkout as this grader, whatever is installed.
+               "PYTHONPATH": PACKAGE_ROOT,
                }
         if self.limits.gpus != "all":
             env["CUDA_VISIBLE_DEVICES"] = self.limits.gpus      # "" hides every GPU from the kernel
