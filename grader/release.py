@@ -15,6 +15,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +65,38 @@ def tests(task: str, points: int, code: str):
     return nbformat.v4.new_code_cell(code.strip("\n"), id=grade_id,
                                      metadata=_nbgrader(grade_id, grade=True, solution=False, locked=True,
                                                         points=points))
+
+
+class Cells(list):
+    """An assignment's cells in order, for the solutions/<ps>/make_notebook.py scripts.
+
+    Cell ids double as nbgrader grade_ids (test cells: test_<task>); points are checked against grader/tasks.py.
+    """
+
+    def __init__(self, assignment: str):
+        super().__init__()
+        from grader.tasks import ASSIGNMENTS
+
+        self.points = {task.name: task.points for task in ASSIGNMENTS[assignment].tasks}
+
+    def md(self, cell_id: str, text: str) -> None:
+        self.append(markdown(cell_id, textwrap.dedent(text)))
+
+    def code(self, cell_id: str, code: str) -> None:
+        self.append(given(cell_id, textwrap.dedent(code)))
+
+    def solution(self, task: str, code: str) -> None:
+        self.append(solution(task, textwrap.dedent(code)))
+
+    def test(self, task: str, points: int, code: str) -> None:
+        assert points == self.points[task], f"{task}: {points} points here, {self.points[task]} in grader/tasks.py"
+        self.append(tests(task, points, textwrap.dedent(code)))
+
+    def scratch(self, cell_id: str, code: str) -> None:
+        """A free cell for the student's own experiments: neither graded nor locked."""
+        import nbformat
+
+        self.append(nbformat.v4.new_code_cell(textwrap.dedent(code).strip("\n"), id=cell_id))
 
 
 def source_notebook(cells: list, path: Path) -> None:

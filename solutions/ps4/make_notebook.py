@@ -2,39 +2,11 @@
 
     python solutions/ps4/make_notebook.py && python -m grader release ps4
 """
-import textwrap
 from pathlib import Path
 
-import nbformat
+from grader.release import Cells, source_notebook
 
-from grader.release import given, markdown, solution, source_notebook, tests
-from grader.tasks import ASSIGNMENTS
-
-POINTS = {task.name: task.points for task in ASSIGNMENTS["ps4"].tasks}
-
-
-class Cells(list):
-    """The notebook's cells in order; ids double as nbgrader grade_ids (test cells: test_<task>)."""
-
-    def md(self, cell_id, text):
-        self.append(markdown(cell_id, textwrap.dedent(text)))
-
-    def code(self, cell_id, code):
-        self.append(given(cell_id, textwrap.dedent(code)))
-
-    def solution(self, task, code):
-        self.append(solution(task, textwrap.dedent(code)))
-
-    def test(self, task, points, code):
-        assert points == POINTS[task], f"{task}: {points} points here, {POINTS[task]} in grader/tasks.py"
-        self.append(tests(task, points, textwrap.dedent(code)))
-
-    def scratch(self, cell_id, code):
-        # a free cell for the student's own experiments: neither graded nor locked
-        self.append(nbformat.v4.new_code_cell(textwrap.dedent(code).strip("\n"), id=cell_id))
-
-
-b = Cells()
+b = Cells("ps4")
 b.md("intro", r"""
 # Problem set 4: bug clinic
 
