@@ -18,13 +18,15 @@ WIDGET_CONTROLS = (".widget-slider, .widget-dropdown, .widget-toggle-button, .wi
                    ".widget-toggle-buttons, .widget-text, .widget-button, .widget-inline-hbox")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def site(built_book: Path):
     with serve(built_book) as url:
         yield url
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an event loop running on this thread while it is open, which would
+# break later tests that call asyncio.run() (the grading pipeline does).
+@pytest.fixture(scope="module")
 def browser():
     executable = require_browser()
     from playwright.sync_api import sync_playwright
