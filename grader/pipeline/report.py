@@ -8,10 +8,12 @@ the failing line). Rows are sorted by student id, so grading twice writes the sa
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import json
 from pathlib import Path
 
+import bleach
 import nbformat
 from nbconvert import HTMLExporter
 from nbformat import NotebookNode
@@ -76,11 +78,35 @@ def feedback_notebook(result: Result) -> NotebookNode:
     return nbformat.v4.new_notebook(cells=cells, metadata={"language_info": {"name": "python"}})
 
 
+# Student markdown and outputs are sanitized (no script, no event handlers), but nbconvert's own allowlist also
+# escapes headings and paragraphs, which left raw "<h1 ...>" text on every page: widen it to plain document markup.
+FEEDBACK_TAGS = sorted(set(bleach.ALLOWED_TAGS) | {
+    "div", "span", "pre", "code", "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead",
+    "tbody", "tr", "th", "td", "img", "sub", "sup", "del", "details", "summary"})
+FEEDBACK_ATTRIBUTES = {"*": ["class", "id", "title"], "a": ["href", "title"], "img": ["src", "alt", "width", "height"],
+                       "th": ["align"], "td": ["align"]}
+
+
+def clean_feedback_html(element) -> str:
+    text = element.decode() if isinstance(element, bytes) else str(element)
+    return bleach.clean(text, tags=FEEDBACK_TAGS, attributes=FEEDBACK_ATTRIBUTES,
+                        protocols=["http", "https", "mailto", "data"])
+
+
+def feedback_folder(student_id: str) -> str:
+    """One folder per student id: the id itself when it is already a safe name, else the safe name plus a short
+    hash of the id, so that ids which sanitize alike ("jo doe", "jo_doe") never share a folder."""
+    name = safe_name(student_id)
+    if name == student_id:
+        return name
+    return f"{name}-{hashlib.sha256(student_id.encode('utf-8')).hexdigest()[:8]}"
+
+
 def write_feedback(out: Path, result: Result, notebook_stem: str) -> Path:
-    exporter = HTMLExporter(sanitize_html=True)
+    exporter = HTMLExporter(sanitize_html=True, filters={"clean_html": clean_feedback_html})
     exporter.exclude_input_prompt = False
     body, _ = exporter.from_notebook_node(feedback_notebook(result))
-    folder = out / "feedback" / safe_name(result.student_id)
+    folder = out / "feedback" / feedback_folder(result.student_id)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{notebook_stem}.html"
     path.write_text(body, encoding="utf-8")
