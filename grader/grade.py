@@ -246,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.submissions.exists():
         print(f"{args.submissions} does not exist", file=sys.stderr)
         return 2
+    subs, out = args.submissions.resolve(), args.out.resolve()
+    if subs == out or subs in out.parents or out in subs.parents:
+        # Results inside SUBMISSIONS would be collected as a student (and shown to every kernel that may read it);
+        # SUBMISSIONS inside OUT could be overwritten by the feedback pages.
+        print(f"--out {args.out} and SUBMISSIONS {args.submissions} must not contain one another: "
+              f"choose an output folder outside the submissions", file=sys.stderr)
+        return 2
     try:
         grade_class(args.assignment, args.submissions, args.out, jobs=args.jobs, limits=limits, db_url=args.db,
                     source=args.source, kernel=args.kernel, preload=not args.no_preload,
