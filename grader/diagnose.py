@@ -28,6 +28,7 @@ API
 ``check_wrapper(wrapper, d_in, d_out, num_heads)``   heads side by side, each a causal single head
 ``sdpa_reference(queries, keys, values, causal=False, scale=None)``  (context, weights) from PyTorch's SDPA
 ``mha_reference(x, qkv, out, num_heads, causal, ...)``  nn.MultiheadAttention computing with given weights
+``softmax_wrong_dim_reference(x, qkv, out, num_heads, causal)``  the same module with softmax over dim=-2
 
 Module checks find the projections by the course's names: ``W_query``, ``W_key``, ``W_value`` (or one fused
 ``W_qkv``/``qkv`` with the query rows first) and ``out_proj`` (or ``proj``); they compare in eval mode, float32.
@@ -60,6 +61,8 @@ BUGS = {
     "batch": "sequences in a batch affect each other",
     "divisibility": "no clear error when d_out is not divisible by num_heads",
     "mismatch": "output differs from PyTorch's reference",
+    "wrapper_divided": "d_out divided by num_heads",
+    "shared_heads": "heads share one module",
 }
 
 
@@ -165,9 +168,25 @@ def check_no_future_leakage(forward: Callable, x: torch.Tensor) -> None:
     if not moved:
         return
     if len(moved) == num_tokens - 1:
+        # softmax over the queries also lets the last token reach every position (through the column sums).
+        if _matches_wrong_dim(forward, x, before):
+            _fail("softmax_dim", "the output equals the module computed with softmax(dim=-2): normalise each "
+                                 "query's scores over the keys, softmax(dim=-1)")
         _fail("future", f"changing the last token changed every earlier position (0..{num_tokens - 2})")
     _fail("view_no_transpose", f"changing the last token changed earlier positions {moved} but not the others: "
                                f"rows of the output mix tokens (heads concatenated with view but no transpose back)")
+
+
+def _matches_wrong_dim(forward: Callable, x: torch.Tensor, actual: torch.Tensor) -> bool:
+    """Whether a module with the course's projection names computes softmax over dim=-2 (False if unsure)."""
+    if not isinstance(forward, nn.Module):
+        return False
+    try:
+        qkv, out = _projections(forward)
+        expected = softmax_wrong_dim_reference(x, qkv, out, int(getattr(forward, "num_heads", 1)), causal=True)
+        return _close(actual, expected)
+    except Exception:  # noqa: BLE001 - only a hypothesis: anything unexpected means "not this bug"
+        return False
 
 
 def check_batch_independence(forward: Callable, x: torch.Tensor) -> None:
@@ -260,6 +279,25 @@ def mha_reference(x: torch.Tensor, qkv, out, num_heads: int, causal: bool, query
     return context
 
 
+@torch.no_grad()
+def softmax_wrong_dim_reference(x: torch.Tensor, qkv, out, num_heads: int, causal: bool = True) -> torch.Tensor:
+    """The chapter's module with one bug: softmax over the queries (dim=-2) instead of the keys (dim=-1)."""
+    queries, keys, values = (F.linear(x, weight, bias) for weight, bias in qkv)
+    batch, num_tokens, d_out = queries.shape
+    head_dim = d_out // num_heads
+
+    def split(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(batch, num_tokens, num_heads, -1).transpose(1, 2)
+
+    scores = split(queries) @ split(keys).transpose(-2, -1) / math.sqrt(head_dim)
+    if causal:
+        future = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=x.device).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
+    context = torch.softmax(scores, dim=-2) @ split(values)
+    context = context.transpose(1, 2).reshape(batch, num_tokens, -1)
+    return context if out is None else F.linear(context, out[0], out[1])
+
+
 def _named_variants(qkv, out, num_heads: int, causal: bool, head_dim: int, d_out: int):
     """Reference computations of known bugs, each labelled with the bug's code."""
     yield "scale_multiplied", dict(query_scale=float(head_dim))
@@ -294,6 +332,9 @@ def check_attention_module(module: nn.Module, d_in: int, num_heads: int = 1, cau
     for code, change in _named_variants(qkv, out, num_heads, causal, d_out // num_heads, d_out):
         if _close(actual, mha_reference(x, **{**base, **change})):
             _fail(code, "your output equals PyTorch's attention computed with exactly this bug")
+    if _close(actual, softmax_wrong_dim_reference(x, qkv, out, num_heads, causal)):
+        _fail("softmax_dim", "your output equals the module computed with softmax(dim=-2): normalise each "
+                             "query's scores over the keys, softmax(dim=-1)")
     if causal:
         check_no_future_leakage(module, x)
     _fail("mismatch", f"max difference {(actual - expected).abs().max():.3g} from nn.MultiheadAttention with "
@@ -423,12 +464,21 @@ def check_wrapper(wrapper: nn.Module, d_in: int, d_out: int, num_heads: int, num
     heads = getattr(wrapper, "heads", None)
     assert isinstance(heads, nn.ModuleList) and len(heads) == num_heads, \
         f"keep the {num_heads} heads in self.heads = nn.ModuleList([...])"
+    if len({id(head) for head in heads}) < num_heads:
+        # [head] * num_heads repeats one object: every "head" has the same weights and the same output.
+        _fail("shared_heads", "build a new CausalAttention for each head (a list comprehension, not "
+                              "[head] * num_heads)")
     x = _inputs(2, num_tokens, d_in, seed=6)
     with torch.no_grad():
         out = call(wrapper, x)
-    if tuple(out.shape) == (2, num_tokens, d_out):
-        raise AssertionError(f"output is {d_out} wide: in the wrapper d_out is the width of ONE head, so the "
-                             f"concatenation is num_heads * d_out = {num_heads * d_out} wide")
+    head_width = d_out // num_heads
+    widths = {w.shape[0] for head in heads if all(hasattr(head, n) for n in ("W_query", "W_key", "W_value"))
+              for w, _ in _projections(head)[0]}
+    if num_heads > 1 and (out.shape[-1] == num_heads * head_width or widths == {head_width}) \
+            and out.shape[-1] != num_heads * d_out:
+        _fail("wrapper_divided", f"output is {out.shape[-1]} wide: in the wrapper d_out is the width of ONE head "
+                                 f"(each head is CausalAttention(d_in, d_out)), so the concatenation is "
+                                 f"num_heads * d_out = {num_heads * d_out} wide")
     check_shape(out, (2, num_tokens, num_heads * d_out), what="wrapper output")
     for h, head in enumerate(heads):
         qkv, _ = _projections(head)

@@ -44,7 +44,14 @@ def _shape_diagnosis(case: Case, got: np.ndarray, want: np.ndarray) -> str:
     if got.ndim == want.ndim and got.shape[:-1] == want.shape[:-1] and heads > 1 \
             and got.shape[-1] == heads * want.shape[-1]:
         return "d_out not divided by num_heads: the output is num_heads times too wide"
+    if case.task == "wrapper" and got.ndim == want.ndim and got.shape[:-1] == want.shape[:-1] and heads > 1 \
+            and got.shape[-1] == heads * (want.shape[-1] // heads // heads):
+        return _WRAPPER_DIVIDED
     return ""
+
+
+# The wrapper's own bug: there d_out is the width of one head, so dividing it shrinks every head.
+_WRAPPER_DIVIDED = "d_out divided by num_heads: in the wrapper d_out is the width of one head"
 
 
 def _weight_diagnosis(case: Case, meta: dict) -> str:
@@ -63,12 +70,17 @@ def _weight_diagnosis(case: Case, meta: dict) -> str:
             return "out_proj built with d_in where d_out belongs"
         if case.params.get("num_heads", 1) > 1 and have and have[0] == want[0] * case.params["num_heads"]:
             return "d_out not divided by num_heads (each head is d_out wide)"
+        if case.task == "wrapper" and case.params.get("num_heads", 1) > 1 and have \
+                and have[0] == want[0] // case.params["num_heads"]:
+            return _WRAPPER_DIVIDED
         return "a weight uses d_in where d_out belongs, or is transposed"
     return ""
 
 
 def _weights_moved(case: Case, folder: Path) -> str:
     """The weights the module held after its forward pass (read back by the probe) against those the probe set."""
+    if _heads_shared(case, folder):
+        return "heads share one module: build a new CausalAttention for each head"
     for head, attr, key, _ in case.weights:
         try:
             used = load_array(folder / f"{case.name}.used.{head}.{attr}.npy")
@@ -77,6 +89,19 @@ def _weights_moved(case: Case, folder: Path) -> str:
         if used.shape != case.arrays[key].shape or not np.allclose(used, case.arrays[key], atol=1e-6):
             return f"{attr} after the forward pass is not the weight the probe set: the module changes its weights"
     return ""
+
+
+def _heads_shared(case: Case, folder: Path) -> bool:
+    """Every head read back the same W_query although the probe set different ones: one module, repeated."""
+    keys = [(head, key) for head, attr, key, _ in case.weights if attr == "W_query" and head >= 0]
+    if len(keys) < 2:
+        return False
+    try:
+        used = [load_array(folder / f"{case.name}.used.{head}.W_query.npy") for head, _ in keys]
+    except ProbeDataError:
+        return False
+    set_differently = not np.array_equal(case.arrays[keys[0][1]], case.arrays[keys[1][1]])
+    return set_differently and all(u.shape == used[0].shape and np.array_equal(u, used[0]) for u in used[1:])
 
 
 def _check_reference(case: Case, folder: Path, meta: dict) -> None:

@@ -206,6 +206,8 @@ def _multi_head_hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
             settings = {"out": out, "causal": True, **change}
             produced = diagnose.mha_reference(x, qkv, settings.pop("out"), heads, **settings)
             found.append((diagnose.BUGS[code], [produced.numpy()]))
+        wrong_dim = diagnose.softmax_wrong_dim_reference(x, qkv, out, heads, causal=True)
+        found.append((diagnose.BUGS["softmax_dim"], [wrong_dim.numpy()]))
         return found
     except Exception:  # a diagnosis is a courtesy: without one the message still says what differs
         return []

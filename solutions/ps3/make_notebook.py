@@ -67,12 +67,13 @@ class MultiHeadAttentionWrapper(nn.Module):
 '''
 
 WRAPPER_TESTS = '''
+# Each block of d_out columns is one head's causal attention, in order. This check runs first: it names the
+# usual wrapper bugs (d_out divided by num_heads, one head module repeated) before a bare shape check could.
+diagnose.check_wrapper(MultiHeadAttentionWrapper(4, 3, 8, 0.0, num_heads=2), d_in=4, d_out=3, num_heads=2)
 torch.manual_seed(123)
 wrapper = MultiHeadAttentionWrapper(d_in=3, d_out=2, context_length=8, dropout=0.0, num_heads=2).to(device)
 x = torch.randn(2, 6, 3, device=device)
 diagnose.check_shape(diagnose.call(wrapper, x), (2, 6, 2 * 2), what="wrapper output")
-# Each block of d_out columns is one head's causal attention, in order.
-diagnose.check_wrapper(MultiHeadAttentionWrapper(4, 3, 8, 0.0, num_heads=2), d_in=4, d_out=3, num_heads=2)
 ### BEGIN HIDDEN TESTS
 diagnose.check_wrapper(MultiHeadAttentionWrapper(5, 2, 8, 0.0, num_heads=3), d_in=5, d_out=2, num_heads=3)
 # GPT-2 small on the meta device: d_out is per head, so 768 // 12 = 64 per head gives 768 columns,
