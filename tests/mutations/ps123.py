@@ -72,6 +72,10 @@ MUTATIONS = [
                "weights = nn.functional.dropout(weights, self.dropout.p, training=True)"),),
              ("causal_attention",), BUGS["dropout_eval"]),
     # ---- ps3
+    Mutation("wrapper_shared_heads", "ps3", "wrapper",
+             (("[CausalAttention(d_in, d_out, context_length, dropout, qkv_bias) for _ in range(num_heads)]",
+               "[CausalAttention(d_in, d_out, context_length, dropout, qkv_bias)] * num_heads"),),
+             ("wrapper",), BUGS["shared_heads"]),
     Mutation("split_view_no_transpose", "ps3", "split_heads",
              (("x.view(batch, num_tokens, num_heads, d_out // num_heads).transpose(1, 2)",
                "x.view(batch, num_heads, num_tokens, d_out // num_heads)"),), ("split_heads",),
