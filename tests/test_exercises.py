@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -26,6 +28,21 @@ def source_nb(name: str) -> Path:
 
 def student_nb(name: str) -> Path:
     return REPO / "exercises" / name / f"{name}.ipynb"
+
+
+def shipped_files(folder: Path) -> list[str]:
+    """The files under `folder` that the course hands out, relative to it: tracked by git or not yet tracked, but
+    never what .gitignore excludes, such as the .ipynb_checkpoints/ folder JupyterLab writes next to a notebook it
+    opens. Outside a git checkout, everything except that checkpoint folder."""
+    try:
+        proc = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "."],
+                              cwd=folder, capture_output=True, text=True, timeout=60)
+    except OSError:
+        proc = None
+    if proc is not None and proc.returncode == 0:
+        return sorted(name for name in proc.stdout.split("\0") if name and (folder / name).exists())
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and ".ipynb_checkpoints" not in p.relative_to(folder).parts)
 
 
 def nbgrader_cells(path: Path) -> dict[str, nbformat.NotebookNode]:
@@ -108,6 +125,22 @@ def test_release_cli_rejects_unknown_assignment(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+def test_shipped_files_skip_jupyter_checkpoints_but_not_stray_files(tmp_path):
+    """Opening a notebook in JupyterLab (as the README tells students) writes .ipynb_checkpoints/ next to it; that
+    folder is ignored by git and never handed out, while any other extra file still counts."""
+    (tmp_path / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    folder = tmp_path / "exercises" / "ps1"
+    (folder / ".ipynb_checkpoints").mkdir(parents=True)
+    (folder / "ps1.ipynb").write_text("{}")
+    (folder / ".ipynb_checkpoints" / "ps1-checkpoint.ipynb").write_text("{}")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert shipped_files(folder) == ["ps1.ipynb"]
+    (folder / "answers.py").write_text("solution = 42\n")
+    assert shipped_files(folder) == ["answers.py", "ps1.ipynb"]
+    shutil.rmtree(tmp_path / ".git")  # outside a git checkout: the same verdicts
+    assert shipped_files(folder) == ["answers.py", "ps1.ipynb"]
+
+
 @pytest.mark.parametrize("name", SOURCES)
 def test_student_notebook_has_no_solution_or_hidden_test(name):
     source_cells = nbgrader_cells(source_nb(name))
@@ -116,7 +149,7 @@ def test_student_notebook_has_no_solution_or_hidden_test(name):
     raw = student_nb(name).read_text()
     for marker in MARKERS:
         assert marker not in raw, f"exercises/{name} contains {marker!r}"
-    files = sorted(p.name for p in student_nb(name).parent.iterdir())
+    files = shipped_files(student_nb(name).parent)
     assert files == [f"{name}.ipynb"], f"exercises/{name} ships more than the notebook: {files}"
     for gid, cell in source_cells.items():
         student = student_cells[gid].source

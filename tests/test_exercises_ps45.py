@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from exercise_harness import autograde_many, mutate, replace_cell
+from test_exercises import shipped_files
 from grader import diagnose_perf
 from grader.release import release
 from grader.tasks import ASSIGNMENTS
@@ -119,7 +120,7 @@ def test_exercises_are_in_sync_with_solutions(name, tmp_path):
     assert committed.exists(), f"{committed} missing: run python -m grader release {name}"
     assert fresh[0].read_text() == committed.read_text(), \
         f"exercises/{name} is stale: run python -m grader release {name} and commit it"
-    shipped = sorted(p.name for p in (REPO / "exercises" / name).iterdir())
+    shipped = shipped_files(REPO / "exercises" / name)
     assert shipped == [f"{name}.ipynb"], f"exercises/{name} ships extra files: {shipped}"
 
 
