@@ -39,6 +39,12 @@ class Submission:
     notebook_bytes: bytes | None = None
     extra_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)     # said to the student in the message column
+    # What the download said about the student (collect.RULES names the rules): kept for the LMS files.
+    found_by: str = ""             # the rule that found the student: canvas, moodle, blackboard, folder, ...
+    name: str = ""                 # the name the LMS wrote (Canvas "doejane", Moodle "Jane Doe"), else ""
+    late: bool = False             # the LMS marked the submission late (Canvas _LATE)
+    submitted_at: str = ""         # the LMS's or nbgrader's time stamp, as written there
+    source: str = ""               # where the graded notebook was inside SUBMISSIONS
 
 
 @dataclass

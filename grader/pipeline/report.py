@@ -32,20 +32,16 @@ def _number(x: float) -> str:
 
 
 def write_csvs(out: Path, results: list[Result]) -> None:
+    # Every CSV goes through lms.write_csv: a cell such as a student id "=1+1" gets a leading ' (no formula).
+    from grader.pipeline.lms import write_csv
+
     results = sorted(results, key=lambda r: r.student_id)
-    with open(out / "grades.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(GRADES_COLUMNS)
-        for r in results:
-            writer.writerow([r.student_id, r.assignment, _number(r.score), _number(r.max_score), r.status,
-                             "; ".join(r.flags), r.message])
-    with open(out / "tasks.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(TASKS_COLUMNS)
-        for r in results:
-            for t in r.tasks:
-                writer.writerow([r.student_id, r.assignment, t.task, _number(t.score), _number(t.max_score),
-                                 t.message])
+    write_csv(out / "grades.csv", GRADES_COLUMNS,
+              [[r.student_id, r.assignment, _number(r.score), _number(r.max_score), r.status, "; ".join(r.flags),
+                r.message] for r in results])
+    write_csv(out / "tasks.csv", TASKS_COLUMNS,
+              [[r.student_id, r.assignment, t.task, _number(t.score), _number(t.max_score), t.message]
+               for r in results for t in r.tasks])
 
 
 def _summary_html(result: Result) -> str:

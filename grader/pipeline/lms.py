@@ -1,0 +1,188 @@
+"""Grades back to the LMS: the files Canvas, Blackboard and Gradescope import, from the results of one run, and
+every CSV the grader writes made safe to open in a spreadsheet.
+
+Formats, and where they come from:
+
+- Canvas gradebook import (Canvas Instructor Guide, "How do I import grades in the Gradebook?"; the layout of
+  Canvas's own gradebook export): columns ``Student, ID, SIS User ID, SIS Login ID, Section``, then one column per
+  assignment headed ``<Assignment name> (<assignment id>)``; an optional second row whose first cell is
+  ``Points Possible``. Canvas matches a student by ``ID`` (the Canvas user id, which its submission download
+  names carry) or by the SIS columns; a column without an ``(id)`` makes Canvas create a new assignment.
+- Blackboard Learn Grade Center upload (Blackboard Help, "Uploading External Grade Center Items" / "Upload and
+  download grades for working offline"): a header row, the student's ``Username`` as the key, a grade column headed
+  as Blackboard's download heads it, ``<Column name> [Total Pts: <points> Score] |<column id>``. A header without
+  the ``|<column id>`` makes Blackboard create a new column (as a text column with 0 points possible: edit it after
+  the upload). In a comma-delimited file every value must be inside quotes, so all fields are quoted.
+- Gradescope autograder results (Gradescope's "Autograder Specifications"; gradescope-utils' JSON test runner):
+  ``/autograder/results/results.json`` with ``score``, ``output`` and ``tests``, each test ``{score, max_score,
+  name, output, visibility}``, visibility one of ``hidden``, ``after_due_date``, ``after_published``, ``visible``.
+- Spreadsheet safety (OWASP, "CSV Injection"): a cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a
+  carriage return runs as a formula in Excel and LibreOffice; such cells get a leading ``'``.
+
+A row that cannot go to the LMS (no student id was matched, or the grader failed on it) is left out of the import
+files and named in what the writers return, so the run can say so.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grader.pipeline import Result, Submission
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+CANVAS_COLUMNS = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+SUBMISSIONS_COLUMNS = ["student_id", "name", "found_by", "notebook", "source", "late", "submitted_at"]
+GRADESCOPE_VISIBILITY = ("hidden", "after_due_date", "after_published", "visible")
+# Rows whose score must not be uploaded: a grader failure is the grader's, not the student's, zero.
+NOT_FOR_UPLOAD = {"grader_error"}
+
+
+def spreadsheet_safe(value) -> str:
+    """The cell's text, with a leading ' when a spreadsheet would run it as a formula."""
+    text = value if isinstance(value, str) else str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def write_csv(path: Path, header: list[str], rows, quoting: int = csv.QUOTE_MINIMAL) -> Path:
+    """Every CSV the grader writes goes through here: UTF-8, one header row, spreadsheet-safe cells."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, quoting=quoting)
+        for row in [header, *rows]:
+            writer.writerow([spreadsheet_safe(cell) for cell in row])
+    return path
+
+
+def _points(x: float) -> str:
+    return f"{x:g}"
+
+
+@dataclass
+class Written:
+    path: Path
+    rows: int
+    left_out: list[str] = field(default_factory=list)   # "<student id> (why)"
+
+    def summary(self) -> str:
+        line = f"{self.path.name}: {self.rows} row(s)"
+        if self.left_out:
+            line += "; left out (enter by hand): " + ", ".join(self.left_out)
+        return line
+
+
+def _uploadable(results: list[Result], submissions: dict[str, Submission]):
+    """(result, submission or None) in student-id order, and the rows that cannot be uploaded."""
+    rows, left_out = [], []
+    for r in sorted(results, key=lambda r: r.student_id):
+        sub = submissions.get(r.student_id)
+        if sub is not None and sub.found_by == "unmatched":
+            left_out.append(f"{r.student_id} (no student id)")
+        elif r.status in NOT_FOR_UPLOAD:
+            left_out.append(f"{r.student_id} ({r.status})")
+        else:
+            rows.append((r, sub))
+    return rows, left_out
+
+
+def _by_id(submissions) -> dict[str, Submission]:
+    return {s.student_id: s for s in (submissions or [])}
+
+
+def _max_score(results: list[Result]) -> float:
+    return max((r.max_score for r in results), default=0.0)
+
+
+def canvas_id_column(student_id: str, sub: Submission | None) -> str:
+    """Which Canvas column holds this id: the Canvas user id (from a Canvas download, or all digits), else the SIS
+    login (a username or e-mail address from a folder or another LMS)."""
+    if (sub is not None and sub.found_by == "canvas") or student_id.isdigit():
+        return "ID"
+    return "SIS Login ID"
+
+
+def write_canvas_csv(out: Path, results: list[Result], *, assignment: str, assignment_id: str | None = None,
+                     submissions: list[Submission] | None = None, id_column: str | None = None,
+                     filename: str = "canvas_grades.csv") -> Written:
+    """OUT/canvas_grades.csv for Canvas's gradebook import (see the module docstring).
+    `assignment_id`: the Canvas assignment's id (in its URL); without it Canvas creates a new assignment.
+    `id_column`: force the column the student ids go in ("ID", "SIS User ID" or "SIS Login ID")."""
+    if id_column is not None and id_column not in CANVAS_COLUMNS[1:4]:
+        raise ValueError(f"id_column must be one of {CANVAS_COLUMNS[1:4]}, not {id_column!r}")
+    subs = _by_id(submissions)
+    rows, left_out = _uploadable(results, subs)
+    column = f"{assignment} ({assignment_id})" if assignment_id else assignment
+    body = [["Points Possible", "", "", "", "", _points(_max_score(results))]]
+    for r, sub in rows:
+        cells = dict.fromkeys(CANVAS_COLUMNS, "")
+        cells["Student"] = (sub.name if sub is not None and sub.name else r.student_id)
+        cells[id_column or canvas_id_column(r.student_id, sub)] = r.student_id
+        body.append([cells[c] for c in CANVAS_COLUMNS] + [_points(r.score)])
+    path = write_csv(out / filename, CANVAS_COLUMNS + [column], body)
+    return Written(path, len(rows), left_out)
+
+
+def blackboard_column(assignment: str, points: float, column_id: str | None = None) -> str:
+    """A Grade Center column header, as Blackboard's own download writes it."""
+    header = f"{assignment} [Total Pts: {_points(points)} Score]"
+    return f"{header} |{column_id}" if column_id else header
+
+
+def write_blackboard_csv(out: Path, results: list[Result], *, assignment: str, column_id: str | None = None,
+                         submissions: list[Submission] | None = None,
+                         filename: str = "blackboard_grades.csv") -> Written:
+    """OUT/blackboard_grades.csv for Blackboard's Grade Center upload (see the module docstring).
+    `column_id`: the Grade Center column's id (from a downloaded Grade Center); without it Blackboard makes a new
+    column."""
+    rows, left_out = _uploadable(results, _by_id(submissions))
+    header = ["Username", blackboard_column(assignment, _max_score(results), column_id)]
+    body = [[r.student_id, _points(r.score)] for r, _ in rows]
+    path = write_csv(out / filename, header, body, quoting=csv.QUOTE_ALL)
+    return Written(path, len(rows), left_out)
+
+
+def gradescope_results(result: Result, visibility: str = "visible") -> dict:
+    """One student's results.json content: one test per task, and the flags for review in a hidden test."""
+    if visibility not in GRADESCOPE_VISIBILITY:
+        raise ValueError(f"visibility must be one of {GRADESCOPE_VISIBILITY}, not {visibility!r}")
+    tests = [{"name": t.task, "score": t.score, "max_score": t.max_score, "output": t.message,
+              "visibility": visibility} for t in result.tasks]
+    if result.flags:
+        # For the course staff only, as on the feedback page's "for review by a person" list.
+        tests.append({"name": "For review by a person", "score": 0, "max_score": 0,
+                      "output": "\n".join(result.flags), "visibility": "hidden"})
+    output = f"{result.assignment}: {result.status}" + (f". {result.message}" if result.message else "")
+    return {"score": result.score, "output": output, "visibility": visibility, "tests": tests}
+
+
+def write_gradescope_results(out: Path, results: list[Result], *, visibility: str = "visible") -> Path:
+    """OUT/results.json for the one submission a Gradescope autograder grades (OUT is /autograder/results)."""
+    if len(results) != 1:
+        raise ValueError(f"a Gradescope autograder grades one submission; got {len(results)} results")
+    path = out / "results.json"
+    path.write_text(json.dumps(gradescope_results(results[0], visibility), indent=2, sort_keys=True) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+def write_submissions_csv(out: Path, submissions: list[Submission], filename: str = "submissions.csv") -> Path:
+    """OUT/submissions.csv: what collection found for each student (the LMS's name, late marker and time stamp,
+    the rule that found them, where the notebook was), so a misread download shows at once."""
+    body = [[s.student_id, s.name, s.found_by, s.notebook_name, s.source, "late" if s.late else "", s.submitted_at]
+            for s in sorted(submissions, key=lambda s: s.student_id)]
+    return write_csv(out / filename, SUBMISSIONS_COLUMNS, body)
+
+
+def write_lms_files(out: Path, results: list[Result], submissions: list[Submission] | None, *, assignment: str,
+                    canvas_assignment_id: str | None = None,
+                    blackboard_column_id: str | None = None) -> list[str]:
+    """The Canvas and Blackboard import files of one run (and submissions.csv); returns lines for the log."""
+    lines = []
+    if submissions is not None:
+        lines.append(f"{write_submissions_csv(out, submissions).name}: how each student was found")
+    for written in (write_canvas_csv(out, results, assignment=assignment, assignment_id=canvas_assignment_id,
+                                     submissions=submissions),
+                    write_blackboard_csv(out, results, assignment=assignment, column_id=blackboard_column_id,
+                                         submissions=submissions)):
+        lines.append(written.summary())
+    return lines
