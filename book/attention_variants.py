@@ -223,8 +223,12 @@ class MultiHeadAttentionSDPA(nn.Module):
 
 
 class PyTorchMultiheadAttention(nn.Module):
-    """torch.nn.MultiheadAttention with a causal mask. need_weights=True also returns the (averaged) attention
-    weights, which forces the unfused path; need_weights=False lets it call the fused kernel."""
+    """torch.nn.MultiheadAttention with a causal mask.
+
+    In eval mode without autograd (batch_first, self-attention) both need_weights settings take the module's fast
+    path, one native op (_native_multi_head_attention). With autograd on, need_weights=True computes and returns the
+    (averaged) attention weights with explicit matmuls and a softmax; need_weights=False calls
+    scaled_dot_product_attention."""
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, need_weights=True):
         super().__init__()
