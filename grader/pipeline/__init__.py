@@ -23,11 +23,15 @@ STATUSES = {
     "memory_limit": "The notebook used more memory than the cap and was stopped; the cells before were graded.",
     "process_limit": "The notebook started more processes than the cap and was stopped; the cells before were graded.",
     "output_limit": "The notebook printed more output than the cap and was stopped; the cells before were graded.",
-    "invalid_notebook": "The file is not a notebook that can be read (empty, not JSON, not nbformat); score 0.",
+    "invalid_notebook": "The file is not a notebook that can be read (empty, not JSON, not nbformat, or beyond what "
+                        "any notebook holds: too large, too many cells, nested too deep); score 0.",
     "wrong_assignment": "The notebook belongs to another assignment (none of this assignment's cells are in it); "
                         "score 0.",
     "missing_notebook": "The student's folder holds no notebook; score 0.",
-    "grader_error": "The grader itself failed on this submission (a bug or a machine problem); grade it again.",
+    "grader_error": "The grader itself failed on this submission, not the student's code; the others are "
+                    "unaffected. When the message names a machine problem (a kernel that did not start, a full "
+                    "disk), grading again may pass; any other failure is a fault in the grader that a retry repeats: "
+                    "report it with the message.",
 }
 
 

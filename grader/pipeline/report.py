@@ -4,6 +4,15 @@ The feedback page is the executed notebook, headed by a table of each task's res
 cells removed and the hidden tests' code replaced by a line that says they are hidden (nbgrader shows that code,
 its issue #917). A failing hidden test shows only its error's type and message, never its traceback (which quotes
 the failing line). Rows are sorted by student id, so grading twice writes the same files.
+
+What a probe cell printed never reaches the page: probe cells are dropped whole, and what the kernel sent while
+they ran went to them (nbclient files output under the cell whose request it answers, and drops what a thread
+sends for an earlier cell). One path is not closed here: a display update sent during a probe cell rewrites the
+earlier cell that made the display, in place, and the page cannot tell it from the original; execute must ignore
+display updates once the probe cells start (the xfail test in tests/test_batch_robustness.py). The page is bounded:
+each cell shows at most FEEDBACK_CELL_CHARS of code, the page at most FEEDBACK_PAGE_CHARS of code and output, and
+an output nested too deep to render is replaced by a note, because sanitizing the page's HTML costs the grader
+about a second per 5,000 characters of highlighted code (1 MB of code took 3.5 minutes and 1.2 GB).
 """
 from __future__ import annotations
 
@@ -20,11 +29,13 @@ from nbformat import NotebookNode
 
 from grader.pipeline import STATUSES, Result
 from grader.pipeline.collect import safe_name
-from grader.pipeline.sanitize import nbgrader_meta, strip_hidden
+from grader.pipeline.sanitize import MAX_DEPTH, json_depth, nbgrader_meta, strip_hidden
 
 GRADES_COLUMNS = ["student_id", "assignment", "score", "max_score", "status", "flags", "message"]
 TASKS_COLUMNS = ["student_id", "assignment", "task", "score", "max_score", "message"]
 HIDDEN_NOTE = "# (hidden tests run here when the notebook is graded; their code is not shown)"
+FEEDBACK_CELL_CHARS = 20_000     # code shown per cell
+FEEDBACK_PAGE_CHARS = 100_000    # code and output shown per page (the course's longest solution: 36,000 of code)
 
 
 def _number(x: float) -> str:
@@ -57,17 +68,82 @@ def _summary_html(result: Result) -> str:
             + (f"<div>For review by a person:</div><ul>{flags}</ul>" if flags else ""))
 
 
+def is_probe(cell) -> bool:
+    grader_meta = cell.get("metadata", {}).get("grader", {})
+    return isinstance(grader_meta, dict) and bool(grader_meta.get("probe"))
+
+
+BINARY_IMAGES = {"image/png", "image/jpeg", "image/gif"}   # an attribute to the sanitizer: cheap, not counted
+
+
+def _output_chars(output: dict) -> int:
+    """The characters of an output that the page's sanitizer has to read as text or markup."""
+    size = len(str(output.get("text", "") or ""))
+    data = output.get("data") or {}
+    for mime, value in (data.items() if isinstance(data, dict) else [("", data)]):
+        if mime not in BINARY_IMAGES:
+            size += len("".join(map(str, value))) if isinstance(value, list) else len(str(value))
+    return size + sum(len(str(line)) for line in output.get("traceback", []) or [])
+
+
+def _note_output(text: str) -> NotebookNode:
+    return nbformat.v4.new_output("stream", name="stdout", text=text + "\n")
+
+
+class PageBudget:
+    """What is left of the page's characters; cut() shortens one text to fit, saying how much it left out."""
+
+    def __init__(self, chars: int = FEEDBACK_PAGE_CHARS):
+        self.left = chars
+
+    def cut(self, text: str, cap: int, note) -> str:
+        keep = min(len(text), cap, max(0, self.left))
+        self.left -= keep
+        if keep == len(text):
+            return text
+        shown = text[:keep]
+        shown = shown[: shown.rfind("\n") + 1] if "\n" in shown else ""
+        return shown + note(len(text) - len(shown))
+
+    def outputs(self, outputs: list) -> list:
+        """Copies of the outputs that fit; the others replaced by a line that says what was left out."""
+        kept = []
+        for output in outputs:
+            if not isinstance(output, dict) or json_depth(output, MAX_DEPTH) > MAX_DEPTH:
+                kept.append(_note_output(f"(an output nested more than {MAX_DEPTH} levels deep is not shown)"))
+                continue
+            size = _output_chars(output)
+            if size <= self.left:
+                self.left -= size
+                kept.append(nbformat.from_dict(json.loads(json.dumps(output))))
+            elif output.get("output_type") == "stream":
+                kept.append(_note_output(self.cut(str(output.get("text", "")), self.left, lambda n: (
+                    f"\n({n:,} more characters of output are not shown on this page)"))))
+            else:
+                kept.append(_note_output(f"(an output of {size:,} characters is not shown: the page shows at most "
+                                         f"{FEEDBACK_PAGE_CHARS:,} characters)"))
+        return kept
+
+
 def feedback_notebook(result: Result) -> NotebookNode:
-    """The notebook a student sees: summary first, no probes, no hidden test code or tracebacks."""
+    """The notebook a student sees: summary first, no probes, no hidden test code or tracebacks, bounded size."""
     cells = [nbformat.v4.new_markdown_cell(_summary_html(result))]
     nb = result.feedback_nb
-    for cell in (nb.cells if nb is not None else []):
-        if cell.metadata.get("grader", {}).get("probe"):
+    budget = PageBudget()
+    for original in (nb.cells if nb is not None else []):
+        if is_probe(original):
             continue
-        cell = nbformat.from_dict(json.loads(json.dumps(cell)))
-        if nbgrader_meta(cell).get("grade") and not nbgrader_meta(cell).get("solution"):
-            cell.source = strip_hidden(cell.source, placeholder=HIDDEN_NOTE)
-            for output in cell.get("outputs", []):
+        cell = nbformat.from_dict(json.loads(json.dumps({k: v for k, v in original.items() if k != "outputs"})))
+        source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+        hidden_tests = nbgrader_meta(cell).get("grade") and not nbgrader_meta(cell).get("solution")
+        if hidden_tests:
+            source = strip_hidden(source, placeholder=HIDDEN_NOTE)
+        comment = "# " if cell.cell_type == "code" else ""
+        cell.source = budget.cut(source, FEEDBACK_CELL_CHARS, lambda n: (
+            f"\n{comment}({n:,} more characters of this cell are not shown on this page)"))
+        if cell.cell_type == "code":
+            cell.outputs = budget.outputs(original.get("outputs", []))
+            for output in cell.outputs if hidden_tests else []:
                 if output.get("output_type") == "error":
                     output["traceback"] = [f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"]
         cells.append(cell)

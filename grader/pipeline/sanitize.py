@@ -6,6 +6,12 @@ nbgrader's autograde semantics, done on a copy in memory:
   ones are put back where they belong, and the hidden tests (stripped from the release) are in them again;
 - cells the student added are kept where the student put them; a second copy of a graded cell loses its grading.
 Bytes that are not UTF-8 are replaced (and said so), duplicated or missing cell ids are renumbered.
+
+A notebook no person writes is refused as ``invalid_notebook`` before anything else reads it: JSON nested deeper
+than notebooks are, more cells or more code than any real notebook holds, cells whose parts are not text. Each
+limit is far above the course's own notebooks (at most 26 cells, 36,000 characters, nesting 6) and keeps one
+submission's cost to the grader (the code read for integrity flags, the feedback page) within seconds and
+megabytes, whatever the file holds.
 """
 from __future__ import annotations
 
@@ -17,6 +23,10 @@ from nbformat import NotebookNode
 
 from grader.pipeline import Submission
 from grader.pipeline.collect import MAX_NOTEBOOK_BYTES
+
+MAX_CELLS = 2000
+MAX_SOURCE_CHARS = 500_000     # all cells' text together; reading 8 MB of code cost the grader 40 s and 3 GB
+MAX_DEPTH = 100                # JSON nesting; a notebook's is about 6, widget state a few more
 
 MISSING_ANSWER = "# This answer cell was missing from the submitted notebook.\nraise NotImplementedError()"
 
@@ -30,7 +40,8 @@ class Rejected(Exception):
 
 
 def nbgrader_meta(cell: dict) -> dict:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
+    metadata = cell.get("metadata", {})
+    meta = metadata.get("nbgrader", {}) if isinstance(metadata, dict) else {}
     return meta if isinstance(meta, dict) else {}
 
 
@@ -91,9 +102,55 @@ def decode(sub: Submission) -> dict:
         raise Rejected("invalid_notebook", f"{sub.notebook_name} is not valid notebook JSON ({err.msg}: line "
                                            f"{err.lineno}, column {err.colno}); it may have been edited outside "
                                            "Jupyter or cut short.") from None
+    except RecursionError:    # Python's decoder gives up near 1,000 levels
+        raise Rejected("invalid_notebook", too_deep(sub.notebook_name)) from None
     if not isinstance(content, dict) or not isinstance(content.get("cells"), list):
         raise Rejected("invalid_notebook", f"{sub.notebook_name} is JSON but not a notebook (no list of cells).")
+    check_shape(content, sub.notebook_name)
     return content
+
+
+def too_deep(name: str) -> str:
+    return (f"{name} is JSON nested more than {MAX_DEPTH} levels deep, which no notebook is (a saved notebook "
+            "is nested about 6 levels); it was not made by Jupyter.")
+
+
+def json_depth(value, limit: int) -> int:
+    """How deep `value` nests, counted without recursion and stopping once past `limit`."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def check_shape(content: dict, name: str) -> None:
+    """Refuse (invalid_notebook) what no notebook looks like, before any other stage walks it."""
+    cells = content["cells"]
+    if len(cells) > MAX_CELLS:
+        raise Rejected("invalid_notebook", f"{name} has {len(cells):,} cells; a notebook may have at most "
+                                           f"{MAX_CELLS:,} (the course's longest has fewer than 30). Delete the "
+                                           "cells you added and submit it again.")
+    if json_depth(content, MAX_DEPTH) > MAX_DEPTH:
+        raise Rejected("invalid_notebook", too_deep(name))
+    total = 0
+    for number, cell in enumerate(cells, start=1):
+        if not isinstance(cell, dict):
+            continue            # not a cell: dropped by restore
+        source = cell.get("source", "")
+        if not (isinstance(source, str) or (isinstance(source, list) and all(isinstance(s, str) for s in source))):
+            raise Rejected("invalid_notebook", f"Cell {number} of {name} has a source that is not text; the "
+                                               "notebook was not saved by Jupyter.")
+        total += len(source) if isinstance(source, str) else sum(map(len, source))
+    if total > MAX_SOURCE_CHARS:
+        raise Rejected("invalid_notebook", f"{name}'s cells hold {total:,} characters of code and text; a notebook "
+                                           f"may hold at most {MAX_SOURCE_CHARS:,} (the course's longest holds "
+                                           "about 36,000). Remove pasted data or outputs and submit it again.")
 
 
 def _cell_text(cell: dict) -> str:
@@ -185,7 +242,7 @@ def restore(content: dict, source: NotebookNode, assignment: str, sub: Submissio
         sub.notes.append(f"Edited test cells were restored from the assignment: {', '.join(edited_tests)}.")
     if extra_copies:
         sub.notes.append(f"{extra_copies} copied graded cell(s) were run as ordinary cells.")
-    ids = [c.get("id") for c in student_cells if c.get("id")]
+    ids = [c.get("id") for c in student_cells if isinstance(c.get("id"), str) and c.get("id")]
     if len(ids) != len(set(ids)):
         sub.notes.append("Duplicated cell ids were renumbered.")
 
