@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import nbformat
@@ -21,6 +19,7 @@ from grader.pipeline.execute import execute
 from grader.pipeline.sanitize import Rejected, decode, grade_id, sanitize, which_assignment
 from grader.pipeline.score import graded_cells, score
 from grader.sandbox import Limits
+from grader.sandbox.service import Sandbox, SandboxUnavailable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +34,7 @@ def release_for(notebook_json: dict, assignment: str | None) -> tuple[str, nbfor
     return assignment, nbformat.reads(json.dumps(notebook_json), as_version=4)   # joins list-of-lines sources
 
 
-def check(path: Path, limits: Limits, assignment: str | None = None, out=print) -> int:
+def check(path: Path, limits: Limits, assignment: str | None = None, out=print, isolate: bool = True) -> int:
     sub = Submission(student_id="you", notebook_name=path.name, notebook_bytes=path.read_bytes())
     try:
         name, release = release_for(decode(sub), assignment)
@@ -43,11 +42,14 @@ def check(path: Path, limits: Limits, assignment: str | None = None, out=print) 
     except Rejected as why:
         out(f"{path}: {why.status}: {why.message}")
         return 1
-    box = Path(tempfile.mkdtemp(prefix="grader-check-"))
+    # The same sandbox as grading (the notebook's own folder is not visible to it: the notebook is run from a copy).
     try:
-        execution = execute(nb, box, [], limits)
-    finally:
-        shutil.rmtree(box, ignore_errors=True)
+        with Sandbox(limits, isolate=isolate, hide=[path.resolve().parent, REPO]) as sandbox:
+            sandbox.start(log=lambda m: None)
+            execution = execute(nb, sandbox)
+    except SandboxUnavailable as err:
+        out(f"{path}: not checked: {err}")
+        return 2
     tasks = score(nb, execution, graded_cells(release), None)
     width = max([len(t.task) for t in tasks] + [4])
     out(f"{path} ({name}), visible tests only:")
@@ -59,6 +61,10 @@ def check(path: Path, limits: Limits, assignment: str | None = None, out=print) 
     for note in [execution.message, *sub.notes]:
         if note:
             out(f"note: {note}")
+    if execution.status == "grader_error" and execution.stderr_tail:
+        out("the kernel's last lines on stderr:\n  " + "\n  ".join(execution.stderr_tail.splitlines()))
+    if not isolate:
+        out("note: checked WITHOUT a sandbox (--no-sandbox)")
     return 0 if execution.status == "graded" else 1
 
 
@@ -67,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("notebook", type=Path)
     p.add_argument("--assignment", default=None, help="assignment name (default: found from the notebook)")
     p.add_argument("--timeout", type=float, default=Limits.cell_timeout, help="seconds per cell")
+    p.add_argument("--no-sandbox", action="store_true", help="run without isolation where the machine gives none")
     args = p.parse_args(argv)
     if not args.notebook.is_file():
         print(f"{args.notebook}: no such file", file=sys.stderr)
         return 2
-    return check(args.notebook, Limits(cell_timeout=args.timeout), args.assignment)
+    return check(args.notebook, Limits(cell_timeout=args.timeout), args.assignment, isolate=not args.no_sandbox)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,12 @@ from nbformat import NotebookNode
 from grader.pipeline import Result, Submission, TaskResult
 from grader.pipeline.collect import collect
 from grader.pipeline.execute import execute
-from grader.pipeline.forkserver import start_fork_server
 from grader.pipeline.record import prepare, record
 from grader.pipeline.report import write_csvs, write_feedback
 from grader.pipeline.sanitize import Rejected, append_probes, load_source, sanitize
 from grader.pipeline.score import GradedCell, graded_cells, plan_probes, score, verify_stage
-from grader.sandbox import Limits, capabilities
+from grader.sandbox import Limits
+from grader.sandbox.service import Sandbox, SandboxUnavailable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,11 +45,8 @@ class Grading:
     source: NotebookNode
     cells: list[GradedCell]
     limits: Limits
-    staging: Path                  # per-student sandbox folders live here (hidden from every kernel)
     secret: bytes                  # keys the verification seeds; never enters a kernel
-    kernel: str = "python3"
-    hide: list[Path] = field(default_factory=list)
-    forkserver: object = None      # grader.pipeline.forkserver.ForkServer, or None: every kernel is launched
+    sandbox: Sandbox = None        # runs every kernel of the run (grader.sandbox)
 
     @property
     def notebook(self) -> str:
@@ -59,9 +56,11 @@ class Grading:
     def max_score(self) -> float:
         return sum(c.points for c in self.cells)
 
-    def seed_for(self, student_id: str) -> int:
-        """Same student, same assignment, same secret: same seed, so a rerun gives the same results."""
-        digest = hmac.new(self.secret, f"{self.assignment}/{student_id}".encode(), hashlib.sha256).digest()
+    def seed_for(self, student_id: str, notebook_bytes: bytes | None = b"") -> int:
+        """Same secret, assignment, student and submitted bytes: same seed, so a regrade gives the same results;
+        a resubmission (other bytes) gets new probe inputs, which its author cannot have seen in any feedback."""
+        content = hashlib.sha256(notebook_bytes or b"").hexdigest()
+        digest = hmac.new(self.secret, f"{self.assignment}/{student_id}/{content}".encode(), hashlib.sha256).digest()
         return int.from_bytes(digest[:4], "big")
 
 
@@ -93,23 +92,27 @@ def grade_one(sub: Submission, g: Grading) -> Result:
         nb, submitted_json = sanitize(sub, g.source, g.assignment)
     except Rejected as why:
         return rejected(sub, g, why.status, why.message)
-    seed = g.seed_for(sub.student_id)
+    seed = g.seed_for(sub.student_id, sub.notebook_bytes)
     append_probes(nb, plan_probes(g.assignment, g.source_path, seed))
-    box = Path(tempfile.mkdtemp(prefix="box-", dir=g.staging))
+    probe_dirs = []
     try:
-        os.chmod(box, 0o711)
-        execution = execute(nb, box, g.hide, g.limits, g.kernel, forkserver=g.forkserver)
+        execution = execute(nb, g.sandbox)
         probe_dir = execution.probe_dir
+        probe_dirs.append(probe_dir)
         if execution.stopped_at is not None and any(is_probe(c) for c in nb.cells):
             # The kernel was stopped before the verification cells ran: verify in a fresh kernel that runs only
             # the cells that had finished, so the tasks done before the crash can still be checked.
-            second = execute(verification_rerun(nb, execution.stopped_at), box / "rerun", g.hide, g.limits,
-                             g.kernel, forkserver=g.forkserver)
+            second = execute(verification_rerun(nb, execution.stopped_at), g.sandbox)
             probe_dir = second.probe_dir
+            probe_dirs.append(probe_dir)
         verified, flags = verify_stage(g.assignment, g.source_path, seed, probe_dir, submitted_json)
         tasks = score(nb, execution, g.cells, verified)
     finally:
-        shutil.rmtree(box, ignore_errors=True)
+        for folder in probe_dirs:
+            if folder is not None:
+                shutil.rmtree(folder.parent, ignore_errors=True)   # the kernel's folder on the grader's side
+    if not g.sandbox.isolate:
+        flags = [*flags, "graded without a sandbox (--no-sandbox)"]
     message = " ".join(m for m in [execution.message, *sub.notes] if m)
     return Result(sub.student_id, g.assignment, execution.status, message, g.max_score, tasks, flags, nb)
 
@@ -137,7 +140,9 @@ def _safe_grade_one(sub: Submission, g: Grading) -> Result:
     except Exception as err:   # one broken submission (or grader bug) must not lose the others' rows
         why = " ".join(str(err).split())[:300]
         return rejected(sub, g, "grader_error", f"The grader failed on this submission ({type(err).__name__}: "
-                                                f"{why}); an instructor will grade it again.")
+                                                f"{why}). This is a fault of the grader, not of the notebook: "
+                                                "grading again gives the same result until it is fixed; "
+                                                "please report it with this message.")
 
 
 def _grade_and_report(sub: Submission, g: Grading, out: Path) -> Result:
@@ -151,18 +156,21 @@ def _grade_and_report(sub: Submission, g: Grading, out: Path) -> Result:
     return result
 
 
-def hidden_paths(out: Path, submissions: Path, source_path: Path, staging: Path, db_url: str) -> list[Path]:
-    """What no kernel may see: results, other students, solutions, the gradebook."""
+def hidden_paths(out: Path, submissions: Path, source_path: Path, db_url: str) -> list[Path]:
+    """What no kernel may see even where it lies inside a bound Python installation: results, other students,
+    solutions, the gradebook (the sandbox binds none of them in the first place)."""
     solutions = source_path.parent.parent if source_path.parent.parent.name == "solutions" else source_path.parent
-    paths = [out, submissions, solutions, staging]
+    paths = [out, submissions, solutions]
     if db_url.startswith("sqlite:///"):
-        paths.append(Path(db_url[len("sqlite:///"):]).resolve())
+        paths.append(Path(db_url[len("sqlite:///"):]).resolve().parent)
     return [p.resolve() for p in paths]
 
 
 def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | None = None,
                 limits: Limits | None = None, db_url: str | None = None, source: str | None = None,
-                kernel: str = "python3", preload: bool = True, log=print) -> list[Result]:
+                kernel: str = "python3", preload: bool = True, isolate: bool = True, log=print) -> list[Result]:
+    """Grade every submission of SUBMISSIONS into OUT. Raises SandboxUnavailable (before any grading) where
+    `isolate` is asked for and the machine gives no isolation, GradebookError after the CSVs are written."""
     submissions, out = submissions.resolve(), out.resolve()
     source_path = source_notebook(assignment, source)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,37 +179,34 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
     limits = limits or Limits()
     if limits.threads <= 0:
         limits.threads = max(1, len(os.sched_getaffinity(0)) // jobs)
-    # Started first: its imports (torch) run while the class is collected and read.
-    forkserver = start_fork_server() if preload and kernel == "python3" else None
-    source_nb = load_source(source_path)
-    students = collect(submissions, source_path.name)
-    staging = Path(tempfile.mkdtemp(prefix="grader-run-"))
-    os.chmod(staging, 0o711)   # kernels that run as nobody can reach their own box, but not list the others
-    g = Grading(assignment, source_path, source_nb, graded_cells(source_nb), limits, staging,
-                load_secret(out), kernel, hidden_paths(out, submissions, source_path, staging, db_url), forkserver)
-    for note in capabilities().notes:
-        log(f"sandbox: {note}")
-    if g.forkserver:
-        try:
-            log("kernels: forked from a server that preloaded " + ", ".join(g.forkserver.ready()))
-        except RuntimeError as err:
-            log(f"kernels: {err}; each kernel starts from scratch")
-            g.forkserver = None
-    log(f"grading {len(students)} submission(s) of {assignment} with {jobs} job(s)")
-    started, results = time.monotonic(), []
-    gradebook = ThreadPoolExecutor(max_workers=1)
-    prepared = gradebook.submit(prepare, db_url, assignment, source_path.stem, g.cells)
+    sandbox = Sandbox(limits, isolate=isolate, preload=preload, kernel=kernel,
+                      hide=hidden_paths(out, submissions, source_path, db_url))
     try:
+        sandbox.start(log)      # refuses here, before anything is graded, when isolation cannot be had
+        source_nb = load_source(source_path)
+        students = collect(submissions, source_path.name)
+        for line in getattr(students, "summary", lambda: [])():
+            log(line)
+        g = Grading(assignment, source_path, source_nb, graded_cells(source_nb), limits, load_secret(out), sandbox)
+        log(f"grading {len(students)} submission(s) of {assignment} with {jobs} job(s)")
+        started, results = time.monotonic(), []
+        gradebook = ThreadPoolExecutor(max_workers=1)
+        prepared = gradebook.submit(prepare, db_url, assignment, source_path.stem, g.cells)
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             for result in pool.map(lambda s: _grade_and_report(s, g, out), students):
                 results.append(result)
                 log(f"  [{len(results)}/{len(students)}] {result.student_id}: {result.status} "
                     f"{result.score:g}/{result.max_score:g}")
     finally:
-        if g.forkserver:
-            g.forkserver.close()
-        shutil.rmtree(staging, ignore_errors=True)
+        sandbox.close()
     write_csvs(out, results)      # first: the rows must not depend on a database being reachable
+    try:
+        from grader.pipeline.lms import write_lms_files
+
+        for line in write_lms_files(out, results, students, assignment=assignment):
+            log(line)
+    except Exception as err:      # the LMS import files are a convenience: the rows are already written
+        log(f"LMS import files not written: {type(err).__name__}: {err}")
     try:
         prepared.result()
         record(db_url, assignment, source_path.stem, g.cells, results)
@@ -235,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preload", action="store_true",
                    help="start every kernel from scratch instead of forking it from a server that preloaded torch")
     p.add_argument("--gpus", default="", help="GPUs a kernel may use: '' (none, default), 'all', or ids '0,1'")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run notebooks WITHOUT isolation where the machine gives none (only code you trust); "
+                        "the run and every row of grades.csv say so")
     return p
 
 
@@ -256,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         grade_class(args.assignment, args.submissions, args.out, jobs=args.jobs, limits=limits, db_url=args.db,
                     source=args.source, kernel=args.kernel, preload=not args.no_preload,
-                    log=lambda m: print(m, file=sys.stderr))
+                    isolate=not args.no_sandbox, log=lambda m: print(m, file=sys.stderr))
+    except SandboxUnavailable as err:
+        print(f"not grading: {err}", file=sys.stderr)
+        return 2
     except GradebookError as err:
         print(err, file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ from pathlib import Path
 from nbformat import NotebookNode
 
 from grader.pipeline import TaskResult
-from grader.pipeline.execute import Execution
+from grader.sandbox.runner import Execution
 from grader.pipeline.sanitize import grade_id, nbgrader_meta
 
 MAX_MESSAGE = 300

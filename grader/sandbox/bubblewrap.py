@@ -1,0 +1,146 @@
+"""The outer layer of the sandbox: the ``bwrap`` command (Debian package ``bubblewrap``) the fork server and every
+launched kernel run under, and the read-only copy of the package that kernels import.
+
+What a kernel's file system holds (everything else of the machine is absent, not merely unreadable):
+
+- read-only: ``/usr`` and the ``/bin``, ``/lib*`` links or folders beside it; a few files of ``/etc`` (dynamic
+  linker, fonts, time zone; ``passwd`` and ``group`` written here, so no real account is listed); the Python
+  installation(s) the grader runs on, at their own paths; the kernel-side ``grader`` package at ``/opt/mha-course``
+  (``__init__``, ``diagnose``, ``diagnose_perf`` and the sandbox's inside code: no verification, no answer keys);
+- its own ``/box`` (conn/, work/, tmp/), ``/tmp``, ``/dev/shm`` and ``/proc`` (made in ``inside.confine_kernel``);
+- with ``--gpus``, the NVIDIA device nodes and ``/sys`` (CUDA reads its topology there).
+
+Root runs bwrap without a user namespace (there only uid 0 would be mapped, and a kernel running as the host's
+uid 0 could write host sysctls through its own /proc), and kernels become ``nobody``; any other user gets a user namespace in which no further one can be made
+(``--disable-userns``, bubblewrap 0.8). Either way the fork server keeps CAP_SYS_ADMIN (and, for root, SETUID and
+SETGID) to make each kernel's namespaces, and every kernel drops all of them before student code runs.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import site
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1]      # grader/
+INSIDE_LIB = "/opt/mha-course/lib"                  # where kernels find the kernel-side package
+INSIDE_BOX = "/box"
+INSIDE_LOGS = "/run/grader-logs"
+NOBODY = 65534
+# What a kernel imports from the course: the student checks, and what the sandbox itself needs inside.
+KERNEL_SIDE = ("__init__.py", "diagnose.py", "diagnose_perf.py",
+               "sandbox/__init__.py", "sandbox/limits.py", "sandbox/inside.py")
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "fonts", "alternatives",
+             "ssl/openssl.cnf", "mime.types", "host.conf")
+
+
+def find_bwrap() -> str | None:
+    return shutil.which("bwrap")
+
+
+def make_kernel_lib(dest: Path) -> Path:
+    """Copy the kernel-side files of the package into `dest`/grader (read-only for kernels); returns `dest`."""
+    for rel in KERNEL_SIDE:
+        target = dest / "grader" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PACKAGE / rel, target)
+    (dest / "etc").mkdir(exist_ok=True)
+    (dest / "etc" / "passwd").write_text("root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                                         "nobody:x:65534:65534:nobody:/box/work:/usr/sbin/nologin\n"
+                                         f"student:x:{os.getuid()}:{os.getgid()}:student:/box/work:/usr/sbin/nologin\n")
+    (dest / "etc" / "group").write_text(f"root:x:0:\nnogroup:x:65534:\nstudent:x:{os.getgid()}:\n")
+    for path in dest.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    dest.chmod(0o755)
+    return dest
+
+
+def python_roots(exclude: list[Path]) -> list[str]:
+    """Folders a kernel needs to run this interpreter and import its packages: the prefixes, the folder of the
+    real executable, site-packages and any other import path, except those inside or above an excluded path
+    (the checkout, the grading folders) and those under /usr (bound whole)."""
+    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                  str(Path(os.path.realpath(sys.executable)).parent.parent)}
+    candidates |= set(site.getsitepackages()) | {site.getusersitepackages()}
+    candidates |= {p for p in sys.path if p}
+    roots: list[str] = []
+    for raw in sorted(candidates, key=len):
+        path = Path(os.path.realpath(raw))
+        if not path.is_dir() or str(path) in ("/", "/usr") or path.is_relative_to("/usr"):
+            continue
+        if any(path == e or path.is_relative_to(e) for e in exclude):
+            continue
+        if any(path.is_relative_to(r) for r in roots):
+            continue
+        roots.append(str(path))
+    return roots
+
+
+def bwrap_command(*, lib: Path, logs: Path, hide: list[Path], gpus: str, extra_roots: list[str] = ()) -> list[str]:
+    """The bwrap prefix of a sandboxed command. `lib`: from make_kernel_lib; `logs`: the grader's log folder
+    (the supervisors write there; kernels cover it); `hide`: folders that stay invisible even where they lie
+    inside a bound Python root; `extra_roots`: folders of another kernel's interpreter."""
+    bwrap = find_bwrap()
+    if not bwrap:
+        raise FileNotFoundError("bwrap (bubblewrap) is not installed")
+    cmd = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+           "--die-with-parent", "--new-session", "--cap-add", "CAP_SYS_ADMIN"]
+    if os.geteuid() == 0:
+        # No user namespace: in one, only uid 0 would be mapped and the kernel could not become nobody, and a
+        # kernel running as the host's uid 0 may write host sysctls through a fresh /proc.
+        cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+    else:
+        cmd += ["--unshare-user", "--disable-userns"]
+    cmd += ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = Path("/") / name
+        if path.is_symlink():
+            cmd += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            cmd += ["--ro-bind", str(path), str(path)]
+    for name in ETC_FILES:
+        if (Path("/etc") / name).exists():
+            cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    cmd += ["--ro-bind", str(lib / "etc" / "passwd"), "/etc/passwd",
+            "--ro-bind", str(lib / "etc" / "group"), "/etc/group"]
+    exclude = [p.resolve() for p in hide] + [PACKAGE.parent.resolve()]
+    roots = python_roots(exclude) + [r for r in extra_roots if r]
+    made: set[str] = set()
+    for root in dict.fromkeys(roots):
+        # bwrap makes missing parents 0700: a kernel that is not root could not reach the interpreter below them
+        for parent in reversed(Path(root).parents):
+            if str(parent) != "/" and str(parent) not in made and not any(
+                    parent == Path(r) or parent.is_relative_to(r) for r in roots if r != root):
+                cmd += ["--perms", "0755", "--dir", str(parent)]
+                made.add(str(parent))
+        cmd += ["--ro-bind", root, root]
+    for hidden in hide:      # a hidden folder inside a bound root (a venv in the checkout...) stays hidden
+        if any(Path(hidden).resolve().is_relative_to(r) for r in roots):
+            cmd += ["--tmpfs", str(Path(hidden).resolve())]
+    if any(PACKAGE.parent.resolve().is_relative_to(r) for r in roots):
+        cmd += ["--tmpfs", str(PACKAGE.parent.resolve())]
+    cmd += ["--ro-bind", str(lib / "grader"), f"{INSIDE_LIB}/grader"]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", INSIDE_BOX,
+            "--bind", str(logs), INSIDE_LOGS]
+    if gpus:
+        for node in sorted(Path("/dev").glob("nvidia*")):
+            cmd += ["--dev-bind", str(node), str(node)]
+        if Path("/sys").is_dir():
+            cmd += ["--ro-bind", "/sys", "/sys"]
+    cmd += ["--remount-ro", "/", "--chdir", "/", "--clearenv"]
+    return cmd
+
+
+def interpreter_roots(kernel_argv0: str) -> list[str]:
+    """For a kernel whose interpreter is not the grader's: its installation (bin/..) and a venv's base."""
+    real = Path(os.path.realpath(shutil.which(kernel_argv0) or kernel_argv0))
+    roots = [str(real.parent.parent)]
+    cfg = Path(kernel_argv0).resolve().parent.parent / "pyvenv.cfg"
+    if cfg.is_file():
+        roots.append(str(Path(kernel_argv0).parent.parent.resolve()))
+        for line in cfg.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home":
+                roots.append(str(Path(value.strip()).resolve().parent))
+    return [r for r in roots if r not in ("/", "/usr") and not Path(r).is_relative_to("/usr")]

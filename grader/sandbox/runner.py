@@ -1,0 +1,243 @@
+"""Run one notebook, cell by cell, in a confined kernel, under the limits; say what happened.
+
+nbclient runs each cell with errors allowed (a failing cell does not stop the next, as in nbgrader). What nbclient
+does not do is here: a cell past its timeout is interrupted and, if it swallows the interrupt, the kernel is
+killed; output past the cap is dropped (the notebook goes on, as nbgrader's LimitOutput keeps the first part) and
+only output that would threaten the grader's memory stops the kernel; the watchdog's kills (memory, processes,
+total time) and a kernel that dies by itself end the run with a status instead of an exception. The files the
+probe cells write (``work/_probe``) are copied out of the kernel's private folder before the kernel is stopped.
+"""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbformat import NotebookNode
+
+from grader.sandbox.kernel import SandboxedKernelManager
+from grader.sandbox.limits import Limits
+from grader.sandbox.watch import KernelCgroups, Watchdog, kill_tree
+
+PROBE_DIRNAME = "_probe"
+
+
+@dataclass
+class Execution:
+    status: str = "graded"           # or timeout, crashed, memory_limit, process_limit, output_limit, grader_error
+    message: str = ""
+    ran: set[int] = field(default_factory=set)      # indices of cells that ran to the end (with or without error)
+    stopped_at: int | None = None                   # index of the cell during which the run was stopped
+    probe_dir: Path | None = None                   # the kernel's ./_probe, copied out (grader's own folder)
+    peak_rss: int = 0
+    output_dropped: int = 0                         # bytes of output past the cap, dropped
+    stderr_tail: str = ""                           # last lines the kernel wrote to stderr
+    permanent: bool = False                         # a grader_error that grading again cannot fix
+
+
+def _text_size(content: dict) -> int:
+    size = len(content.get("text", "") or "")
+    for value in (content.get("data") or {}).values():
+        size += len(value) if isinstance(value, str) else len(str(value))
+    size += sum(len(line) for line in content.get("traceback", []) or [])
+    return size
+
+
+class GradingClient(NotebookClient):
+    """NotebookClient that keeps the first `output_cap` bytes of output, drops the rest (saying so once in the cell
+    where it starts), and calls `on_output_stop` past `output_stop`."""
+
+    output_cap: int = 0
+    output_stop: int = 0
+    output_used: int = 0
+    output_dropped: int = 0
+    on_output_stop = None
+
+    def output(self, outs, msg, display_id, cell_index):
+        size = _text_size(msg.get("content", {}))
+        self.output_used += size
+        if self.output_stop and self.output_used > self.output_stop and self.on_output_stop:
+            self.on_output_stop()
+        if self.output_cap and self.output_used > self.output_cap and msg.get("msg_type") != "error":
+            if not self.output_dropped:
+                outs.append(NotebookNode({"output_type": "stream", "name": "stderr", "text":
+                                          f"[the grader dropped the output past {self.output_cap / 2**20:g} MB]\n"}))
+            self.output_dropped += size
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _timeout_output(seconds: float, ignored: bool) -> dict:
+    text = (f"The cell ran longer than {seconds:g} s and was stopped" +
+            (" (it ignored the interrupt, so the kernel was stopped and later cells did not run)." if ignored else "."))
+    return {"output_type": "error", "ename": "TimeoutError", "evalue": text, "traceback": [f"TimeoutError: {text}"]}
+
+
+async def _responsive(client: GradingClient, grace: float) -> bool:
+    """After an interrupt: True when the kernel answers a trivial request within `grace` seconds."""
+    msg_id = client.kc.execute("", silent=True, store_history=False)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while loop.time() < deadline:
+        try:
+            reply = await client.kc.shell_channel.get_msg(timeout=max(0.05, deadline - loop.time()))
+        except Exception:
+            continue
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return True
+    return False
+
+
+def copy_plain_files(src: Path, dest: Path, max_files: int = 2000, max_bytes: int = 256 * 2**20) -> Path:
+    """Copy regular files and folders out of the sandbox for verification: links and anything else are skipped
+    (never followed), and the copy stops at a file count and a byte budget."""
+    budget = [max_files, max_bytes]
+
+    def walk(folder: Path, to: Path, depth: int) -> None:
+        for path in sorted(folder.iterdir()):
+            if budget[0] <= 0 or path.is_symlink():
+                continue
+            if path.is_dir() and depth < 4:
+                (to / path.name).mkdir()
+                walk(path, to / path.name, depth + 1)
+            elif path.is_file() and path.stat().st_size <= budget[1]:
+                shutil.copyfile(path, to / path.name, follow_symlinks=False)
+                budget[0] -= 1
+                budget[1] -= path.stat().st_size
+
+    walk(src, dest, 0)
+    return dest
+
+
+class _Run:
+    def __init__(self, nb: NotebookNode, sandbox, name: str):
+        self.nb, self.sandbox, self.limits = nb, sandbox, sandbox.limits
+        self.result = Execution()
+        self.km = SandboxedKernelManager(sandbox=sandbox, name=name, kernel_name=sandbox.kernel)
+        self.cgroups = KernelCgroups(self.limits, sandbox.cgroup_pids, sandbox.cgroup_memory)
+        self.watchdog: Watchdog | None = None
+        self.client = GradingClient(nb, km=self.km, timeout=int(max(1, self.limits.cell_timeout)),
+                                    interrupt_on_timeout=False, allow_errors=True, startup_timeout=120,
+                                    record_timing=False, iopub_timeout=5, shell_timeout_interval=1,
+                                    coalesce_streams=True)
+        self.client.output_cap = self.limits.output_bytes
+        self.client.output_stop = self.limits.output_stop_bytes
+
+    def copy_probe(self) -> None:
+        """While the kernel is alive: its ./_probe into the grader's own folder."""
+        if self.result.probe_dir is not None or not self.km.kernel_host_pid:
+            return
+        src = Path(self.km.view(f"{self.km.inside_box}/work/{PROBE_DIRNAME}"))
+        try:
+            if src.is_dir() and not src.is_symlink():
+                dest = Path(tempfile.mkdtemp(prefix="probe-", dir=self.km.host_box))
+                self.result.probe_dir = copy_plain_files(src, dest)
+        except OSError:
+            self.result.probe_dir = None
+
+    async def cells(self) -> None:
+        km, limits = self.km, self.limits
+        try:
+            async with self.client.async_setup_kernel(env=self.sandbox.kernel_env(), stdout=subprocess.DEVNULL,
+                                                      stderr=subprocess.DEVNULL):
+                self.cgroups.join(km.kernel_host_pid)
+                private = [km.view(f"{km.inside_box}"), km.view("/dev/shm")] if self.sandbox.isolate else []
+                self.watchdog = Watchdog(km.kernel_host_pid, limits, self.cgroups, private_folders=private)
+                self.client.on_output_stop = lambda: self.watchdog.trip("output")
+                self.watchdog.start()
+                await self.each_cell()
+                self.copy_probe()
+        finally:
+            if self.watchdog:
+                self.watchdog.stop()
+            self.copy_probe()
+            if self.client.kc is not None:
+                self.client.kc.stop_channels()
+            kill_tree(km.kernel_host_pid, self.cgroups)
+            process = getattr(km.provisioner, "process", None) if km.provisioner else None
+            if process is not None:
+                process.kill()
+            try:
+                await km.cleanup_resources()
+            except Exception:
+                pass
+
+    async def each_cell(self) -> None:
+        result, limits, client = self.result, self.limits, self.client
+        for index, cell in enumerate(self.nb.cells):
+            if cell.cell_type != "code":
+                continue
+            try:
+                await client.async_execute_cell(cell, index, store_history=True)
+                if self.watchdog.reason:      # the kernel was killed just as the cell ended
+                    raise DeadKernelError("stopped")
+                result.ran.add(index)
+            except CellTimeoutError:
+                await client.km.interrupt_kernel()
+                alive = await _responsive(client, limits.interrupt_grace)
+                cell.outputs.append(NotebookNode(_timeout_output(limits.cell_timeout, ignored=not alive)))
+                result.status = "timeout"
+                if alive:
+                    result.ran.add(index)
+                    result.message = (f"A cell ran longer than {limits.cell_timeout:g} s and was interrupted; "
+                                      "the other cells were graded normally.")
+                    continue
+                result.stopped_at = index
+                result.message = (f"A cell ran longer than {limits.cell_timeout:g} s and ignored the interrupt "
+                                  "(a loop that catches KeyboardInterrupt?); the kernel was stopped, later cells "
+                                  "did not run.")
+                self.watchdog.trip("cell_timeout")
+                return
+            except DeadKernelError:
+                result.stopped_at = index
+                return
+
+
+def run_notebook(nb: NotebookNode, sandbox, name: str) -> Execution:
+    """Run `nb` in place (outputs are filled in) in a fresh confined kernel of `sandbox`."""
+    run = _Run(nb, sandbox, name)
+    result, limits = run.result, sandbox.limits
+    try:
+        asyncio.run(run.cells())
+    except DeadKernelError:
+        pass
+    except Exception as err:          # e.g. the kernel died before it answered its first request
+        if run.watchdog is None:
+            result.status = "grader_error"
+            result.message = f"The kernel did not start ({type(err).__name__}: {' '.join(str(err).split())[:200]})."
+    result.stderr_tail = run.km.stderr_tail()
+    if run.watchdog:
+        result.peak_rss = run.watchdog.peak_rss
+    result.output_dropped = run.client.output_dropped
+    reason = run.watchdog.reason if run.watchdog else ""
+    if reason == "memory":
+        result.status = "memory_limit"
+        result.message = (f"The notebook used more than {limits.memory_bytes / 2**30:g} GiB of memory (its "
+                          "processes and the files in its folders) and was stopped; later cells did not run.")
+    elif reason == "processes":
+        result.status = "process_limit"
+        result.message = (f"The notebook started more than {limits.max_processes} processes and was stopped; "
+                          "later cells did not run.")
+    elif reason == "output":
+        result.status = "output_limit"
+        result.message = (f"The notebook printed more than {limits.output_stop_bytes / 2**20:g} MB of output and "
+                          "was stopped; later cells did not run.")
+    elif reason == "notebook_timeout":
+        result.status = "timeout"
+        result.message = (f"The notebook ran longer than its total limit of {limits.notebook_timeout:g} s and was "
+                          "stopped; later cells did not run.")
+    elif result.stopped_at is not None and result.status != "timeout":
+        result.status = "crashed"
+        result.message = ("The kernel died while running a cell (os._exit, a crash in native code, ...); later "
+                          "cells did not run.")
+    if result.output_dropped and result.status == "graded":
+        result.message = (f"The notebook printed more than {limits.output_bytes / 2**20:g} MB; the output past "
+                          "that was dropped (not stored), and the notebook was graded normally.")
+    if result.status == "grader_error" and result.stderr_tail:
+        result.message += " The kernel's last words: " + " | ".join(result.stderr_tail.splitlines()[-6:])
+    return result
