@@ -170,6 +170,27 @@ def test_feedback_keeps_a_real_notebook_whole(tmp_path):
     assert "not shown on this page" not in page
 
 
+# ---- gradebook -----------------------------------------------------------------------------------------------
+
+def test_a_student_the_gradebook_refuses_costs_only_that_students_entry(tmp_path):
+    from grader.pipeline import Result, TaskResult
+    from grader.pipeline.record import NotRecorded, gradebook_totals, prepare, record
+    from grader.pipeline.score import graded_cells
+
+    cells = graded_cells(nbformat.read(str(SOURCE), as_version=4))
+    db = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    prepare(db, "ps1", "ps1", cells)
+
+    def result(student_id, fraction):
+        return Result(student_id, "ps1", "graded", "", 10.0,
+                      [TaskResult(c.task, c.points * fraction, c.points, "", c.grade_id) for c in cells])
+
+    # None stands for any id the database refuses (PostgreSQL: longer than nbgrader's 128 characters).
+    with pytest.raises(NotRecorded, match="1 of 3 student"):
+        record(db, "ps1", "ps1", cells, [result("ada", 1.0), result(None, 1.0), result("ben", 0.5)])
+    assert gradebook_totals(db, "ps1") == {"ada": 10.0, "ben": 5.0}
+
+
 # ---- statuses ------------------------------------------------------------------------------------------------
 
 def test_readme_status_table_matches_statuses_and_never_promises_a_retry_blindly():

@@ -26,25 +26,42 @@ def prepare(db_url: str, assignment: str, notebook: str, cells: list[GradedCell]
                                            cell_type="code")
 
 
+class NotRecorded(RuntimeError):
+    """Some students' results could not be written to the gradebook; every other student's were."""
+
+
 def record(db_url: str, assignment: str, notebook: str, cells: list[GradedCell], results: list[Result]) -> None:
-    """Every result as the student's submission of `assignment` (after ``prepare``)."""
+    """Every result as the student's submission of `assignment` (after ``prepare``). Each student is one
+    transaction: one that the database refuses (an id longer than nbgrader's 128 characters on a server that
+    checks it) is rolled back and named in NotRecorded at the end, and the others are recorded all the same."""
+    failed = []
     with warnings.catch_warnings(), Gradebook(db_url) as gb:
         # nbgrader's add_submission trips SQLAlchemy 2's autoflush warnings; harmless, and not ours to fix.
         warnings.simplefilter("ignore", category=SAWarning)
         for result in results:
-            gb.update_or_create_student(result.student_id)
             try:
-                gb.remove_submission(assignment, result.student_id)
-            except MissingEntry:
-                pass
-            gb.add_submission(assignment, result.student_id)
-            by_cell = {t.grade_cell: t for t in result.tasks}
-            for cell in cells:
-                grade = gb.find_grade(cell.grade_id, notebook, assignment, result.student_id)
-                task = by_cell.get(cell.grade_id)
-                grade.auto_score = task.score if task else 0.0
-                grade.manual_score = None
-            gb.db.commit()
+                _record_one(gb, assignment, notebook, cells, result)
+                gb.db.commit()
+            except Exception as err:
+                gb.db.rollback()
+                failed.append(f"{result.student_id!r} ({type(err).__name__}: {' '.join(str(err).split())[:200]})")
+    if failed:
+        raise NotRecorded(f"{len(failed)} of {len(results)} student(s) not recorded: {'; '.join(failed)}")
+
+
+def _record_one(gb: Gradebook, assignment: str, notebook: str, cells: list[GradedCell], result: Result) -> None:
+    gb.update_or_create_student(result.student_id)
+    try:
+        gb.remove_submission(assignment, result.student_id)
+    except MissingEntry:
+        pass
+    gb.add_submission(assignment, result.student_id)
+    by_cell = {t.grade_cell: t for t in result.tasks}
+    for cell in cells:
+        grade = gb.find_grade(cell.grade_id, notebook, assignment, result.student_id)
+        task = by_cell.get(cell.grade_id)
+        grade.auto_score = task.score if task else 0.0
+        grade.manual_score = None
 
 
 def gradebook_totals(db_url: str, assignment: str) -> dict[str, float]:
