@@ -175,6 +175,23 @@ def test_one_head_saturation_measurement(built_book):
     assert all(b > a - 0.02 for a, b in zip(raw_max, raw_max[1:])), "saturation should grow with d_k"
 
 
+@pytest.mark.slow
+def test_one_head_states_what_default_init_gives(built_book):
+    """The unit-variance table is the paper's assumption; at default nn.Linear init (768 -> 64) a query entry has
+    variance about 1/3, so unscaled scores spread about sqrt(64) / 3, and the scaling still flattens the weights."""
+    text = page_text(built_book, "01_one_head")
+    q_var, k_var = map(float, re.search(r"variance of a query entry: ([\d.]+) .*?of a key entry: ([\d.]+)",
+                                        text).groups())
+    assert abs(q_var - 1 / 3) < 0.03 and abs(k_var - 1 / 3) < 0.03, (q_var, k_var)
+    raw_std, scaled_std = map(float, re.search(r"score spread: unscaled ([\d.]+), scaled ([\d.]+)", text).groups())
+    assert abs(raw_std - 64**0.5 / 3) < 0.3 and abs(scaled_std - raw_std / 8) < 0.01, (raw_std, scaled_std)
+    raw_max, scaled_max = map(float, re.search(r"mean largest weight over 16 keys: unscaled ([\d.]+), scaled ([\d.]+)",
+                                               text).groups())
+    unit_variance = float(re.search(r"unit-variance q and k at d_k = 64, from the table above: unscaled ([\d.]+)",
+                                    text).group(1))
+    assert scaled_max < raw_max < unit_variance, (scaled_max, raw_max, unit_variance)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Chapter 2: causal attention.
 
@@ -195,6 +212,20 @@ def test_causal_masking_outputs(built_book):
     # Renormalising after the softmax breaks on a large future score; -inf first does not.
     assert re.search(r"softmax, then mask and renormalise: tensor\(\[\[nan, nan\]\]", text)
     assert re.search(r"-inf, then softmax:\s+tensor\(\[\[1\., 0\.\]\]", text)
+
+
+@pytest.mark.slow
+def test_a_row_with_every_key_hidden(built_book):
+    """-inf gives NaN that survives a multiplication by zero; finite fills do not, and leave the other rows alone."""
+    text = page_text(built_book, "02_causal_attention")
+    assert re.search(r"-inf: filler row \[nan, nan, nan\], masked sum nan", text)
+    for fill in (r"torch\.finfo\(float32\)\.min", r"-1e9"):
+        row = re.search(fill + r": filler row \[([\d., ]+)\], masked sum (-?[\d.]+)", text)
+        assert row, fill
+        weights = [float(v) for v in row.group(1).split(",")]
+        assert abs(sum(weights) - 1) < 2e-3
+    assert "rows with something to see are identical for all three fills: True" in text
+    assert "-1e9 in float16: value cannot be converted" in text
 
 
 @pytest.mark.slow

@@ -145,6 +145,23 @@ def test_final_projection_page_outputs(built_book):
     assert comparisons and all(ok == "True" for _, _, ok in comparisons), comparisons
     assert "keys and values swapped, allclose: False" in text
     assert any("ValueError" in tb and "divisible by num_heads" in tb for tb in outputs.tracebacks)
+    # rasbt #444: GPT-2 XL's 1600 width with its 48 layers taken for heads.
+    assert any("d_out (1600) must be divisible by num_heads (48)" in tb for tb in outputs.tracebacks)
+    # GPT-2 as released has Q/K/V biases; the textbook's config does not.
+    assert re.search(r"with qkv_bias=True:\s+2,362,368", text)
+    assert "released GPT-2, c_attn 1,771,776 + c_proj 590,592 = 2,362,368" in text
+    # The case for out_proj: a later Linear mixes the heads too; what out_proj adds is a learned subspace per head.
+    assert "no out_proj, then a Linear: head 2 moves 16 of 16 columns" in text
+    subspace = re.search(r"with out_proj: head 2 adds to 16 of 16 columns, inside a 4-dimensional subspace "
+                         r"\(largest part outside it: ([\d.e+-]+)\)", text)
+    assert subspace and float(subspace.group(1)) < 1e-4
+    assert "without: head 2 adds to columns [8, 9, 10, 11] only" in text
+    # The paper's equations, head by head, give the module's output; the recorded shapes at GPT-2 size.
+    assert "the paper's equations give the module's output: True" in text
+    for symbol, shape in (("Q_1 = X W_1^Q", "(8, 1024, 64)"), ("Q_1 K_1^T", "(8, 1024, 1024)"),
+                          ("head_1", "(8, 1024, 64)"), ("Concat(...)", "(8, 1024, 768)"),
+                          ("MultiHead(X)", "(8, 1024, 768)")):
+        assert re.search(re.escape(symbol) + r"\s+" + re.escape(shape), text), symbol
 
 
 @pytest.mark.slow

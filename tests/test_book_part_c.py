@@ -172,6 +172,9 @@ def test_clinic_projection_diagnoses_by_count_keys_and_probe(built_book: Path):
     assert "1,769,472" in text and "2,360,064" in text
     assert re.search(r"no projection: \[.*\]\s+unmatched: \['out_proj\.weight', 'out_proj\.bias'\]", text)
     assert re.search(r"correct: \[.*\]\s+unmatched: \[\]", text)
+    # The check loads into a real nn.MultiheadAttention: in_proj_bias is filled from the module, never assumed.
+    assert re.search(r"qkv_bias=True: \[.*'W_query\.bias'.*\]\s+unmatched: \[\]", text)
+    assert re.search(r"W_query bias only: \[.*\]\s+unmatched: \['in_proj_bias'\]", text)
     # Head isolation: without out_proj head 1 (of 4, head_dim 4) moves only its own columns 4-7.
     assert "no projection: columns moved by head 1 -> [4, 5, 6, 7]" in text
     assert f"correct MultiHeadAttention: columns moved by head 1 -> {list(range(16))}" in text
@@ -230,6 +233,13 @@ def test_checklist_runs_all_ten_checks_and_they_pass(built_book: Path):
     passed = re.findall(r"^\[pass\] (\d+)\. ", text, flags=re.M)
     assert sorted(map(int, passed)) == list(range(1, 11)), f"checks that ran and passed: {passed}"
     assert "10 of 10 checklist items passed" in text
+    # Item 10 times a fixed number of rounds and demands what a broken timer gets wrong.
+    rounds = [int(n) for n in re.findall(r"on \w+: median [\d.]+ ms per call, IQR [\d.]+ ms, (\d+) rounds of", text)]
+    assert len(rounds) == 2 and rounds[0] == rounds[1] >= 5, rounds
+    ratio, calls = re.search(r"long / short, median of the per-round ratios: ([\d.]+)x; forward calls counted: (\d+)",
+                             text).groups()
+    assert float(ratio) > 4 and int(calls) >= rounds[0] * 44, (ratio, calls)
+    assert "forward calls counted for stmt='timed': 0 -> item 10 would fail: True" in text
     assert "largest weight above the diagonal (a future key): 0.0" in text
 
 

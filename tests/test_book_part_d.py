@@ -89,6 +89,37 @@ def test_memory_is_reported_with_its_method(text):
 def test_historical_anchors_are_quoted_and_labelled(text):
     assert "A100, PyTorch 2.6 (quoted)" in text
     assert "41.1 ms before the fix, 8.35 ms after: 4.9x" in text
+    # Both sets of the notebook's numbers, %timeit and its CUDA-event timer, side by side.
+    assert re.search(r"^Chapter MultiHeadAttention\s+3\.08\s+3\.15\s", text, flags=re.M)
+
+
+def test_work_against_time_is_explained_by_the_flop_rate(text):
+    rates = dict(re.findall(r"^(before the fix \(9216 wide\)|after the fix)\s+[\d.]+ GFLOP in\s+[\d.]+ ms =\s*([\d.]+) "
+                            r"TFLOP/s", text, flags=re.M))
+    assert rates == {"before the fix (9216 wide)": "16.0", "after the fix": "7.7"}, rates
+    assert re.search(r"work 10\.2x / rate 2\.0\dx = time 4\.9x", text)
+    # Splitting the width into more heads keeps the FLOPs; only the (b, h, T, T) tensor grows.
+    splits = re.findall(r"^\s*(\d+) heads of\s+\d+: projections ([\d.]+) GFLOP, QK\^T and AV ([\d.]+) GFLOP, "
+                        r"one float32 \(b, h, T, T\) tensor\s+([\d,]+) MiB", text, flags=re.M)
+    assert [int(h) for h, *_ in splits] == [1, 4, 12, 48]
+    assert len({(p, a) for _, p, a, _ in splits}) == 1
+    assert [int(m.replace(",", "")) for *_, m in splits] == [32 * h for h in (1, 4, 12, 48)]
+
+
+def test_sdpa_backends_and_the_mha_fast_path_are_shown(text):
+    default = re.search(r"^default choice\s+float32: (\S+)", text, flags=re.M)
+    assert default and "scaled_dot_product" in default.group(1)
+    assert re.search(r"^FLASH_ATTENTION\s+float32: ", text, flags=re.M)
+    paths = dict(re.findall(r"^(nn\.MultiheadAttention, need_weights=(?:True|False)\s+(?:eval, no_grad|train, autograd))"
+                            r"\s+(.+)$", text, flags=re.M))
+    paths = {" ".join(k.split()): v for k, v in paths.items()}
+    fast = [v for k, v in paths.items() if k.endswith("eval, no_grad")]
+    assert len(fast) == 2 and all(v == "_native_multi_head_attention" for v in fast), paths
+    trained = {k: v for k, v in paths.items() if k.endswith("train, autograd")}
+    assert len(set(trained.values())) == 2, "with autograd the two settings must run different code"
+    assert "scaled_dot_product" in trained["nn.MultiheadAttention, need_weights=False train, autograd"]
+    assert re.search(r"need_weights=True / need_weights=False: forward [\d.]+x \(one native op both times\), "
+                     r"forward\+backward [\d.]+x", text)
 
 
 def test_results_section_renders_the_committed_json(text):
