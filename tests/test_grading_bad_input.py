@@ -132,22 +132,23 @@ def test_bad_submissions_left_untouched(bad_run):
     assert tree_digest(bad_run["subs"]) == bad_run["before"]
 
 
-def test_watchdog_alone_caps_processes(monkeypatch, tmp_path):
+def test_watchdog_alone_caps_processes(tmp_path):
     """Where no pids cgroup can be made (and root ignores RLIMIT_NPROC), the watchdog is the cap: 200 children
     are stopped, all of them, and the status says why. (Bounded on purpose: no real fork bomb without a cgroup.)"""
     import nbformat
     import psutil
 
-    import grader.sandbox as sandbox
     from grader.pipeline.execute import execute
+    from grader.sandbox import Limits
+    from grader.sandbox.service import Sandbox
 
-    monkeypatch.setattr(sandbox.capabilities(), "cgroup_pids", "")
-    spawn = ("import os, time\nfor i in range(200):\n    if os.fork() == 0:\n        time.sleep(60)\n"
-             "        os._exit(0)\ntime.sleep(30)")
+    spawn = ("import os, time\nfor i in range(200):\n    if os.fork() == 0:\n"
+             "        os.execv('/bin/sleep', ['sleep', '6543'])\ntime.sleep(30)")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(spawn), nbformat.v4.new_code_cell("1")])
-    box = tmp_path / "box"
-    result = execute(nb, box, [], sandbox.Limits(cell_timeout=40, notebook_timeout=60))
+    with Sandbox(Limits(cell_timeout=40, notebook_timeout=60)) as sandbox:
+        sandbox.cgroup_pids = ""            # as where no pids cgroup can be made
+        sandbox.start(log=lambda m: None)
+        result = execute(nb, sandbox)
     assert (result.status, result.stopped_at) == ("process_limit", 0), result
-    survivors = [p for p in psutil.process_iter(["cmdline"])
-                 if str(box) in " ".join(p.info["cmdline"] or [])]
+    survivors = [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[-1:] == ["6543"]]
     assert survivors == []
