@@ -52,6 +52,22 @@ def mount(source: str, target: str, fstype: str | None, flags: int, data: str | 
                        data.encode() if data else None), f"mount {target}")
 
 
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME = 1024, 2048, 1 << 21, 1 << 24
+_OPTION_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
+                 "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
+
+
+def remount_read_only(target: str) -> None:
+    """Make the mount at `target` read-only, keeping its other flags (a user namespace may not drop them)."""
+    flags = 0
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == target:
+                flags = sum(_OPTION_FLAGS.get(opt, 0) for opt in fields[5].split(","))
+    mount("none", target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
+
+
 def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
 
@@ -96,7 +112,7 @@ def confine_kernel(request: dict) -> None:
     for name in ("sys", "sysrq-trigger", "irq", "bus"):     # as bubblewrap does for its own /proc
         if os.path.exists(f"/proc/{name}"):
             mount(f"/proc/{name}", f"/proc/{name}", None, MS_BIND | MS_REC)
-            mount("none", f"/proc/{name}", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            remount_read_only(f"/proc/{name}")
     mount("tmpfs", box, "tmpfs", MS_NOSUID | MS_NODEV,
           f"size={int(limits['disk_bytes'])},mode=0700,uid={owner[0]},gid={owner[1]}")
     for sub in ("conn", "work", "tmp"):
@@ -105,7 +121,7 @@ def confine_kernel(request: dict) -> None:
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(limits['shm_bytes'])},mode=1777")
     mount(f"{box}/tmp", "/tmp", None, MS_BIND)
     mount("tmpfs", "/dev/pts", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555")
-    mount("none", "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+    remount_read_only("/dev")
     mount("tmpfs", request["logs"], "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555")
     write_connection_file(request, owner)
     set_rlimits(request)
