@@ -397,7 +397,6 @@ def test_old_nbformat_3_notebook_is_collected_as_is(tmp_path):
     assert alice.notebook_bytes == v3       # collect never parses; sanitize converts (see the next test)
 
 
-@pytest.mark.xfail(reason="sanitize.decode does not convert nbformat 3 yet (issue 15)", strict=False)
 def test_old_nbformat_3_notebook_is_converted_not_rejected(tmp_path):
     import nbformat
     from grader.pipeline import Submission

@@ -104,9 +104,25 @@ def decode(sub: Submission) -> dict:
                                            "Jupyter or cut short.") from None
     except RecursionError:    # Python's decoder gives up near 1,000 levels
         raise Rejected("invalid_notebook", too_deep(sub.notebook_name)) from None
+    if isinstance(content, dict) and content.get("nbformat") == 3:
+        content = upgrade_v3(content, sub)
     if not isinstance(content, dict) or not isinstance(content.get("cells"), list):
         raise Rejected("invalid_notebook", f"{sub.notebook_name} is JSON but not a notebook (no list of cells).")
     check_shape(content, sub.notebook_name)
+    return content
+
+
+def upgrade_v3(content: dict, sub: Submission) -> dict:
+    """An nbformat-3 notebook (worksheets of cells) as nbformat 4, by nbformat's own converter."""
+    if json_depth(content, MAX_DEPTH) > MAX_DEPTH:     # the converter recurses; refuse before it can
+        raise Rejected("invalid_notebook", too_deep(sub.notebook_name))
+    try:
+        content = json.loads(nbformat.writes(nbformat.convert(nbformat.from_dict(content), 4)))
+    except Exception as err:   # noqa: BLE001 - whatever the converter trips on, the file is not a notebook
+        raise Rejected("invalid_notebook", f"{sub.notebook_name} is in the old nbformat 3 but could not be "
+                                           f"converted to nbformat 4 ({type(err).__name__}); open it in "
+                                           "Jupyter, save it and submit it again.") from None
+    sub.notes.append("The notebook was saved in the old nbformat 3; it was converted to nbformat 4.")
     return content
 
 
