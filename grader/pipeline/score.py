@@ -1,8 +1,12 @@
 """Stage 4, score: what each task is worth, from the executed test cells and, where it exists, grader.verify.
 
 A test cell earns its points when it ran to the end without an error, as in nbgrader. When the verification stage
-(issue 6, ``grader.verify``) checked a task outside the kernel, its score replaces the test cell's, and the test
-cell's outcome stays in the message. Nothing here runs or unpickles what the sandbox produced.
+(issue 6, ``grader.verify``) checked a task outside the kernel, a task needs both: the verified score, and no failure
+in its own test cell (visible and hidden tests, as run in the student's kernel). Student code can fake a passing test
+but never a failing one in its favour, so a failed test costs the task's points whatever the probes say, and its
+message quotes the test's error, never "verified". A test cell that did not run because the kernel was stopped in an
+earlier cell is no evidence either way: the verified score stands (``grade_one`` verifies in a fresh kernel then).
+Nothing here runs or unpickles what the sandbox produced.
 """
 from __future__ import annotations
 
@@ -59,31 +63,45 @@ def _short(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
 
 
-def test_cell_outcome(nb: NotebookNode, execution: Execution, gid: str) -> tuple[bool, str]:
-    """(passed, message) for the test cell `gid` of the executed notebook."""
+def test_cell_outcome(nb: NotebookNode, execution: Execution, gid: str) -> tuple[str, str]:
+    """(outcome, message) for the test cell `gid` of the executed notebook; outcome is "passed", "failed" (it ran,
+    or was stopped while it ran, and did not pass: evidence against the task) or "not run" (the kernel was stopped
+    in an earlier cell, or the cell is missing)."""
     for index, cell in enumerate(nb.cells):
         if grade_id(cell) != gid or cell.metadata.get("grader", {}).get("probe"):
             continue
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
         if errors:
+            # Raised by the tests in this cell, or the grader's timeout note for it: either way the test started
+            # and did not pass (outputs are cleared before execution, so none can be left over from the student).
             err = errors[-1]
-            return False, _short(f"{err.get('ename', 'Error')}: {err.get('evalue', '')}".rstrip(": "))
+            return "failed", _short(f"{err.get('ename', 'Error')}: {err.get('evalue', '')}".rstrip(": "))
         if index in execution.ran:
-            return True, "passed"
-        return False, _short(f"not run: {execution.message or 'the kernel stopped before this cell'}")
-    return False, "the test cell is missing"
+            return "passed", "passed"
+        if index == execution.stopped_at:
+            # The kernel was stopped while this test ran (a crash, a limit): it never got to pass.
+            return "failed", _short(f"stopped while it ran: {execution.message or 'the kernel stopped'}")
+        return "not run", _short(f"not run: {execution.message or 'the kernel stopped before this cell'}")
+    return "not run", "the test cell is missing"
 
 
 def score(nb: NotebookNode, execution: Execution, cells: list[GradedCell],
           verified: dict[str, tuple[float, float, str]] | None) -> list[TaskResult]:
     results = []
     for graded in cells:
-        passed, message = test_cell_outcome(nb, execution, graded.grade_id)
-        points = graded.points if passed else 0.0
+        outcome, message = test_cell_outcome(nb, execution, graded.grade_id)
+        points = graded.points if outcome == "passed" else 0.0
         if verified and graded.task in verified:
             v_score, _, v_message = verified[graded.task]
-            points = max(0.0, min(float(v_score), graded.points))
-            message = _short(f"{v_message} (notebook tests: {message})")
+            if outcome == "failed":
+                # Both are needed; a failing test outweighs the probes. Keep what verification found wrong, if
+                # anything, but never a "verified" beside the failing test.
+                points = 0.0
+                found = "" if "verified" in v_message.lower() else f"; {v_message}"
+                message = _short(f"the notebook's test failed: {message}{found}")
+            else:
+                points = max(0.0, min(float(v_score), graded.points))
+                message = _short(f"{v_message} (notebook tests: {message})")
         results.append(TaskResult(graded.task, points, graded.points, message, graded.grade_id))
     return results
 
