@@ -4,7 +4,8 @@ nbgrader's autograde semantics, done on a copy in memory:
 - a cell the student may edit (an nbgrader solution cell) keeps the student's code;
 - every test cell and read-only cell is taken from the instructor's source: edited ones are restored, deleted
   ones are put back where they belong, and the hidden tests (stripped from the release) are in them again;
-- cells the student added are kept where the student put them; a second copy of a graded cell loses its grading.
+- cells the student added are kept where the student put them; a second copy of a graded cell loses its grading;
+- cells whose nbgrader metadata an editor stripped are matched to the source's by content and position.
 Bytes that are not UTF-8 are replaced (and said so), duplicated or missing cell ids are renumbered.
 
 A notebook no person writes is refused as ``invalid_notebook`` before anything else reads it: JSON nested deeper
@@ -187,6 +188,68 @@ def which_assignment(student_ids: set[str]) -> str | None:
     return best
 
 
+def first_code_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")),
+                "")
+
+
+def match_unlabelled(student_cells: list[dict], source: NotebookNode) -> tuple[dict[int, str], dict[int, str]]:
+    """Grade ids for the student's cells that carry none (an editor stripped the cells' metadata), as two maps
+    {student cell index: grade id}: by content, and by position.
+
+    A test or read-only cell matches an unlabelled cell holding exactly its released text (hidden tests cut); it
+    is then run as the source's cell, so a match can only put the instructor's cells back, never remove one.
+    Answer cells match, in order, the unlabelled cells between the graded cells found around them, leaving out the
+    course's ungraded cells (text, scratch cells) as released; when the counts differ, only cells whose first line
+    of code is the source answer's (e.g. `def attention_scores(queries, keys):`) are kept; else none is matched.
+    """
+    graded = [c for c in source.cells if grade_id(c)]
+    labelled = {grade_id(c) for c in student_cells if grade_id(c)}
+    unlabelled = [i for i, c in enumerate(student_cells) if not grade_id(c)]
+    by_content: dict[int, str] = {}
+    for src_cell in graded:
+        gid = grade_id(src_cell)
+        if gid in labelled or is_answer_cell(src_cell):
+            continue
+        released = strip_hidden(_cell_text(src_cell)).strip()
+        for index in unlabelled:
+            cell = student_cells[index]
+            if index not in by_content and cell.get("cell_type") == src_cell.cell_type and \
+                    _cell_text(cell).strip() == released:
+                by_content[index] = gid
+                break
+
+    where: dict[str, int] = {}          # grade id -> the student's cell that holds it (the first copy)
+    for index, cell in enumerate(student_cells):
+        gid = grade_id(cell) or by_content.get(index)
+        if gid:
+            where.setdefault(gid, index)
+    course_texts = {_cell_text(c).strip() for c in source.cells if not grade_id(c)}
+    by_position: dict[int, str] = {}
+    start = 0
+    while start < len(graded):
+        if grade_id(graded[start]) in where:
+            start += 1
+            continue
+        end = start
+        while end < len(graded) and grade_id(graded[end]) not in where:
+            end += 1
+        # graded[start:end] are not in the notebook; look between the cells the student has on either side.
+        answers = [c for c in graded[start:end] if is_answer_cell(c)]
+        low = where[grade_id(graded[start - 1])] if start else -1
+        high = where[grade_id(graded[end])] if end < len(graded) else len(student_cells)
+        start = end
+        gap = [i for i in unlabelled if low < i < high and i not in by_content
+               and _cell_text(student_cells[i]).strip() not in course_texts]   # the course's ungraded cells
+        if len(gap) != len(answers):
+            firsts = {first_code_line(_cell_text(c)) for c in answers} - {""}
+            gap = [i for i in gap if first_code_line(_cell_text(student_cells[i])) in firsts]
+        if answers and len(gap) == len(answers) and \
+                all(student_cells[i].get("cell_type") == c.cell_type for i, c in zip(gap, answers)):
+            by_position.update((i, grade_id(c)) for i, c in zip(gap, answers))
+    return by_content, by_position
+
+
 def restore(content: dict, source: NotebookNode, assignment: str, sub: Submission) -> NotebookNode:
     """The notebook to run: the student's answers inside the source's test and read-only cells."""
     source_by_id = {grade_id(c): c for c in source.cells if grade_id(c)}
@@ -197,7 +260,9 @@ def restore(content: dict, source: NotebookNode, assignment: str, sub: Submissio
         where = f"assignment {other}'s" if other and other != assignment else "another assignment's"
         raise Rejected("wrong_assignment", f"This is {where} notebook, not {assignment}'s: none of {assignment}'s "
                                            "cells are in it. Submit the right notebook.")
-    if not student_ids & set(source_by_id):
+    by_content, by_position = match_unlabelled(student_cells, source)
+    matched = {**by_content, **by_position}
+    if not student_ids & set(source_by_id) and not by_content:
         raise Rejected("wrong_assignment", f"No cell of {assignment}'s notebook was found (the graded cells' "
                                            "metadata is gone, e.g. the code was pasted into a new notebook). "
                                            f"Download {assignment} again and copy your answers into it.")
@@ -205,8 +270,8 @@ def restore(content: dict, source: NotebookNode, assignment: str, sub: Submissio
     out: list[NotebookNode] = []
     placed: dict[str, int] = {}
     edited_tests, extra_copies = [], 0
-    for cell in student_cells:
-        gid = grade_id(cell)
+    for index, cell in enumerate(student_cells):
+        gid = grade_id(cell) or matched.get(index)
         if gid in source_by_id and gid not in placed:
             src_cell = source_by_id[gid]
             if is_answer_cell(src_cell):
@@ -252,7 +317,15 @@ def restore(content: dict, source: NotebookNode, assignment: str, sub: Submissio
             deleted.append(gid)
         previous = gid
 
-    if deleted:
+    if matched:
+        # Not the student's doing: Jupyter keeps the metadata, some editors and converters drop it.
+        names = [gid for index, gid in sorted(matched.items())]
+        sub.notes.append(f"The grading metadata of {len(names)} cell(s) was missing (an editor may have stripped "
+                         "it); they were matched to the assignment's cells by their content and position: "
+                         f"{', '.join(names)}.")
+    if deleted and matched:
+        sub.notes.append(f"Cells that could not be found were restored from the assignment: {', '.join(deleted)}.")
+    elif deleted:
         sub.notes.append(f"Deleted cells were restored from the assignment: {', '.join(deleted)}.")
     if edited_tests:
         sub.notes.append(f"Edited test cells were restored from the assignment: {', '.join(edited_tests)}.")
