@@ -21,7 +21,9 @@ SWALLOW = ("import time\nwhile True:\n    try:\n        time.sleep(0.01)\n    ex
 EXIT = "import os\nos._exit(1)"
 MEMORY = "hoard = []\nwhile True:\n    hoard.append(b'x' * 50_000_000)"
 FORK = "import os\nwhile True:\n    os.fork()"
-FLOOD = "for i in range(10**7):\n    print(i)"
+# 40 MB: past the 2 MB kept, below the 64 MB that stops the kernel; 100 MB: past that too
+FLOOD = "for i in range(40):\n    print('x' * 2**20)"
+FLOOD_STOP = "for i in range(100):\n    print('y' * 2**20)"
 
 # student id -> (status, score, words the message must contain)
 EXPECTED = {
@@ -31,7 +33,8 @@ EXPECTED = {
     "os_exit": ("crashed", "2", "kernel died"),
     "memory_bomb": ("memory_limit", "2", "memory"),
     "fork_bomb": ("process_limit", "2", "processes"),
-    "output_flood": ("output_limit", "2", "output"),
+    "output_flood": ("graded", "5", "the output past that was dropped"),
+    "output_stop": ("output_limit", "2", "more than 64 MB of output"),
     "invalid_json": ("invalid_notebook", "0", "not valid notebook JSON"),
     "empty_file": ("invalid_notebook", "0", "empty file"),
     "tests_deleted": ("graded", "0", "Deleted cells were restored"),
@@ -54,7 +57,8 @@ def bad_run(tmp_path_factory):
 
     write_student(subs, "honest", student(source))
     for sid, code in [("infinite_loop", LOOP), ("swallows_interrupt", SWALLOW), ("os_exit", EXIT),
-                      ("memory_bomb", MEMORY), ("fork_bomb", FORK), ("output_flood", FLOOD)]:
+                      ("memory_bomb", MEMORY), ("fork_bomb", FORK), ("output_flood", FLOOD),
+                      ("output_stop", FLOOD_STOP)]:
         write_student(subs, sid, student(source, after_add_test=code))
 
     write_student(subs, "invalid_json", json.dumps(student(source)).encode()[:-40])
@@ -122,7 +126,7 @@ def test_bad_submission_row(bad_run, sid):
 
 def test_tasks_after_a_stopped_kernel_say_they_did_not_run(bad_run):
     tasks = {(t["student_id"], t["task"]): t for t in read_csv(bad_run["out"] / "tasks.csv")}
-    for sid in ("swallows_interrupt", "os_exit", "memory_bomb", "fork_bomb", "output_flood"):
+    for sid in ("swallows_interrupt", "os_exit", "memory_bomb", "fork_bomb", "output_stop"):
         assert tasks[(sid, "add")]["score"] == "2", sid
         assert tasks[(sid, "greet")]["score"] == "0" and tasks[(sid, "greet")]["message"].startswith("not run"), sid
     assert tasks[("tests_deleted", "add")]["message"].startswith("AssertionError")

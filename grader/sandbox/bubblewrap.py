@@ -120,6 +120,8 @@ def bwrap_command(*, lib: Path, logs: Path, hide: list[Path], gpus: str, extra_r
             cmd += ["--tmpfs", str(Path(hidden).resolve())]
     if any(PACKAGE.parent.resolve().is_relative_to(r) for r in roots):
         cmd += ["--tmpfs", str(PACKAGE.parent.resolve())]
+    for parent in ("/opt", "/opt/mha-course", INSIDE_LIB):     # bwrap would make them 0700
+        cmd += ["--perms", "0755", "--dir", parent]
     cmd += ["--ro-bind", str(lib / "grader"), f"{INSIDE_LIB}/grader"]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", INSIDE_BOX,
             "--bind", str(logs), INSIDE_LOGS]

@@ -57,6 +57,14 @@ class GradingClient(NotebookClient):
     output_used: int = 0
     output_dropped: int = 0
     on_output_stop = None
+    in_probe: bool = False          # set while the grader's probe cells run
+
+    def _update_display_id(self, display_id, msg):
+        # A display made by a student cell and updated from a probe cell would show probe data on the feedback
+        # page (nbclient rewrites the earlier output in place): updates stop when the probes start.
+        if self.in_probe:
+            return None
+        return super()._update_display_id(display_id, msg)
 
     def output(self, outs, msg, display_id, cell_index):
         size = _text_size(msg.get("content", {}))
@@ -172,6 +180,7 @@ class _Run:
         for index, cell in enumerate(self.nb.cells):
             if cell.cell_type != "code":
                 continue
+            client.in_probe = client.in_probe or bool(cell.metadata.get("grader", {}).get("probe"))
             try:
                 await client.async_execute_cell(cell, index, store_history=True)
                 if self.watchdog.reason:      # the kernel was killed just as the cell ended
@@ -196,6 +205,13 @@ class _Run:
             except DeadKernelError:
                 result.stopped_at = index
                 return
+            except (RecursionError, ValueError, TypeError, KeyError) as err:
+                # An output the grader cannot read (JSON nested thousands of levels deep...): that output is
+                # dropped and said so; the kernel goes on with the next cell.
+                cell.outputs.append(NotebookNode({"output_type": "stream", "name": "stderr", "text":
+                                                  f"[the grader could not read an output of this cell "
+                                                  f"({type(err).__name__}); it was dropped]\n"}))
+                result.ran.add(index)
 
 
 def run_notebook(nb: NotebookNode, sandbox, name: str) -> Execution:
@@ -235,9 +251,10 @@ def run_notebook(nb: NotebookNode, sandbox, name: str) -> Execution:
         result.status = "crashed"
         result.message = ("The kernel died while running a cell (os._exit, a crash in native code, ...); later "
                           "cells did not run.")
-    if result.output_dropped and result.status == "graded":
-        result.message = (f"The notebook printed more than {limits.output_bytes / 2**20:g} MB; the output past "
-                          "that was dropped (not stored), and the notebook was graded normally.")
+    if result.output_dropped and result.status != "output_limit":
+        result.message = " ".join(filter(None, [result.message, (
+            f"The notebook printed more than {limits.output_bytes / 2**20:g} MB; the output past that was dropped "
+            "(not stored), and the notebook was graded normally.")]))
     if result.status == "grader_error" and result.stderr_tail:
         result.message += " The kernel's last words: " + " | ".join(result.stderr_tail.splitlines()[-6:])
     return result

@@ -178,12 +178,26 @@ def _check_raises(case: Case, meta: dict) -> None:
                           f"{wanted}" + (f", raised {raised}" if raised else ", raised nothing"))
 
 
+def probe_error_text(error) -> str:
+    """What a failed probe case says: the exception's type only. Its message was written by student code that
+    held the probe's inputs, so it could carry them into tasks.csv and the feedback page."""
+    text = str(error or "").strip()
+    if not text:
+        return "the probe failed"
+    if text.startswith("NotImplementedError"):
+        return "NotImplementedError (not written yet)"
+    name = text.split(":", 1)[0].strip()
+    if not name.isidentifier():
+        return "the probe failed"
+    return f"raised {name} on the grader's inputs (its message is not shown: it could carry those inputs)"
+
+
 def judge_case(case: Case, folder: Path) -> float:
     """The fraction of the task's points the case earns (1.0 unless partial credit); raises CaseFailure (or
     ProbeDataError) when it earns none."""
     meta = load_json(folder / f"{case.name}.json")
     if meta.get("ok") is not True:
-        error = str(meta.get("error") or "the probe failed")[:400]
+        error = probe_error_text(meta.get("error"))
         bug = _weight_diagnosis(case, meta) if case.driver == "module" else ""
         raise CaseFailure(error + (f": looks like {bug}" if bug else ""))
     if case.check == "reference":
