@@ -147,6 +147,8 @@ def feedback_notebook(result: Result) -> NotebookNode:
                 if output.get("output_type") == "error":
                     output["traceback"] = [f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"]
         cells.append(cell)
+    for index, cell in enumerate(cells):     # nbformat draws new ids at random; the page must not change
+        cell.id = f"feedback-{index:03d}"
     return nbformat.v4.new_notebook(cells=cells, metadata={"language_info": {"name": "python"}})
 
 
