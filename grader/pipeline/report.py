@@ -13,6 +13,11 @@ display updates once the probe cells start (the xfail test in tests/test_batch_r
 each cell shows at most FEEDBACK_CELL_CHARS of code, the page at most FEEDBACK_PAGE_CHARS of code and output, and
 an output nested too deep to render is replaced by a note, because sanitizing the page's HTML costs the grader
 about a second per 5,000 characters of highlighted code (1 MB of code took 3.5 minutes and 1.2 GB).
+
+A page is the same bytes whenever the same result is written (cell ids follow the cells' positions, nothing holds a
+time), and it loads nothing from outside OUT: MathJax is the course's vendored copy (book/_vendor/, as the book
+serves it), copied once into OUT/feedback/_static/ and named by a relative path; require.js and mermaid, which
+nbconvert's template fetches from a CDN, are left out (the page has no widgets; a mermaid block shows as text).
 """
 from __future__ import annotations
 
@@ -20,9 +25,13 @@ import csv
 import hashlib
 import html
 import json
+import shutil
+import tempfile
+import threading
 from pathlib import Path
 
 import bleach
+import jinja2
 import nbformat
 from nbconvert import HTMLExporter
 from nbformat import NotebookNode
@@ -167,19 +176,65 @@ def clean_feedback_html(element) -> str:
                         protocols=["http", "https", "mailto", "data"])
 
 
+STATIC_FOLDER = "_static"      # OUT/feedback/_static/: what every page loads, beside the students' folders
+VENDORED_MATHJAX = Path(__file__).resolve().parents[2] / "book" / "_vendor" / "static" / "vendor" / "mathjax"
+MATHJAX_URL = f"../{STATIC_FOLDER}/mathjax/tex-chtml.js"      # from OUT/feedback/<student>/<notebook>.html
+_static_lock = threading.Lock()  # pages are written by several grading threads at once
+
+# nbconvert's lab page without its CDN scripts: MathJax 3 from MATHJAX_URL, configured as nbconvert configures
+# MathJax 2 (dollar signs, environments, AMS numbering) with the `safe` extension (no javascript: links from TeX).
+FEEDBACK_TEMPLATE = r"""{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block html_head_js_mathjax -%}
+<script>
+window.MathJax = {
+  tex: {inlineMath: [['$', '$'], ['\\(', '\\)']], displayMath: [['$$', '$$'], ['\\[', '\\]']],
+        processEscapes: true, processEnvironments: true, tags: 'ams', useLabelIds: true},
+  loader: {load: ['ui/safe']}
+};
+</script>
+<script src="{{ resources.mathjax_url }}" id="MathJax-script" async></script>
+{%- endblock html_head_js_mathjax -%}
+"""
+
+
 def feedback_folder(student_id: str) -> str:
     """One folder per student id: the id itself when it is already a safe name, else the safe name plus a short
-    hash of the id, so that ids which sanitize alike ("jo doe", "jo_doe") never share a folder."""
+    hash of the id, so that ids which sanitize alike ("jo doe", "jo_doe") never share a folder (nor the pages'
+    own _static folder)."""
     name = safe_name(student_id)
-    if name == student_id:
+    if name == student_id and name != STATIC_FOLDER:
         return name
     return f"{name}-{hashlib.sha256(student_id.encode('utf-8')).hexdigest()[:8]}"
 
 
+def install_static(feedback: Path) -> None:
+    """The vendored MathJax under feedback/_static/mathjax/, copied when absent or of another version; whole or
+    not at all (copied beside, then renamed), so a page never names a half-copied file."""
+    dest = feedback / STATIC_FOLDER / "mathjax"
+    version = VENDORED_MATHJAX / "package.json"
+    with _static_lock:
+        if not version.is_file():
+            return      # no vendored copy (the grader installed without the course): the page shows TeX as text
+        if (dest / "package.json").is_file() and (dest / "package.json").read_bytes() == version.read_bytes():
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".mathjax-", dir=dest.parent))
+        shutil.copytree(VENDORED_MATHJAX, staging, dirs_exist_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest)
+        staging.rename(dest)
+
+
 def write_feedback(out: Path, result: Result, notebook_stem: str) -> Path:
-    exporter = HTMLExporter(sanitize_html=True, filters={"clean_html": clean_feedback_html})
+    exporter = HTMLExporter(sanitize_html=True, filters={"clean_html": clean_feedback_html},
+                            extra_loaders=[jinja2.DictLoader({"feedback.html.j2": FEEDBACK_TEMPLATE})],
+                            template_file="feedback.html.j2", mathjax_url=MATHJAX_URL)
     exporter.exclude_input_prompt = False
     body, _ = exporter.from_notebook_node(feedback_notebook(result))
+    install_static(out / "feedback")
     folder = out / "feedback" / feedback_folder(result.student_id)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{notebook_stem}.html"
