@@ -13,12 +13,14 @@ import pytest
 from grader.pipeline import Result, TaskResult
 from grader.pipeline.report import STATIC_FOLDER, feedback_folder, write_feedback
 
-MATH = "The scores are $q_i \\cdot k_j / \\sqrt{d_k}$, and\n\n$$\\mathrm{softmax}(x)_i = \\frac{e^{x_i}}{\\sum_j e^{x_j}}$$"
+MATH = ("The scores are $q_i \\cdot k_j / \\sqrt{d_k}$, and\n\n"
+        "$$\\mathrm{softmax}(x)_i = \\frac{e^{x_i}}{\\sum_j e^{x_j}}$$")
+PAPER = "https://arxiv.org/abs/1706.03762"
 
 
 def result(student_id: str = "ada") -> Result:
     notebook = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# Problem set 1\n\n" + MATH + "\n\nSee [the paper](https://arxiv.org/abs/1706.03762)."),
+        nbformat.v4.new_markdown_cell(f"# Problem set 1\n\n{MATH}\n\nSee [the paper]({PAPER})."),
         nbformat.v4.new_code_cell("print(42)"),
         nbformat.v4.new_markdown_cell("```mermaid\ngraph TD; A-->B\n```"),
     ])
@@ -53,7 +55,7 @@ def test_page_names_no_external_script_or_style_and_its_local_files_exist(tmp_pa
     page = page_path.read_text()
     assert external_references(page) == []
     assert "cdnjs" not in page and "require.js" not in page and "require.min.js" not in page
-    assert 'href="https://arxiv.org/abs/1706.03762"' in page          # the student's own link stays a link
+    assert f'href="{PAPER}"' in page          # the student's own link stays a link
     local = re.findall(r"<(?:script|link)\b[^>]*?\b(?:src|href)=\"([^\"]+)\"", page)
     assert local == ["../_static/mathjax/tex-chtml.js"]
     for reference in local:
