@@ -1,4 +1,4 @@
-"""``python -m grader grade ASSIGNMENT SUBMISSIONS --out OUT [--jobs N] [--timeout S] [--db URL]``
+"""``python -m grader grade ASSIGNMENT SUBMISSIONS --out OUT [--jobs N] [--timeout S] [--db URL] [--cluster ADDRESS]``
 
 Grades a whole class: every student gets a row in OUT/grades.csv with a status, whatever happened, and the run
 exits 0 when that is so. The pipeline's stages (grader.pipeline) are composed here and only here:
@@ -47,10 +47,21 @@ class Grading:
     limits: Limits
     secret: bytes                  # keys the verification seeds; never enters a kernel
     sandbox: Sandbox = None        # runs every kernel of the run (grader.sandbox)
+    cluster: object = None         # or: a grader.cluster.Cluster whose workers run the kernels (--cluster)
 
     @property
     def notebook(self) -> str:
         return self.source_path.name
+
+    @property
+    def isolate(self) -> bool:
+        return self.cluster.config["isolate"] if self.cluster is not None else self.sandbox.isolate
+
+    def execute(self, nb: NotebookNode, sub: Submission):
+        """The execute stage: in this machine's sandbox, or on a worker of the cluster."""
+        if self.cluster is not None:
+            return self.cluster.execute(nb, sub.student_id, sub.notebook_bytes)
+        return execute(nb, self.sandbox)
 
     @property
     def max_score(self) -> float:
@@ -96,13 +107,13 @@ def grade_one(sub: Submission, g: Grading) -> Result:
     append_probes(nb, plan_probes(g.assignment, g.source_path, seed))
     probe_dirs = []
     try:
-        execution = execute(nb, g.sandbox)
+        execution = g.execute(nb, sub)
         probe_dir = execution.probe_dir
         probe_dirs.append(probe_dir)
         if execution.stopped_at is not None and any(is_probe(c) for c in nb.cells):
             # The kernel was stopped before the verification cells ran: verify in a fresh kernel that runs only
             # the cells that had finished, so the tasks done before the crash can still be checked.
-            second = execute(verification_rerun(nb, execution.stopped_at), g.sandbox)
+            second = g.execute(verification_rerun(nb, execution.stopped_at), sub)
             probe_dir = second.probe_dir
             probe_dirs.append(probe_dir)
         verified, flags = verify_stage(g.assignment, g.source_path, seed, probe_dir, submitted_json)
@@ -111,7 +122,7 @@ def grade_one(sub: Submission, g: Grading) -> Result:
         for folder in probe_dirs:
             if folder is not None:
                 shutil.rmtree(folder.parent, ignore_errors=True)   # the kernel's folder on the grader's side
-    if not g.sandbox.isolate:
+    if not g.isolate:
         flags = [*flags, "graded without a sandbox (--no-sandbox)"]
     message = " ".join(m for m in [execution.message, *sub.notes] if m)
     return Result(sub.student_id, g.assignment, execution.status, message, g.max_score, tasks, flags, nb)
@@ -168,26 +179,35 @@ def hidden_paths(out: Path, submissions: Path, source_path: Path, db_url: str) -
 
 def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | None = None,
                 limits: Limits | None = None, db_url: str | None = None, source: str | None = None,
-                kernel: str = "python3", preload: bool = True, isolate: bool = True, log=print) -> list[Result]:
+                kernel: str = "python3", preload: bool = True, isolate: bool = True, cluster: str | None = None,
+                log=print) -> list[Result]:
     """Grade every submission of SUBMISSIONS into OUT. Raises SandboxUnavailable (before any grading) where
-    `isolate` is asked for and the machine gives no isolation, GradebookError after the CSVs are written."""
+    `isolate` is asked for and the machine gives no isolation, GradebookError after the CSVs are written.
+    `cluster` (local:N or a scheduler's address): the kernels run on that dask cluster's workers."""
     submissions, out = submissions.resolve(), out.resolve()
     source_path = source_notebook(assignment, source)
     out.mkdir(parents=True, exist_ok=True)
     db_url = db_url or f"sqlite:///{out / 'gradebook.db'}"
-    jobs = max(1, jobs or len(os.sched_getaffinity(0)))
     limits = limits or Limits()
-    if limits.threads <= 0:
-        limits.threads = max(1, len(os.sched_getaffinity(0)) // jobs)
-    sandbox = Sandbox(limits, isolate=isolate, preload=preload, kernel=kernel,
-                      hide=hidden_paths(out, submissions, source_path, db_url))
+    hide = hidden_paths(out, submissions, source_path, db_url)
+    if cluster:
+        from grader.cluster import Cluster
+
+        sandbox = Cluster(cluster, limits=limits, isolate=isolate, preload=preload, kernel=kernel, hide=hide, log=log)
+        jobs = max(1, jobs or sandbox.threads)
+    else:
+        jobs = max(1, jobs or len(os.sched_getaffinity(0)))
+        if limits.threads <= 0:
+            limits.threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+        sandbox = Sandbox(limits, isolate=isolate, preload=preload, kernel=kernel, hide=hide)
     try:
         sandbox.start(log)      # refuses here, before anything is graded, when isolation cannot be had
         source_nb = load_source(source_path)
         students = collect(submissions, source_path.name)
         for line in getattr(students, "summary", lambda: [])():
             log(line)
-        g = Grading(assignment, source_path, source_nb, graded_cells(source_nb), limits, load_secret(out), sandbox)
+        g = Grading(assignment, source_path, source_nb, graded_cells(source_nb), limits, load_secret(out),
+                    None if cluster else sandbox, sandbox if cluster else None)
         log(f"grading {len(students)} submission(s) of {assignment} with {jobs} job(s)")
         started, results = time.monotonic(), []
         gradebook = ThreadPoolExecutor(max_workers=1)
@@ -195,8 +215,13 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             for result in pool.map(lambda s: _grade_and_report(s, g, out), students):
                 results.append(result)
-                log(f"  [{len(results)}/{len(students)}] {result.student_id}: {result.status} "
-                    f"{result.score:g}/{result.max_score:g}")
+                line = (f"  [{len(results)}/{len(students)}] {result.student_id}: {result.status} "
+                        f"{result.score:g}/{result.max_score:g}")
+                if cluster:
+                    from grader.cluster import progress
+
+                    line += " " + progress(sandbox, results, len(students))
+                log(line)
     finally:
         sandbox.close()
     write_csvs(out, results)      # first: the rows must not depend on a database being reachable
@@ -240,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preload", action="store_true",
                    help="start every kernel from scratch instead of forking it from a server that preloaded torch")
     p.add_argument("--gpus", default="", help="GPUs a kernel may use: '' (none, default), 'all', or ids '0,1'")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run the notebooks on a dask cluster: local:N (N worker processes here) or a scheduler's "
+                        "address (tcp://host:8786); default: a thread pool on this machine")
     p.add_argument("--no-sandbox", action="store_true",
                    help="run notebooks WITHOUT isolation where the machine gives none (only code you trust); "
                         "the run and every row of grades.csv say so")
@@ -264,9 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         grade_class(args.assignment, args.submissions, args.out, jobs=args.jobs, limits=limits, db_url=args.db,
                     source=args.source, kernel=args.kernel, preload=not args.no_preload,
-                    isolate=not args.no_sandbox, log=lambda m: print(m, file=sys.stderr))
+                    isolate=not args.no_sandbox, cluster=args.cluster, log=lambda m: print(m, file=sys.stderr))
     except SandboxUnavailable as err:
         print(f"not grading: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        if not args.cluster or "--cluster" not in str(err):
+            raise
+        print(err, file=sys.stderr)
         return 2
     except GradebookError as err:
         print(err, file=sys.stderr)

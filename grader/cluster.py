@@ -1,0 +1,260 @@
+"""Grading past one machine: ``python -m grader grade ... --cluster ADDRESS`` runs the notebooks on the workers of
+a dask.distributed cluster (``local:N``: a local cluster of N worker processes; ``tcp://host:port``: an existing
+scheduler).
+
+Only the execute stage travels. The unit of work is plain data (the student id, the submission's bytes, the
+sanitized notebook with its probes as nbformat JSON, the sandbox's settings); a worker runs it in its own Sandbox
+(one per worker process, started once) and answers plain data: one JSON document with the executed notebook, the
+Execution's fields and the probe files (base64). The secret, the seeds, verification, scoring, CSVs, gradebook and
+feedback stay in the instructor's process, which parses that JSON and never unpickles what a worker made of a
+submission.
+
+A worker that dies mid-submission loses nothing: the scheduler gives the task to another worker. A submission that
+kills workers again and again (dask's ``allowed-failures``) ends as grader_error, and the rest of the class goes on.
+"""
+from __future__ import annotations
+
+import atexit
+import base64
+import json
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import asdict, fields
+from pathlib import Path, PurePosixPath
+
+import nbformat
+
+from grader.sandbox import Limits
+from grader.sandbox.runner import Execution
+
+ALLOWED_FAILURES = 2          # retries after a worker dies; the third death of a worker on one submission ends it
+PROBE_BYTES = 256 * 2**20     # the most probe data one run sends back (the local path copies at most as much)
+
+# --- on a worker ---------------------------------------------------------------------------------------------------
+_sandboxes: dict[str, object] = {}
+_sandbox_lock = threading.Lock()
+
+
+def _worker_sandbox(config: dict):
+    """This worker process's Sandbox for these settings, started on first use and kept until the process ends."""
+    from grader.sandbox.service import Sandbox
+
+    key = json.dumps(config, sort_keys=True)
+    with _sandbox_lock:
+        sandbox = _sandboxes.get(key)
+        if sandbox is None:
+            limits = Limits(**config["limits"])
+            if limits.threads <= 0:
+                limits.threads = 1
+            sandbox = Sandbox(limits, isolate=config["isolate"], preload=config["preload"], kernel=config["kernel"],
+                              hide=[Path(p) for p in config["hide"]])
+            lines: list[str] = []
+            try:
+                sandbox.start(lines.append)
+            except BaseException:
+                sandbox.close()
+                raise
+            sandbox.start_log = lines
+            atexit.register(sandbox.close)
+            _sandboxes[key] = sandbox
+        return sandbox
+
+
+def start_on_worker(config: dict) -> dict:
+    """Run on every worker at the start (``Client.run``): start its sandbox; its log lines, or why it cannot."""
+    from grader.sandbox.service import SandboxUnavailable
+
+    try:
+        return {"ok": True, "log": _worker_sandbox(config).start_log}
+    except SandboxUnavailable as err:
+        return {"ok": False, "log": [str(err)]}
+
+
+def close_on_worker() -> None:
+    """Stop this worker's sandboxes (their fork servers) before the worker itself is stopped."""
+    with _sandbox_lock:
+        while _sandboxes:
+            _sandboxes.popitem()[1].close()
+
+
+def _probe_files(folder: Path | None) -> dict[str, str] | None:
+    if folder is None:
+        return None
+    files, budget = {}, PROBE_BYTES
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            if len(data) > budget:
+                continue
+            budget -= len(data)
+            files[path.relative_to(folder).as_posix()] = base64.b64encode(data).decode("ascii")
+    return files
+
+
+def run_on_worker(payload: dict) -> bytes:
+    """Run one notebook in this worker's sandbox. Returns JSON (bytes): notebook, execution fields, probe files."""
+    try:
+        from distributed import get_worker
+
+        where = get_worker().address
+    except Exception:   # called outside a worker (tests)
+        where = ""
+    sandbox = _worker_sandbox(payload["config"])
+    nb = nbformat.reads(payload["notebook"], as_version=4)   # reads, not from_dict: sources as strings
+    execution = sandbox.run(nb)
+    try:
+        probes = _probe_files(execution.probe_dir)
+    finally:
+        if execution.probe_dir is not None:
+            shutil.rmtree(execution.probe_dir.parent, ignore_errors=True)
+    fields_ = {f.name: getattr(execution, f.name) for f in fields(Execution) if f.name != "probe_dir"}
+    fields_["ran"] = sorted(fields_["ran"])
+    answer = {"notebook": nbformat.writes(nb), "execution": fields_, "probes": probes, "worker": where}
+    return json.dumps(answer).encode()
+
+
+# --- on the instructor's side --------------------------------------------------------------------------------------
+def parse_address(address: str) -> tuple[str, int | str]:
+    """``local:N`` -> ("local", N); ``tcp://host:port`` (or tls://, ws://...) -> ("remote", address)."""
+    if address.startswith("local:"):
+        count = address[len("local:"):]
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--cluster {address}: local:N needs a number of workers N >= 1")
+        return "local", int(count)
+    if "://" in address:
+        return "remote", address
+    raise ValueError(f"--cluster {address}: expected local:N or a scheduler address such as tcp://host:8786")
+
+
+def _safe_relative(name: str) -> PurePosixPath | None:
+    path = PurePosixPath(name)
+    if path.is_absolute() or not path.parts or any(p in ("", ".", "..") for p in path.parts) or len(path.parts) > 6:
+        return None
+    return path
+
+
+def rebuild_execution(answer: bytes, nb) -> Execution:
+    """The worker's answer as an Execution, the notebook `nb` filled in with the executed cells (in place), and
+    the probe files written as plain files into a fresh folder of our own (``probe_dir``; its parent is ours)."""
+    data = json.loads(answer)
+    executed = nbformat.reads(data["notebook"], as_version=4)
+    nb.cells, nb.metadata = executed.cells, executed.metadata
+    values = dict(data["execution"])
+    values["ran"] = set(values["ran"])
+    known = {f.name for f in fields(Execution)}
+    execution = Execution(**{k: v for k, v in values.items() if k in known})
+    if data.get("probes") is not None:
+        probe_dir = Path(tempfile.mkdtemp(prefix="grader-cluster-")) / "_probe"
+        probe_dir.mkdir()
+        for name, encoded in data["probes"].items():
+            rel = _safe_relative(name)
+            if rel is None:
+                continue
+            dest = probe_dir.joinpath(*rel.parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(base64.b64decode(encoded))
+        execution.probe_dir = probe_dir
+    return execution
+
+
+class Cluster:
+    """The client side: connect (or start a local cluster), start every worker's sandbox, run notebooks.
+    ``execute(nb, student_id, notebook_bytes)`` is the execute stage for grade_one."""
+
+    def __init__(self, address: str, *, limits: Limits, isolate: bool, preload: bool, kernel: str,
+                 hide: list[Path], log=print):
+        import dask
+        from distributed import Client, LocalCluster
+
+        kind, where = parse_address(address)
+        self.address, self.log = address, log
+        self.local = None
+        limits_dict = asdict(limits)
+        if kind == "local":
+            with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+                # memory_limit=0: the sandbox caps each kernel; a worker's own limit would count nothing useful
+                self.local = LocalCluster(n_workers=where, processes=True, threads_per_worker=1,
+                                          dashboard_address=None, memory_limit=0)
+                self.client = Client(self.local)
+            if limits_dict["threads"] <= 0:
+                limits_dict["threads"] = max(1, len(os.sched_getaffinity(0)) // where)
+        else:
+            self.client = Client(where, timeout=60)
+            self.client.wait_for_workers(1, timeout=300)
+        self.allowed_failures = int(self.client.run_on_scheduler(
+            lambda: __import__("dask").config.get("distributed.scheduler.allowed-failures")))
+        self.config = {"limits": limits_dict, "isolate": isolate, "preload": preload, "kernel": kernel,
+                       "hide": [str(p) for p in hide]}
+        self.lock = threading.Lock()
+        self.running = 0
+        self.worker_of: dict[str, str] = {}
+
+    @property
+    def threads(self) -> int:
+        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        return max(1, sum(w.get("nthreads", 1) for w in workers.values()))
+
+    def start(self, log=None) -> None:
+        """Start every worker's sandbox now, so that a machine without isolation refuses before any grading."""
+        from grader.sandbox.service import SandboxUnavailable
+
+        # a task pinned to each worker (Client.run would call it in the worker's event loop, where nbclient cannot run)
+        workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        futures = {w: self.client.submit(start_on_worker, self.config, workers=[w], allow_other_workers=False,
+                                         pure=False, key=f"grader-start-{os.urandom(4).hex()}") for w in workers}
+        answers = {w: f.result() for w, f in futures.items()}
+        self.log(f"cluster {self.address}: {len(answers)} worker(s), {self.threads} thread(s)")
+        for worker, answer in sorted(answers.items()):
+            for line in answer["log"]:
+                self.log(f"  {worker}: {line}")
+        broken = [w for w, a in answers.items() if not a["ok"]]
+        if broken:
+            raise SandboxUnavailable(f"worker {broken[0]}: {answers[broken[0]]['log'][0]}")
+
+    def execute(self, nb, student_id: str, notebook_bytes: bytes | None) -> Execution:
+        from distributed.scheduler import KilledWorker
+
+        payload = {"student_id": student_id, "submission": base64.b64encode(notebook_bytes or b"").decode("ascii"),
+                   "notebook": nbformat.writes(nb), "config": self.config}
+        with self.lock:
+            self.running += 1
+        try:
+            key = f"grade-{student_id}-{os.urandom(4).hex()}"
+            future = self.client.submit(run_on_worker, payload, pure=False, key=key)
+            try:
+                answer = future.result()
+            except KilledWorker:
+                times = self.allowed_failures + 1
+                return Execution(status="grader_error", permanent=True,
+                                 message=f"This submission killed the worker that ran it {times} times "
+                                         f"(on the cluster {self.address}); it was not graded.")
+            finally:
+                future.release()
+        finally:
+            with self.lock:
+                self.running -= 1
+        execution = rebuild_execution(answer, nb)
+        with self.lock:
+            self.worker_of[student_id] = json.loads(answer).get("worker", "")
+        return execution
+
+    def close(self) -> None:
+        try:
+            if self.local is not None:   # a shared cluster's workers keep their sandboxes for the next run
+                self.client.run(close_on_worker)
+        except Exception:
+            pass
+        try:
+            self.client.close()
+        finally:
+            if self.local is not None:
+                self.local.close()
+
+
+def progress(cluster: Cluster, results: list, total: int) -> str:
+    failed = sum(1 for r in results if r.status == "grader_error")
+    where = cluster.worker_of.get(results[-1].student_id, "")
+    return (f"(done {len(results)}/{total}, running {cluster.running}, failed {failed}"
+            + (f"; on {where}" if where else "") + ")")
