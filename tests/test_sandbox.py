@@ -49,6 +49,7 @@ attempt("read gradebook", lambda: open(%(gradebook)r, "rb").read(64))
 attempt("list submissions", lambda: os.listdir(%(subs)r))
 attempt("read git", lambda: os.listdir(%(git)r))
 attempt("read tests", lambda: os.listdir(%(tests)r))
+attempt("read start folder", lambda: open(%(start_secret)r).read())
 attempt("connect", lambda: socket.create_connection(("127.0.0.1", %(port)d), timeout=3).sendall(b"%(mark)s"))
 def linger():
     if os.fork() == 0:
@@ -118,6 +119,9 @@ def honest(extra: str | None = None) -> nbformat.NotebookNode:
 def hostile_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("sandbox")
     subs, out = base / "class", base / "out"
+    start = base / "start"            # the folder the instructor runs the grader from, with a private file
+    start.mkdir()
+    (start / "secret.txt").write_text("private notes")
     connections: list[bytes] = []
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -140,7 +144,8 @@ def hostile_run(tmp_path_factory):
                        "solutions": str(REPO / "solutions" / "ps1" / "ps1.ipynb"),
                        "classmate": str(subs / "ada" / "ps1.ipynb"), "secret": str(out / ".grader-secret"),
                        "gradebook": str(out / "gradebook.db"), "subs": str(subs), "git": str(REPO / ".git"),
-                       "tests": str(REPO / "tests"), "port": server.getsockname()[1], "linger": linger}
+                       "tests": str(REPO / "tests"), "port": server.getsockname()[1], "linger": linger,
+                       "start_secret": str(start / "secret.txt")}
     class_ = {"ada": honest(), "bob": honest(), "blank": nbformat.read(str(REPO / "exercises" / "ps1" / "ps1.ipynb"),
                                                                           as_version=4),
               "mallory": honest(escape), "hal": honest(ATTACK)}
@@ -150,7 +155,8 @@ def hostile_run(tmp_path_factory):
     out.mkdir()
     (out / ".grader-secret").write_text("ab" * 32)       # a known secret, to look for in the feedback
     proc = subprocess.run([sys.executable, "-m", "grader", "grade", "ps1", str(subs), "--out", str(out),
-                           "--jobs", "2", "--timeout", "120"], capture_output=True, text=True, timeout=900, cwd=REPO)
+                           "--jobs", "2", "--timeout", "120"], capture_output=True, text=True, timeout=900, cwd=start,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(start)])})
     stop.set()
     server.close()
     lingering = [p.pid for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[-1:] == [linger]]
@@ -186,7 +192,7 @@ def test_nothing_is_written_outside_the_kernel(hostile_run):
 def test_nothing_hidden_is_read(hostile_run):
     page = (hostile_run["out"] / "feedback" / "mallory" / "ps1.html").read_text()
     for what in ("write home", "write checkout", "read solutions", "read classmate", "read secret",
-                 "read gradebook", "list submissions", "read git", "read tests", "connect"):
+                 "read gradebook", "list submissions", "read git", "read tests", "read start folder", "connect"):
         assert f"HELD {what}" in page, (what, page[page.find("HELD") - 200: page.find("HELD") + 1500])
         assert f"ESCAPED {what}:" not in page, what
     assert "ab" * 32 not in page and "BEGIN HIDDEN" not in page
@@ -221,3 +227,23 @@ def test_no_sandbox_is_refused_without_bubblewrap_and_said_with_the_flag(tmp_pat
     assert "sandbox: NONE" in allowed.stderr
     row = read_csv(tmp_path / "out" / "grades.csv")["ada"]
     assert row["score"] == "10" and "without a sandbox" in row["flags"], row
+
+
+def test_probe_files_are_copied_out_without_following_links(tmp_path):
+    """The grader copies the kernel's probe folder; a link there (to a file or a folder of the grader's) is
+    skipped, never followed."""
+    from grader.sandbox.runner import copy_plain_files
+
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "secret.txt").write_text("grader's own")
+    probe = tmp_path / "probe"
+    (probe / "task").mkdir(parents=True)
+    (probe / "task" / "case.json").write_text("{}")
+    (probe / "task" / "stolen.json").symlink_to(outside / "secret.txt")
+    (probe / "linked_dir").symlink_to(outside)
+    dest = tmp_path / "copy"
+    dest.mkdir()
+    copy_plain_files(probe, dest)
+    copied = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+    assert copied == ["task", "task/case.json"]

@@ -56,18 +56,29 @@ def make_kernel_lib(dest: Path) -> Path:
     return dest
 
 
+def user_site() -> str | None:
+    """The user's site-packages when this interpreter imports from it (a `pip install --user`), else None."""
+    path = site.getusersitepackages()
+    return path if site.ENABLE_USER_SITE and path in sys.path and os.path.isdir(path) else None
+
+
 def python_roots(exclude: list[Path]) -> list[str]:
-    """Folders a kernel needs to run this interpreter and import its packages: the prefixes, the folder of the
-    real executable, site-packages and any other import path, except those inside or above an excluded path
-    (the checkout, the grading folders) and those under /usr (bound whole)."""
+    """Folders a kernel needs to run this interpreter and import its packages: its prefixes, the folder of the
+    real executable, its site-packages (and the user's, when used). Never the folder the grader was started
+    from nor PYTHONPATH entries (plain sys.path entries), never the home folder itself or a folder above it,
+    nothing inside an excluded path (the grading folders; a bound folder above one gets it covered), nothing
+    under /usr (bound whole)."""
     candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                  str(Path(os.path.realpath(sys.executable)).parent.parent)}
-    candidates |= set(site.getsitepackages()) | {site.getusersitepackages()}
-    candidates |= {p for p in sys.path if p}
+                  str(Path(os.path.realpath(sys.executable)).parent.parent), *site.getsitepackages()}
+    if user_site():
+        candidates.add(user_site())
+    home = Path(os.path.realpath(os.path.expanduser("~")))
     roots: list[str] = []
     for raw in sorted(candidates, key=len):
         path = Path(os.path.realpath(raw))
         if not path.is_dir() or str(path) in ("/", "/usr") or path.is_relative_to("/usr"):
+            continue
+        if path == home or home.is_relative_to(path):
             continue
         if any(path == e or path.is_relative_to(e) for e in exclude):
             continue
@@ -91,7 +102,9 @@ def bwrap_command(*, lib: Path, logs: Path, hide: list[Path], gpus: str, extra_r
         # kernel running as the host's uid 0 may write host sysctls through a fresh /proc.
         cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
     else:
-        cmd += ["--unshare-user", "--disable-userns"]
+        cmd += ["--unshare-user", "--disable-userns", "--cap-add", "CAP_SETPCAP"]
+    for parent in ("/etc", "/run", "/opt", "/opt/mha-course", INSIDE_LIB):     # bwrap would make them 0700
+        cmd += ["--perms", "0755", "--dir", parent]
     cmd += ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = Path("/") / name
@@ -104,7 +117,7 @@ def bwrap_command(*, lib: Path, logs: Path, hide: list[Path], gpus: str, extra_r
             cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
     cmd += ["--ro-bind", str(lib / "etc" / "passwd"), "/etc/passwd",
             "--ro-bind", str(lib / "etc" / "group"), "/etc/group"]
-    exclude = [p.resolve() for p in hide] + [PACKAGE.parent.resolve()]
+    exclude = [p.resolve() for p in hide]     # a virtual environment inside the checkout may be bound
     roots = python_roots(exclude) + [r for r in extra_roots if r]
     made: set[str] = set()
     for root in dict.fromkeys(roots):
@@ -120,8 +133,6 @@ def bwrap_command(*, lib: Path, logs: Path, hide: list[Path], gpus: str, extra_r
             cmd += ["--tmpfs", str(Path(hidden).resolve())]
     if any(PACKAGE.parent.resolve().is_relative_to(r) for r in roots):
         cmd += ["--tmpfs", str(PACKAGE.parent.resolve())]
-    for parent in ("/opt", "/opt/mha-course", INSIDE_LIB):     # bwrap would make them 0700
-        cmd += ["--perms", "0755", "--dir", parent]
     cmd += ["--ro-bind", str(lib / "grader"), f"{INSIDE_LIB}/grader"]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", INSIDE_BOX,
             "--bind", str(logs), INSIDE_LOGS]

@@ -10,7 +10,8 @@ probe cells write (``work/_probe``) are copied out of the kernel's private folde
 from __future__ import annotations
 
 import asyncio
-import shutil
+import os
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -101,24 +102,57 @@ async def _responsive(client: GradingClient, grace: float) -> bool:
     return False
 
 
-def copy_plain_files(src: Path, dest: Path, max_files: int = 2000, max_bytes: int = 256 * 2**20) -> Path:
-    """Copy regular files and folders out of the sandbox for verification: links and anything else are skipped
-    (never followed), and the copy stops at a file count and a byte budget."""
+def open_no_links(root: str, parts: list[str]) -> int:
+    """A file descriptor of folder `root`/`parts`..., refusing a link at every step: the kernel owns these folders
+    and could swap one for a link that points into the grader's own file system."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for part in parts:
+        try:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = nxt
+    return fd
+
+
+def copy_plain_files(src: Path | int, dest: Path, max_files: int = 2000, max_bytes: int = 256 * 2**20) -> Path:
+    """Copy regular files and folders out of the sandbox for verification, through file descriptors (a link is
+    never followed, whenever it appears), stopping at a file count and a byte budget. `src`: a folder or an fd of
+    one (which this closes)."""
     budget = [max_files, max_bytes]
 
-    def walk(folder: Path, to: Path, depth: int) -> None:
-        for path in sorted(folder.iterdir()):
-            if budget[0] <= 0 or path.is_symlink():
+    def walk(fd: int, to: Path, depth: int) -> None:
+        for name in sorted(os.listdir(fd)):
+            if budget[0] <= 0:
+                return
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode) and depth < 4:
+                    sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                    try:
+                        (to / name).mkdir()
+                        walk(sub, to / name, depth + 1)
+                    finally:
+                        os.close(sub)
+                elif stat.S_ISREG(st.st_mode) and st.st_size <= budget[1]:
+                    src_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+                    with os.fdopen(src_fd, "rb") as source:
+                        if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):
+                            continue
+                        data = source.read(budget[1] + 1)
+                    if len(data) > budget[1]:
+                        continue
+                    (to / name).write_bytes(data)
+                    budget[0] -= 1
+                    budget[1] -= len(data)
+            except OSError:
                 continue
-            if path.is_dir() and depth < 4:
-                (to / path.name).mkdir()
-                walk(path, to / path.name, depth + 1)
-            elif path.is_file() and path.stat().st_size <= budget[1]:
-                shutil.copyfile(path, to / path.name, follow_symlinks=False)
-                budget[0] -= 1
-                budget[1] -= path.stat().st_size
 
-    walk(src, dest, 0)
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW) if not isinstance(src, int) else src
+    try:
+        walk(fd, dest, 0)
+    finally:
+        os.close(fd)
     return dest
 
 
@@ -140,13 +174,14 @@ class _Run:
         """While the kernel is alive: its ./_probe into the grader's own folder."""
         if self.result.probe_dir is not None or not self.km.kernel_host_pid:
             return
-        src = Path(self.km.view(f"{self.km.inside_box}/work/{PROBE_DIRNAME}"))
         try:
-            if src.is_dir() and not src.is_symlink():
-                dest = Path(tempfile.mkdtemp(prefix="probe-", dir=self.km.host_box))
-                self.result.probe_dir = copy_plain_files(src, dest)
+            root = self.km.view("/")
+            parts = [p for p in f"{self.km.inside_box}/work/{PROBE_DIRNAME}".split("/") if p]
+            fd = open_no_links(root, parts)
         except OSError:
-            self.result.probe_dir = None
+            return
+        dest = Path(tempfile.mkdtemp(prefix="probe-", dir=self.km.host_box))
+        self.result.probe_dir = copy_plain_files(fd, dest)
 
     async def cells(self) -> None:
         km, limits = self.km, self.limits

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from grader.sandbox.bubblewrap import INSIDE_LIB, NOBODY, bwrap_command, find_bwrap, interpreter_roots, \
-    make_kernel_lib
+    make_kernel_lib, user_site
 from grader.sandbox.kernel import ForkServer, host_pid
 from grader.sandbox.limits import Limits
 from grader.sandbox.watch import writable_cgroup
@@ -68,7 +68,7 @@ class Sandbox:
     def server_env(self) -> dict:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp",
                "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg",
-               "PYTHONPATH": INSIDE_LIB if self.isolate else PACKAGE_ROOT,
+               "PYTHONPATH": self.python_path(),
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                "CUDA_VISIBLE_DEVICES": self.gpu_env()}
         env = {k: v for k, v in env.items() if v is not None}
@@ -130,6 +130,12 @@ class Sandbox:
     def limits_dict(self) -> dict:
         return asdict(self.limits)
 
+    def python_path(self) -> str:
+        """The kernel-side package first; the user's site-packages when the grader's Python uses it (a kernel's
+        HOME is its own folder, so Python would not find it by itself)."""
+        first = INSIDE_LIB if self.isolate else PACKAGE_ROOT
+        return ":".join(filter(None, [first, user_site()]))
+
     def gpu_env(self) -> str | None:
         """CUDA_VISIBLE_DEVICES for kernels: "" hides every GPU; None (for --gpus all) leaves the variable unset
         unless the grader has it."""
@@ -158,7 +164,7 @@ class Sandbox:
                "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0",
                "PYTHONDONTWRITEBYTECODE": "1", "JUPYTER_RUNTIME_DIR": f"{box}/conn" if self.isolate else ".",
                "IPYTHONDIR": f"{work}/.ipython", "MPLCONFIGDIR": f"{work}/.mpl",
-               "PYTHONPATH": INSIDE_LIB if self.isolate else PACKAGE_ROOT,
+               "PYTHONPATH": self.python_path(),
                "CUDA_VISIBLE_DEVICES": self.gpu_env()}
         env = {k: v for k, v in env.items() if v is not None}
         if not self.isolate:
