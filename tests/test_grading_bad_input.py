@@ -23,7 +23,8 @@ MEMORY = "hoard = []\nwhile True:\n    hoard.append(b'x' * 50_000_000)"
 FORK = "import os\nwhile True:\n    os.fork()"
 # 40 MB: past the 2 MB kept, below the 64 MB that stops the kernel; 100 MB: past that too
 FLOOD = "for i in range(40):\n    print('x' * 2**20)"
-FLOOD_STOP = "for i in range(100):\n    print('y' * 2**20)"
+# (paced, so that the kernel's own send queue stays small: what is tested is the grader's cap, not its memory)
+FLOOD_STOP = "import time\nfor i in range(100):\n    print('y' * 2**20)\n    time.sleep(0.02)"
 
 # student id -> (status, score, words the message must contain)
 EXPECTED = {
