@@ -21,7 +21,6 @@ nbconvert's template fetches from a CDN, are left out (the page has no widgets; 
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import html
 import json

@@ -22,7 +22,6 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
 from grader.sandbox.kernel import SandboxedKernelManager
-from grader.sandbox.limits import Limits
 from grader.sandbox.watch import KernelCgroups, Watchdog, kill_tree
 
 PROBE_DIRNAME = "_probe"

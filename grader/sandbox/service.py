@@ -202,7 +202,7 @@ class Sandbox:
             (self.logs / f"{request['name']}.launcher").read_text(errors="replace")[-1500:]
         raise RuntimeError(f"the sandbox could not start the kernel: {why.strip()}")
 
-    def run(self, nb, *, cell_timeout: float | None = None):
+    def run(self, nb):
         """Run notebook `nb` in place (outputs filled in) in a fresh confined kernel: an Execution."""
         from grader.sandbox.runner import run_notebook
 
