@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nbformat
 
+from grader import paths
 from grader.pipeline import STATUSES, Submission
 from grader.pipeline.execute import execute
 from grader.pipeline.sanitize import Rejected, decode, grade_id, sanitize, which_assignment
@@ -21,14 +22,13 @@ from grader.pipeline.score import graded_cells, score
 from grader.sandbox import Limits
 from grader.sandbox.service import Sandbox, SandboxUnavailable
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def release_for(notebook_json: dict, assignment: str | None) -> tuple[str, nbformat.NotebookNode]:
     """The released exercise the notebook came from (its visible tests), or the notebook itself."""
     ids = {grade_id(c) for c in notebook_json.get("cells", []) if isinstance(c, dict) and grade_id(c)}
     assignment = assignment or which_assignment(ids) or "notebook"
-    release = REPO / "exercises" / assignment / f"{assignment}.ipynb"
+    release = paths.released_notebook(assignment)
     if release.is_file():
         return assignment, nbformat.read(str(release), as_version=4)
     return assignment, nbformat.reads(json.dumps(notebook_json), as_version=4)   # joins list-of-lines sources
@@ -44,7 +44,7 @@ def check(path: Path, limits: Limits, assignment: str | None = None, out=print, 
         return 1
     # The same sandbox as grading (the notebook's own folder is not visible to it: the notebook is run from a copy).
     try:
-        with Sandbox(limits, isolate=isolate, hide=[path.resolve().parent, REPO]) as sandbox:
+        with Sandbox(limits, isolate=isolate, hide=[path.resolve().parent, paths.REPO]) as sandbox:
             sandbox.start(log=lambda m: None)
             execution = execute(nb, sandbox)
     except SandboxUnavailable as err:

@@ -42,28 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BUGS = {
-    "width": "d_out not divided by num_heads",
-    "no_out_proj": "no output projection",
-    "out_proj_unused": "output projection defined but not applied in forward",
-    "d_in_d_out": "a weight uses d_in where d_out belongs, or is transposed",
-    "scale_multiplied": "scores multiplied instead of divided by sqrt(d_k)",
-    "scale_missing": "scores not scaled by 1/sqrt(d_k)",
-    "scale_width": "scores scaled by sqrt(d_out) instead of sqrt(head_dim)",
-    "future": "mask missing or applied after softmax",
-    "softmax_dim": "softmax over the wrong dimension",
-    "view_no_transpose": "view without transpose: tokens and heads mixed up",
-    "contiguous": "missing .contiguous() before .view()",
-    "dropout_eval": "dropout active in eval mode",
-    "dropout_never": "dropout not applied in training mode",
-    "dropout_scores": "dropout on scores instead of weights",
-    "mask_buffer": "mask is not a registered buffer",
-    "batch": "sequences in a batch affect each other",
-    "divisibility": "no clear error when d_out is not divisible by num_heads",
-    "mismatch": "output differs from PyTorch's reference",
-    "wrapper_divided": "d_out divided by num_heads",
-    "shared_heads": "heads share one module",
-}
+from grader.bugs import BUGS  # noqa: E402  (the catalogue: one name per bug, shared with grader.verify)
 
 
 def device() -> torch.device:

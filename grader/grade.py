@@ -23,17 +23,20 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
+from grader import paths
+from grader.assignments import ContractError
 from grader.pipeline import Result, Submission, TaskResult
 from grader.pipeline.collect import collect
 from grader.pipeline.execute import execute
 from grader.pipeline.record import prepare, record
 from grader.pipeline.report import write_csvs, write_feedback
 from grader.pipeline.sanitize import Rejected, append_probes, load_source, sanitize
-from grader.pipeline.score import GradedCell, graded_cells, plan_probes, score, verify_stage
+from grader.pipeline import verify as verify_stage
+from grader.pipeline.score import score
+from grader.pipeline.types import GradedCell, graded_cells
 from grader.sandbox import Limits
 from grader.sandbox.service import Sandbox, SandboxUnavailable
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Grading:
     cells: list[GradedCell]
     limits: Limits
     secret: bytes                  # keys the verification seeds; never enters a kernel
+    verification: verify_stage.Verification = None   # the verify stage's view of the assignment (contract checked)
     sandbox: Sandbox = None        # runs every kernel of the run (grader.sandbox)
     cluster: object = None         # or: a grader.cluster.Cluster whose workers run the kernels (--cluster)
 
@@ -75,7 +79,7 @@ class Grading:
 
 
 def source_notebook(assignment: str, source: str | None) -> Path:
-    path = Path(source) if source else REPO / "solutions" / assignment / f"{assignment}.ipynb"
+    path = Path(source) if source else paths.source_notebook(assignment)
     if not path.is_file():
         raise SystemExit(f"no source notebook for {assignment!r} at {path} (use --source PATH)")
     return path.resolve()
@@ -97,13 +101,13 @@ def rejected(sub: Submission, g: Grading, status: str, message: str) -> Result:
 
 
 def grade_one(sub: Submission, g: Grading) -> Result:
-    """One submission through the stages: sanitize -> (probes) -> execute -> verify -> score."""
+    """One submission through the stages: sanitize -> verify.plan -> execute -> verify -> score."""
     try:
         nb, submitted_json = sanitize(sub, g.source, g.assignment)
     except Rejected as why:
         return rejected(sub, g, why.status, why.message)
     seed = g.seed_for(sub.student_id, sub.notebook_bytes)
-    append_probes(nb, plan_probes(g.assignment, g.source_path, seed))
+    append_probes(nb, verify_stage.plan(g.verification, seed))
     probe_dirs = []
     try:
         execution = g.execute(nb, sub)
@@ -115,7 +119,7 @@ def grade_one(sub: Submission, g: Grading) -> Result:
             second = g.execute(verification_rerun(nb, execution.stopped_at), sub)
             probe_dir = second.probe_dir
             probe_dirs.append(probe_dir)
-        verified, flags = verify_stage(g.assignment, g.source_path, seed, probe_dir, submitted_json)
+        verified, flags = verify_stage.verify(g.verification, seed, probe_dir, submitted_json)
         tasks = score(nb, execution, g.cells, verified)
     finally:
         for folder in probe_dirs:
@@ -185,6 +189,8 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
     `cluster` (local:N or a scheduler's address): the kernels run on that dask cluster's workers."""
     submissions, out = submissions.resolve(), out.resolve()
     source_path = source_notebook(assignment, source)
+    # The assignment's contract first: a task without probes or a missing answer key stops the run here, naming it.
+    verification = verify_stage.prepare(assignment, source_path, log)
     out.mkdir(parents=True, exist_ok=True)
     db_url = db_url or f"sqlite:///{out / 'gradebook.db'}"
     limits = limits or Limits()
@@ -206,7 +212,7 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
         for line in getattr(students, "summary", lambda: [])():
             log(line)
         g = Grading(assignment, source_path, source_nb, graded_cells(source_nb), limits, load_secret(out),
-                    None if cluster else sandbox, sandbox if cluster else None)
+                    verification, None if cluster else sandbox, sandbox if cluster else None)
         log(f"grading {len(students)} submission(s) of {assignment} with {jobs} job(s)")
         started, results = time.monotonic(), []
         gradebook = ThreadPoolExecutor(max_workers=1)
@@ -294,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
                     isolate=not args.no_sandbox, cluster=args.cluster, log=lambda m: print(m, file=sys.stderr))
     except SandboxUnavailable as err:
         print(f"not grading: {err}", file=sys.stderr)
+        return 2
+    except ContractError as err:
+        print(f"not grading: the assignment's grading is incomplete: {err}. Fix grader/assignments/ or the "
+              f"source notebook (see CONTRIBUTING.md); grading again without that change fails the same way.",
+              file=sys.stderr)
         return 2
     except ValueError as err:
         if not args.cluster or "--cluster" not in str(err):

@@ -18,12 +18,12 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SOLUTIONS = REPO / "solutions"
-EXERCISES = REPO / "exercises"
-# Files nbgrader or Jupyter may leave next to a notebook that must never reach students.
+from grader.paths import EXERCISES, REPO, SOLUTIONS
+
+# Files nbgrader or Jupyter may leave next to a notebook, and the instructor's own files there (the generator, the
+# answer keys), none of which may reach students.
 JUNK = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc", "gradebook.db", ".nbgrader*",
-                              "make_notebook.py")
+                              "make_notebook.py", "answer_key.json")
 
 
 # ------------------------------------------------------------------------------ writing a source notebook
@@ -75,7 +75,7 @@ class Cells(list):
 
     def __init__(self, assignment: str):
         super().__init__()
-        from grader.tasks import ASSIGNMENTS
+        from grader.assignments import ASSIGNMENTS
 
         self.points = {task.name: task.points for task in ASSIGNMENTS[assignment].tasks}
 
@@ -89,7 +89,7 @@ class Cells(list):
         self.append(solution(task, textwrap.dedent(code)))
 
     def test(self, task: str, points: int, code: str) -> None:
-        assert points == self.points[task], f"{task}: {points} points here, {self.points[task]} in grader/tasks.py"
+        assert points == self.points[task], f"{task}: {points} points here, {self.points[task]} in grader/assignments/"
         self.append(tests(task, points, textwrap.dedent(code)))
 
     def scratch(self, cell_id: str, code: str) -> None:
@@ -146,8 +146,18 @@ def _normalise(notebook: Path) -> None:
 
 
 def release(names: list[str], into: Path = EXERCISES, source: Path = SOLUTIONS) -> list[Path]:
-    """Generate the student version of each assignment into ``into/<name>/``; returns the notebooks written."""
+    """Generate the student version of each assignment into ``into/<name>/``; returns the notebooks written.
+
+    Each of the course's assignments must pass its contract first (:func:`grader.assignments.check_contract`):
+    a task without probe cases or a missing answer key raises ContractError, naming the task, and nothing is
+    written."""
     from nbgrader.apps import NbGraderAPI
+
+    from grader.assignments import check_contract, get
+
+    for name in names:
+        if get(name) is not None:
+            check_contract(get(name), source / name / f"{name}.ipynb")
 
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="mha-release-") as tmp:
@@ -181,7 +191,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no solutions/<name>/<name>.ipynb for {unknown}; found {assignments()}", file=sys.stderr)
         return 2
     args.into.mkdir(parents=True, exist_ok=True)
-    for notebook in release(names, args.into):
+    from grader.assignments import ContractError
+
+    try:
+        written = release(names, args.into)
+    except ContractError as err:
+        print(f"not released: the assignment's grading is incomplete: {err} (see CONTRIBUTING.md)", file=sys.stderr)
+        return 2
+    for notebook in written:
         print(f"wrote {notebook}")
     return 0
 

@@ -24,13 +24,17 @@ import nbformat
 import numpy as np
 import pytest
 
-from grader.tasks import ASSIGNMENTS
-from grader.verify import integrity_flags, plan_probes, verify_outputs
-from grader.verify.answers import anomaly_key, diagnoses_key
-from grader.verify.cases import make_cases
+from grader.assignments import ASSIGNMENTS
+from grader.verify import course_cell_sources, integrity_flags, plan_probes, verify_outputs
 from grader.verify.reference import expected
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def make_cases(assignment: str, seed: int) -> list:
+    return ASSIGNMENTS[assignment].probe_cases(seed, REPO / "solutions" / assignment / f"{assignment}.ipynb")
+
+
 CHEATS = Path(__file__).with_name("cheats")
 PS1 = ASSIGNMENTS["ps1"]
 FULL = {task.name: float(task.points) for task in PS1.tasks}
@@ -248,10 +252,10 @@ def write_perfect_probe(assignment: str, seed: int, probe: Path) -> None:
 def test_results_are_bound_to_the_seed(tmp_path, assignment):
     write_perfect_probe(assignment, 11, tmp_path)
     maximum = ASSIGNMENTS[assignment].max_score
-    right = verify_outputs(assignment, None, 11, tmp_path)
+    right = verify_outputs(ASSIGNMENTS[assignment], None, 11, tmp_path)
     assert sum(score for score, _, _ in right.values()) == maximum, right
     # The same files judged against another seed's inputs: every number is now wrong.
-    other = verify_outputs(assignment, None, 12, tmp_path)
+    other = verify_outputs(ASSIGNMENTS[assignment], None, 12, tmp_path)
     seeded = [t for t in other if t != "causal_mask"]  # the only task whose input is not random
     assert all(other[t][0] == 0.0 for t in seeded), other
 
@@ -268,17 +272,17 @@ def test_junk_in_the_probe_folder_scores_zero_without_crashing(tmp_path):
     os.mkfifo(probe / "self_attention" / "d_in_ne_d_out.json")  # would block a naive reader
     (probe / "self_attention" / "square_with_bias.json").write_text(json.dumps({"ok": True}))
     np.save(probe / "self_attention" / "square_with_bias.out0.npy", np.full((3, 4, 6), np.nan))
-    results = verify_outputs("ps1", None, 5, probe)
+    results = verify_outputs(ASSIGNMENTS["ps1"], None, 5, probe)
     assert set(results) == set(FULL)
     for task, (score, maximum, message) in results.items():
         assert score == 0.0 and maximum == FULL[task] and message, (task, message)
-    assert all(verify_outputs("ps1", None, 5, tmp_path / "nowhere")[t][0] == 0.0 for t in FULL)
+    assert all(verify_outputs(ASSIGNMENTS["ps1"], None, 5, tmp_path / "nowhere")[t][0] == 0.0 for t in FULL)
 
 
 def test_probe_cells_do_not_import_the_grader_nor_carry_expected_numbers():
     import base64
 
-    cells = plan_probes("ps3", REPO / "solutions" / "ps3" / "ps3.ipynb", 99)
+    cells = plan_probes(ASSIGNMENTS["ps3"], REPO / "solutions" / "ps3" / "ps3.ipynb", 99)
     assert len(cells) == 1 + len(ASSIGNMENTS["ps3"].tasks)
     text = "\n".join(cells)
     # The one import of the grader package: ps5's CUDA test doubles, inside the timing driver only.
@@ -298,7 +302,8 @@ def _notebook_of(source: str) -> dict:
 
 @pytest.mark.parametrize("assignment", sorted(ASSIGNMENTS))
 def test_honest_solutions_raise_no_flag(assignment):
-    assert integrity_flags(assignment, honest_notebook(assignment)) == []
+    source = REPO / "solutions" / assignment / f"{assignment}.ipynb"
+    assert integrity_flags(ASSIGNMENTS[assignment], honest_notebook(assignment), course_cell_sources(source)) == []
 
 
 def _answer_probe(tmp_path: Path, task: str, answer) -> Path:
@@ -307,15 +312,20 @@ def _answer_probe(tmp_path: Path, task: str, answer) -> Path:
     return tmp_path
 
 
+def _keys(assignment: str) -> dict:
+    return json.loads((REPO / "solutions" / assignment / "answer_key.json").read_text())
+
+
 def test_diagnoses_earn_partial_credit_like_the_notebook(tmp_path):
     source = REPO / "solutions" / "ps4" / "ps4.ipynb"
-    key, labels = diagnoses_key(str(source))
+    keys = _keys("ps4")["diagnoses"]
+    key, labels = {name: entry[0] for name, entry in keys["key"].items()}, keys["labels"]
     assert len(key) == 8 and set(key.values()) <= set(labels)
     names = sorted(key)
     wrong_label = {name: next(label for label in labels if label != key[name]) for name in names}
     six_right = {**key, names[0]: wrong_label[names[0]], names[1]: wrong_label[names[1]]}
-    score = lambda answer, folder: verify_outputs("ps4", source, 1, _answer_probe(folder, "diagnoses", answer))[
-        "diagnoses"][0]
+    score = lambda answer, folder: verify_outputs(ASSIGNMENTS["ps4"], source, 1,
+                                                  _answer_probe(folder, "diagnoses", answer))["diagnoses"][0]
     assert score(key, tmp_path / "a") == 4.0
     assert score(six_right, tmp_path / "b") == 3.0
     assert score(wrong_label, tmp_path / "c") == 0.0  # none right: the notebook's test fails too
@@ -324,13 +334,22 @@ def test_diagnoses_earn_partial_credit_like_the_notebook(tmp_path):
     assert score([["MysteryA", key["MysteryA"]]], tmp_path / "f") == 0.0
 
 
-def test_anomaly_key_comes_from_the_hidden_test(tmp_path):
+def test_answer_keys_are_data_and_the_hidden_tests_are_written_from_them(tmp_path):
+    """The grader reads answer_key.json; the generator writes the hidden tests from the same file."""
+    def test_source(assignment: str, task: str) -> str:
+        nb = nbformat.read(REPO / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+        return next(cell.source for cell in nb.cells if cell.get("id") == f"test_{task}")
+
+    diagnoses_test = test_source("ps4", "diagnoses")
+    for name, (label, _) in _keys("ps4")["diagnoses"]["key"].items():
+        assert f'"{name}": ("{label}"' in diagnoses_test
     source = REPO / "solutions" / "ps5" / "ps5.ipynb"
-    letter = anomaly_key(str(source))
-    assert letter in {"A", "B", "C", "D"}
+    letter = _keys("ps5")["anomaly"]["answer"]
+    assert f'anomaly_answer == "{letter}"' in test_source("ps5", "anomaly")
     other = next(x for x in "ABCD" if x != letter)
-    assert verify_outputs("ps5", source, 1, _answer_probe(tmp_path / "a", "anomaly", letter))["anomaly"][0] == 2.0
-    assert verify_outputs("ps5", source, 1, _answer_probe(tmp_path / "b", "anomaly", other))["anomaly"][0] == 0.0
+    ps5 = ASSIGNMENTS["ps5"]
+    assert verify_outputs(ps5, source, 1, _answer_probe(tmp_path / "a", "anomaly", letter))["anomaly"][0] == 2.0
+    assert verify_outputs(ps5, source, 1, _answer_probe(tmp_path / "b", "anomaly", other))["anomaly"][0] == 0.0
 
 
 @pytest.mark.slow
@@ -377,7 +396,7 @@ def test_honest_students_of_every_assignment_keep_their_scores(tmp_path, assignm
     ("def attention_scores(q, k) return F.scaled_dot_product_attention(q, k, k)", r"built-in attention"),
 ])
 def test_static_scan_flags(source, pattern):
-    flags = integrity_flags("ps1", _notebook_of(source))
+    flags = integrity_flags(PS1, _notebook_of(source))
     assert any(re.search(pattern, flag) for flag in flags), flags
 
 
@@ -385,14 +404,14 @@ def test_static_scan_survives_junk_notebooks():
     junk = {"cells": [{"cell_type": "code", "source": [1, None]}, "not a cell", {"cell_type": "code"},
                       {"cell_type": "code", "source": "(" * 200000, "metadata": []},
                       {"cell_type": "code", "source": "x = " + "-" * 100000 + "1", "metadata": {"nbgrader": 3}}]}
-    assert isinstance(integrity_flags("ps1", junk), list)
-    assert integrity_flags("ps1", {"cells": "nope"}) == [] and integrity_flags("ps9", junk) == []
+    assert isinstance(integrity_flags(PS1, junk), list)
+    assert integrity_flags(PS1, {"cells": "nope"}) == [] and integrity_flags(None, junk) == []
 
 
 def test_parity_candidates_are_renamed_from_the_seed_and_carry_no_docstrings():
     """A passes_parity_test keyed on class names or docstrings cannot know which candidate is which."""
     source = REPO / "solutions" / "ps4" / "ps4.ipynb"
-    cells = {seed: "\n".join(plan_probes("ps4", source, seed)) for seed in (1, 2)}
+    cells = {seed: "\n".join(plan_probes(ASSIGNMENTS["ps4"], source, seed)) for seed in (1, 2)}
     originals = {"ChapterMultiHeadAttention", "EinsumMultiHeadAttention", "TorchMultiHeadAttention", "LoopOfHeads",
                  "HeadsWithInputSizedProjection", "ProjectsBackToInputWidth", "MysteryB", "MysteryC", "MysteryD"}
     for text in cells.values():

@@ -15,7 +15,8 @@ from torch import nn
 
 from grader import diagnose
 from grader.verify import checks, reference
-from grader.verify.cases import make_cases
+from grader.assignments import ASSIGNMENTS
+from grader.bugs import BUGS
 from grader.verify.probes import cases_by_task
 
 
@@ -103,7 +104,7 @@ def test_a_missing_mask_is_still_the_mask():
 
 # --------------------------------------------------------------------------------------------------- verify
 def _case(assignment, task, name):
-    return next(c for c in make_cases(assignment, 3) if c.task == task and c.name == name)
+    return next(c for c in ASSIGNMENTS[assignment].probe_cases(3, None) if c.task == task and c.name == name)
 
 
 def _probe(case, folder, outputs, weight_shapes=None, used=None, ok=True):
@@ -126,7 +127,7 @@ def test_verify_names_a_divided_wrapper_from_its_weights(tmp_path, name):
     shapes = {f"{h}.{a}": [case.arrays[k].shape[0] // heads, case.arrays[k].shape[1]]
               for h, a, k, _ in case.weights}
     _probe(case, tmp_path, [], weight_shapes=shapes, ok=False)
-    with pytest.raises(checks.CaseFailure, match="d_out divided by num_heads: in the wrapper d_out is the width"):
+    with pytest.raises(checks.CaseFailure, match=f"{BUGS['wrapper_divided']}: in the wrapper d_out is the width"):
         checks.judge_case(case, tmp_path)
 
 
@@ -137,7 +138,7 @@ def test_verify_names_a_divided_wrapper_from_its_output(tmp_path, name):
     heads = case.params["num_heads"]
     narrow = want[..., :heads * (want.shape[-1] // heads // heads)]
     _probe(case, tmp_path, [narrow])
-    with pytest.raises(checks.CaseFailure, match="d_out divided by num_heads: in the wrapper d_out is the width"):
+    with pytest.raises(checks.CaseFailure, match=f"{BUGS['wrapper_divided']}: in the wrapper d_out is the width"):
         checks.judge_case(case, tmp_path)
 
 
@@ -150,13 +151,13 @@ def test_verify_names_shared_heads(tmp_path):
     repeated = np.concatenate([want[..., last * width:]] * case.params["heads"], axis=-1)
     used = {(h, a): case.arrays[f"h{last}_{a}"] for h, a, _, _ in case.weights}
     _probe(case, tmp_path, [repeated], used=used)
-    with pytest.raises(checks.CaseFailure, match="heads share one module: build a new CausalAttention"):
+    with pytest.raises(checks.CaseFailure, match=f"{BUGS['shared_heads']}: build a new CausalAttention"):
         checks.judge_case(case, tmp_path)
 
 
 @pytest.mark.parametrize("assignment, task", [("ps3", "multi_head_attention"), ("ps4", "fixed_projection")])
 def test_verify_names_softmax_over_the_wrong_dimension(tmp_path, assignment, task):
-    case = next(c for c in cases_by_task(assignment, None, 3)[task] if c.check == "reference")
+    case = next(c for c in cases_by_task(ASSIGNMENTS[assignment], None, 3)[task] if c.check == "reference")
     a = case.arrays
     to = lambda key: torch.from_numpy(a[key]).double() if key in a else None  # noqa: E731
     qkv = [(to(n), to(n + "_bias")) for n in ("W_query", "W_key", "W_value")]
@@ -165,5 +166,5 @@ def test_verify_names_softmax_over_the_wrong_dimension(tmp_path, assignment, tas
     # The bug must show: its output is far from the right one (else any output would "match" it).
     assert not np.allclose(wrong.numpy(), reference.expected(case)[0], atol=1e-3)
     _probe(case, tmp_path, [wrong.numpy()])
-    with pytest.raises(checks.CaseFailure, match="looks like softmax over the wrong dimension"):
+    with pytest.raises(checks.CaseFailure, match=f"looks like {BUGS['softmax_dim']}"):
         checks.judge_case(case, tmp_path)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from grader.pipeline import Submission
+from grader.pipeline.types import Submission
 
 MAX_NOTEBOOK_BYTES = 64 * 2**20
 MAX_INNER_ZIP_BYTES = 4 * MAX_NOTEBOOK_BYTES
@@ -223,7 +223,7 @@ class _Class:
         return [self._submission(sid, st) for sid, st in sorted(self.students.items())]
 
     def _submission(self, sid: str, st: _Student) -> Submission:
-        from grader.tasks import ASSIGNMENTS
+        from grader.assignments import ASSIGNMENTS
 
         sub = Submission(sid, found_by=st.rule, name=st.name)
         files, prefix = st.files, self.assignment + "/"

@@ -11,8 +11,8 @@ import warnings
 from nbgrader.api import Gradebook, MissingEntry
 from sqlalchemy.exc import SAWarning
 
-from grader.pipeline import Result
-from grader.pipeline.score import GradedCell
+from grader.pipeline.types import Result
+from grader.pipeline.types import GradedCell
 
 
 def prepare(db_url: str, assignment: str, notebook: str, cells: list[GradedCell]) -> None:

@@ -35,7 +35,8 @@ import nbformat
 from nbconvert import HTMLExporter
 from nbformat import NotebookNode
 
-from grader.pipeline import STATUSES, Result
+from grader.paths import REPO
+from grader.pipeline.types import STATUSES, Result
 from grader.pipeline.collect import safe_name
 from grader.pipeline.sanitize import MAX_DEPTH, json_depth, nbgrader_meta, strip_hidden
 
@@ -176,7 +177,7 @@ def clean_feedback_html(element) -> str:
 
 
 STATIC_FOLDER = "_static"      # OUT/feedback/_static/: what every page loads, beside the students' folders
-VENDORED_MATHJAX = Path(__file__).resolve().parents[2] / "book" / "_vendor" / "static" / "vendor" / "mathjax"
+VENDORED_MATHJAX = REPO / "book" / "_vendor" / "static" / "vendor" / "mathjax"
 MATHJAX_URL = f"../{STATIC_FOLDER}/mathjax/tex-chtml.js"      # from OUT/feedback/<student>/<notebook>.html
 _static_lock = threading.Lock()  # pages are written by several grading threads at once
 

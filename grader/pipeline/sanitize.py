@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from grader.pipeline import Submission
+from grader.pipeline.types import Submission, grade_id, nbgrader_meta
 from grader.pipeline.collect import MAX_NOTEBOOK_BYTES
 
 MAX_CELLS = 2000
@@ -38,17 +38,6 @@ class Rejected(Exception):
     def __init__(self, status: str, message: str):
         super().__init__(message)
         self.status, self.message = status, message
-
-
-def nbgrader_meta(cell: dict) -> dict:
-    metadata = cell.get("metadata", {})
-    meta = metadata.get("nbgrader", {}) if isinstance(metadata, dict) else {}
-    return meta if isinstance(meta, dict) else {}
-
-
-def grade_id(cell: dict) -> str | None:
-    gid = nbgrader_meta(cell).get("grade_id")
-    return gid if isinstance(gid, str) and gid else None
 
 
 def is_answer_cell(cell: dict) -> bool:
@@ -177,7 +166,7 @@ def _cell_text(cell: dict) -> str:
 
 def which_assignment(student_ids: set[str]) -> str | None:
     """The course assignment whose tasks match these grade ids best, if any."""
-    from grader.tasks import ASSIGNMENTS
+    from grader.assignments import ASSIGNMENTS
 
     best, best_hits = None, 0
     for name, assignment in ASSIGNMENTS.items():

@@ -1,7 +1,11 @@
 """The probe cases of every verified task, drawn from the grading seed.
 
-A case says what the sandboxed kernel must call (a function or a class from ``grader.tasks``), with which
-arguments, weights and mode, and where the result goes. The same seed gives the same cases in the kernel (through
+A case says what the sandboxed kernel must call (a function or a class an assignment's task declares), with
+which arguments, weights and mode, and where the result goes. The builders here are generic; each assignment's
+module (``grader/assignments/<ps>.py``) composes its cases from them and says, in ``params``, which reference
+computes the expected result (``params["reference"]``, see :mod:`grader.verify.reference`) and which extra checks
+apply (``mask_buffer``: the module must register its mask as a buffer; ``per_head_d_out``: the class's ``d_out``
+is the width of one head, as in the chapter's wrapper). The same seed gives the same cases in the kernel (through
 the probe cells that :mod:`grader.verify.probes` writes) and in the grader's own process (which recomputes the
 expected numbers in :mod:`grader.verify.reference`), so the numbers never travel from the grader to the student.
 
@@ -50,7 +54,7 @@ def _encode(array: np.ndarray) -> dict:
     return {"dtype": array.dtype.str, "shape": list(array.shape), "b64": base64.b64encode(array.tobytes()).decode()}
 
 
-def _rng(seed: int, task: str, case: str) -> np.random.Generator:
+def rng_for(seed: int, task: str, case: str) -> np.random.Generator:
     # One stream per (task, case): adding a case never changes the numbers of the others.
     return np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(task.encode()), zlib.crc32(case.encode())])
 
@@ -64,11 +68,11 @@ def _linear_weight(rng: np.random.Generator, d_out: int, d_in: int) -> np.ndarra
     return _normal(rng, d_out, d_in, scale=d_in ** -0.5)
 
 
-def _module_case(task: str, name: str, callee: str, seed: int, *, batch: int | None, num_tokens: int,
+def module_case(task: str, name: str, callee: str, seed: int, *, batch: int | None, num_tokens: int,
                  d_in: int, d_out: int, kwargs: dict, heads: int = 0, out_proj: bool = False,
                  train: bool = False, check: str = "reference", qkv_bias: bool = False) -> Case:
     """A class built with ``kwargs``, its Q/K/V (per head when ``heads``) and ``out_proj`` set from the seed."""
-    rng = _rng(seed, task, name)
+    rng = rng_for(seed, task, name)
     arrays = {"x": _normal(rng, batch, num_tokens, d_in)}
     weights = []
     if qkv_bias:
@@ -95,7 +99,7 @@ def _module_case(task: str, name: str, callee: str, seed: int, *, batch: int | N
                 check=check, params=params)
 
 
-def _dropout_case(task: str, callee: str, seed: int, num_heads: int = 0) -> Case:
+def dropout_case(task: str, callee: str, seed: int, num_heads: int = 0) -> Case:
     """Training mode with dropout 0.5 on inputs that make every attention row uniform.
 
     x is the identity, W_query is zero (so every score is 0) and W_value the identity (so the output *is* the
@@ -108,7 +112,7 @@ def _dropout_case(task: str, callee: str, seed: int, num_heads: int = 0) -> Case
     kwargs = {"d_in": size, "d_out": size, "context_length": size, "dropout": 0.5}
     if num_heads:
         kwargs["num_heads"] = num_heads
-    case = _module_case(task, "dropout_train", callee, seed, batch=1, num_tokens=size, d_in=size, d_out=size,
+    case = module_case(task, "dropout_train", callee, seed, batch=1, num_tokens=size, d_in=size, d_out=size,
                         kwargs=kwargs, out_proj=bool(num_heads), train=True, check="dropout_pattern")
     case.arrays["x"] = np.eye(size, dtype=np.float32)[None]
     case.arrays["W_query"] = np.zeros((size, size), np.float32)
@@ -120,16 +124,16 @@ def _dropout_case(task: str, callee: str, seed: int, num_heads: int = 0) -> Case
     return case
 
 
-def _call(task: str, name: str, callee: str, seed: int, shapes: dict, extra: list | None = None,
+def call_case(task: str, name: str, callee: str, seed: int, shapes: dict, extra: list | None = None,
           returns: int = 1) -> Case:
-    rng = _rng(seed, task, name)
+    rng = rng_for(seed, task, name)
     arrays = {key: _normal(rng, *shape) for key, shape in shapes.items()}
     args = [{"array": key} for key in shapes] + list(extra or [])
     return Case(task, name, "call", callee, args=args, arrays=arrays, returns=returns)
 
 
-def _mask_case(task: str, name: str, seed: int, rows: int, cols: int, batch: int, causal: bool) -> Case:
-    rng = _rng(seed, task, name)
+def mask_case(task: str, name: str, seed: int, rows: int, cols: int, batch: int, causal: bool) -> Case:
+    rng = rng_for(seed, task, name)
     scores = _normal(rng, batch, rows, cols, scale=2.0)
     if causal:
         mask = np.triu(np.ones((rows, cols), dtype=bool), k=1)
@@ -140,77 +144,8 @@ def _mask_case(task: str, name: str, seed: int, rows: int, cols: int, batch: int
                 arrays={"scores": scores, "mask": mask})
 
 
-def _ps1(seed: int) -> list[Case]:
-    return [
-        _call("attention_scores", "square", "attention_scores", seed, {"queries": (5, 4), "keys": (5, 4)}),
-        _call("attention_scores", "batched_rectangular", "attention_scores", seed,
-              {"queries": (2, 3, 4), "keys": (2, 6, 4)}),
-        _call("scaled_dot_product", "square", "scaled_dot_product", seed,
-              {"queries": (5, 8), "keys": (5, 8), "values": (5, 8)}, returns=2),
-        _call("scaled_dot_product", "batched_rectangular", "scaled_dot_product", seed,
-              {"queries": (2, 3, 16), "keys": (2, 6, 16), "values": (2, 6, 5)}, returns=2),
-        _module_case("self_attention", "d_in_ne_d_out", "SelfAttention", seed, batch=2, num_tokens=6, d_in=5,
-                     d_out=8, kwargs={"d_in": 5, "d_out": 8}),
-        _module_case("self_attention", "square_with_bias", "SelfAttention", seed, batch=3, num_tokens=4, d_in=6,
-                     d_out=6, kwargs={"d_in": 6, "d_out": 6}, qkv_bias=True),
-    ]
-
-
-def _ps2(seed: int) -> list[Case]:
-    cases = [Case("causal_mask", f"tokens_{n}", "call", "causal_mask", args=[{"value": n}], params={"num_tokens": n})
-             for n in (1, 4, 7)]
-    cases += [_mask_case("masked_softmax", "causal", seed, 5, 5, 2, causal=True),
-              _mask_case("masked_softmax", "random_mask", seed, 3, 6, 1, causal=False)]
-    cases += [
-        _module_case("causal_attention", "full_context", "CausalAttention", seed, batch=2, num_tokens=6, d_in=5,
-                     d_out=8, kwargs={"d_in": 5, "d_out": 8, "context_length": 6, "dropout": 0.0}),
-        _module_case("causal_attention", "short_input_eval_dropout", "CausalAttention", seed, batch=2,
-                     num_tokens=4, d_in=6, d_out=6,
-                     kwargs={"d_in": 6, "d_out": 6, "context_length": 9, "dropout": 0.5}),
-        _module_case("causal_attention", "with_bias", "CausalAttention", seed, batch=1, num_tokens=5, d_in=6,
-                     d_out=3, kwargs={"d_in": 6, "d_out": 3, "context_length": 5, "dropout": 0.0},
-                     qkv_bias=True),
-        _dropout_case("causal_attention", "CausalAttention", seed),
-    ]
-    return cases
-
-
-def _ps3(seed: int) -> list[Case]:
-    cases = [
-        _module_case("wrapper", "d_in_ne_d_out", "MultiHeadAttentionWrapper", seed, batch=2, num_tokens=5, d_in=6,
-                     d_out=4, heads=3, kwargs={"d_in": 6, "d_out": 4, "context_length": 5, "dropout": 0.0,
-                                               "num_heads": 3}),
-        _module_case("wrapper", "short_input", "MultiHeadAttentionWrapper", seed, batch=1, num_tokens=3, d_in=4,
-                     d_out=4, heads=2, kwargs={"d_in": 4, "d_out": 4, "context_length": 7, "dropout": 0.0,
-                                               "num_heads": 2}),
-        _call("split_heads", "three_heads", "split_heads", seed, {"x": (2, 5, 12)}, [{"value": 3}]),
-        _call("split_heads", "four_heads", "split_heads", seed, {"x": (1, 3, 8)}, [{"value": 4}]),
-        _call("combine_heads", "three_heads", "combine_heads", seed, {"x": (2, 3, 5, 4)}),
-        _call("combine_heads", "two_heads", "combine_heads", seed, {"x": (1, 2, 6, 3)}),
-        _module_case("multi_head_attention", "square", "MultiHeadAttention", seed, batch=2, num_tokens=6, d_in=8,
-                     d_out=8, out_proj=True, kwargs={"d_in": 8, "d_out": 8, "context_length": 6, "dropout": 0.0,
-                                                     "num_heads": 2}),
-        _module_case("multi_head_attention", "d_in_ne_d_out", "MultiHeadAttention", seed, batch=2, num_tokens=5,
-                     d_in=6, d_out=12, out_proj=True,
-                     kwargs={"d_in": 6, "d_out": 12, "context_length": 8, "dropout": 0.0, "num_heads": 3}),
-        _module_case("multi_head_attention", "with_bias", "MultiHeadAttention", seed, batch=1, num_tokens=4,
-                     d_in=5, d_out=6, out_proj=True, qkv_bias=True,
-                     kwargs={"d_in": 5, "d_out": 6, "context_length": 4, "dropout": 0.0, "num_heads": 3}),
-        _dropout_case("multi_head_attention", "MultiHeadAttention", seed, num_heads=2),
-        Case("multi_head_attention", "indivisible_d_out", "raises", "MultiHeadAttention",
-             kwargs={"d_in": 6, "d_out": 10, "context_length": 4, "dropout": 0.0, "num_heads": 3}, check="raises",
-             params={"exception": "ValueError"}),
-    ]
+def with_params(cases: list[Case], **params) -> list[Case]:
+    """The same cases with ``params`` added to each (e.g. ``reference="heads"``); returns the list."""
     for case in cases:
-        if case.driver == "call" and case.task == "split_heads":
-            case.params["num_heads"] = case.args[1]["value"]
+        case.params.update(params)
     return cases
-
-
-BUILDERS = {"ps1": _ps1, "ps2": _ps2, "ps3": _ps3}
-
-
-def make_cases(assignment: str, seed: int) -> list[Case]:
-    """Every probe case of ``assignment`` for ``seed`` (empty for an assignment without code probes yet)."""
-    builder = BUILDERS.get(assignment)
-    return builder(seed) if builder else []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.tasks import ASSIGNMENTS
+from grader.bugs import code_of, named
 from grader.verify import reference
 from grader.verify.cases import Case
 from grader.verify.loading import ProbeDataError, load_array, load_json, safe_dir
@@ -28,66 +28,120 @@ class CaseFailure(Exception):
 
 
 def _close(got: np.ndarray, want: np.ndarray) -> bool:
-    return got.shape == want.shape and np.allclose(got.astype(np.float64), want, atol=ATOL, rtol=RTOL)
+    """Equal within the tolerances; NaN matches NaN (a known bug may produce it where a student's code does)."""
+    return got.shape == want.shape and np.allclose(got.astype(np.float64), want, atol=ATOL, rtol=RTOL,
+                                                   equal_nan=True)
 
 
 def _name_the_bug(case: Case, outputs: list[np.ndarray]) -> str:
+    """Every catalogued bug whose reference implementation reproduces ``outputs`` on the case's inputs, joined with
+    " or " (several only when several reproduce); "" when none does. Differential diagnosis: a bug is named only
+    on the evidence of its own reference, never from a symptom alone."""
+    found = []
     for bug, produced in reference.hypotheses(case):
         pairs = [(got, want) for got, want in zip(outputs, produced) if want is not None]
-        if pairs and all(_close(got, np.asarray(want, dtype=np.float64)) for got, want in pairs):
-            return bug
-    return ""
+        if pairs and all(_close(got, np.asarray(want, dtype=np.float64)) for got, want in pairs) \
+                and bug not in found:
+            found.append(bug)
+    return " or ".join(found)
+
+
+def _looks_like(bug: str) -> str:
+    """The tail of a failure message: a catalogued bug is "looks like <name>"; other evidence is said as is."""
+    if not bug:
+        return ""
+    return f": looks like {bug}" if code_of(bug) else f": {bug}"
+
+
+def _unknown(case: Case, have: np.ndarray, want: np.ndarray) -> str:
+    """What to say when no catalogued bug reproduces the output: that, and where the output first differs."""
+    checked = len(reference.hypotheses(case))
+    text = f"not one of the {checked} known bugs the grader checked for this case (grader/bugs.py)"
+    where = _where_it_differs(case, have, want)
+    return f"{text}; {where}" if where else text
+
+
+def _where_it_differs(case: Case, have: np.ndarray, want: np.ndarray) -> str:
+    """Localise a wrong module output from the output alone: by sequence, then by token. In causal attention the
+    first token attends only to itself, so its output is its value projected (and out_proj): right there and
+    wrong later points at the scores, the mask or the softmax; wrong already there points at the projections."""
+    if have.shape != want.shape or have.ndim != 3 or case.params.get("reference") not in ("heads", "mha",
+                                                                                         "heads_out_proj"):
+        return ""
+    matches = [_close(have[b], want[b]) for b in range(have.shape[0])]
+    if any(matches) and not all(matches):
+        wrong = [b for b, ok in enumerate(matches) if not ok]
+        return (f"differs in sequence(s) {wrong} of the batch only: a sequence's output depends on the others, or "
+                f"the batch is not handled per sequence")
+    causal = case.params.get("causal") or case.params.get("reference") == "heads_out_proj"
+    if not causal:
+        return ""
+    if _close(have[:, :1], want[:, :1]):
+        later = next(t for t in range(1, have.shape[1]) if not _close(have[:, t:t + 1], want[:, t:t + 1]))
+        return (f"differs from token {later} on while token 0 (which sees only itself) is right: look at the "
+                f"scores, their scaling, the mask and the softmax")
+    return ("differs already at token 0, which attends only to itself: look at the value projection, the merge of "
+            "the heads and out_proj")
 
 
 def _shape_diagnosis(case: Case, got: np.ndarray, want: np.ndarray) -> str:
     heads = case.params.get("num_heads", 1) if case.driver == "module" else 1
     if got.ndim == want.ndim and got.shape[:-1] == want.shape[:-1] and heads > 1 \
             and got.shape[-1] == heads * want.shape[-1]:
-        return "d_out not divided by num_heads: the output is num_heads times too wide"
-    if case.task == "wrapper" and got.ndim == want.ndim and got.shape[:-1] == want.shape[:-1] and heads > 1 \
+        return named("width", "the output is num_heads times too wide")
+    if case.params.get("per_head_d_out") and got.ndim == want.ndim and got.shape[:-1] == want.shape[:-1] and heads > 1 \
             and got.shape[-1] == heads * (want.shape[-1] // heads // heads):
         return _WRAPPER_DIVIDED
     return ""
 
 
 # The wrapper's own bug: there d_out is the width of one head, so dividing it shrinks every head.
-_WRAPPER_DIVIDED = "d_out divided by num_heads: in the wrapper d_out is the width of one head"
+_WRAPPER_DIVIDED = named("wrapper_divided", "in the wrapper d_out is the width of one head")
 
 
 def _weight_diagnosis(case: Case, meta: dict) -> str:
-    """Names a bug from the shapes of the module's own weights, recorded before the probe set them."""
+    """Names a bug from the shapes of the module's own weights, recorded before the probe set them, only when the
+    shape is the one that bug makes; any other shape is described as it is, without a bug's name."""
     shapes = meta.get("weight_shapes") or {}
     for head, attr, key, _ in case.weights:
         have = shapes.get(f"{head}.{attr}")
         want = list(case.arrays[key].shape)
         if isinstance(have, str):
             if attr == "out_proj":
-                return "no output projection: the module has no out_proj"
+                return named("no_out_proj", "the module has no out_proj")
             continue
         if not isinstance(have, list) or have == want:
             continue
+        d_in = case.arrays["x"].shape[-1]
         if attr == "out_proj":
-            return "out_proj built with d_in where d_out belongs"
+            if have == [want[0], d_in]:
+                return named("out_proj_d_in")
+            return f"out_proj has shape {tuple(have)} where the course's layout has {tuple(want)}"
         if case.params.get("num_heads", 1) > 1 and have and have[0] == want[0] * case.params["num_heads"]:
-            return "d_out not divided by num_heads (each head is d_out wide)"
-        if case.task == "wrapper" and case.params.get("num_heads", 1) > 1 and have \
+            return named("width", "each head is d_out wide")
+        if case.params.get("per_head_d_out") and case.params.get("num_heads", 1) > 1 and have \
                 and have[0] == want[0] // case.params["num_heads"]:
             return _WRAPPER_DIVIDED
-        return "a weight uses d_in where d_out belongs, or is transposed"
+        if have == want[::-1]:
+            return named("d_in_d_out", f"{attr} is stored transposed, {tuple(have)}")
+        if have == [d_in, d_in]:
+            return named("d_in_d_out", f"{attr} is {tuple(have)}: built with d_in where d_out belongs")
+        return (f"{attr} has shape {tuple(have)} where the course's layout has {tuple(want)} (not one of the known "
+                f"bugs: the module is built differently)")
     return ""
 
 
 def _weights_moved(case: Case, folder: Path) -> str:
     """The weights the module held after its forward pass (read back by the probe) against those the probe set."""
     if _heads_shared(case, folder):
-        return "heads share one module: build a new CausalAttention for each head"
+        return named("shared_heads", "build a new CausalAttention for each head")
     for head, attr, key, _ in case.weights:
         try:
             used = load_array(folder / f"{case.name}.used.{head}.{attr}.npy")
         except ProbeDataError:
             return ""
         if used.shape != case.arrays[key].shape or not np.allclose(used, case.arrays[key], atol=1e-6):
-            return f"{attr} after the forward pass is not the weight the probe set: the module changes its weights"
+            return named("weights_changed", f"{attr} after the forward pass is not the weight the probe set")
     return ""
 
 
@@ -106,7 +160,8 @@ def _heads_shared(case: Case, folder: Path) -> bool:
 
 def _check_reference(case: Case, folder: Path, meta: dict) -> None:
     wanted = reference.expected(case)
-    got = [load_array(folder / f"{case.name}.out{i}.npy") for i in range(len(wanted))]
+    # NaN is read as data: some known bugs (a mask that hides a token from itself) produce it.
+    got = [load_array(folder / f"{case.name}.out{i}.npy", allow_nonfinite=True) for i in range(len(wanted))]
     for index, (have, want) in enumerate(zip(got, wanted)):
         label = "the result" if len(wanted) == 1 else f"result [{index}]"
         if want.dtype == bool:
@@ -118,24 +173,28 @@ def _check_reference(case: Case, folder: Path, meta: dict) -> None:
         if have.shape != want.shape:
             bug = _shape_diagnosis(case, have, want) or _weight_diagnosis(case, meta)
             raise CaseFailure(f"{label} has shape {tuple(have.shape)}, expected {tuple(want.shape)}"
-                              + (f": looks like {bug}" if bug else ""))
+                              + _looks_like(bug))
         if not _close(have, want):
-            error = float(np.abs(have.astype(np.float64) - want).max())
             bug = _name_the_bug(case, got) or _weight_diagnosis(case, meta) or _weights_moved(case, folder)
-            if not bug and case.task == "scaled_dot_product" and index == 1 and \
-                    not np.allclose(have.sum(-1), 1.0, atol=1e-3):
-                bug = "attention rows do not sum to 1: softmax over the wrong dimension"
+            if have.dtype.kind == "f" and not np.isfinite(have).all():
+                raise CaseFailure(f"{label} contains NaN or infinity" + _looks_like(bug or _unknown(case, have,
+                                                                                                  want)))
+            error = float(np.abs(have.astype(np.float64) - want).max())
+            if not bug and case.params.get("reference") == "sdpa" and index == 0 and _close(got[1], wanted[1]):
+                bug = "the weights are right, the context is not weights @ values"
+            elif not bug and case.params.get("reference") == "sdpa" and index == 1 \
+                    and not np.allclose(have.sum(-1), 1.0, atol=1e-3):
+                bug = _unknown(case, have, want) + "; the attention rows do not sum to 1"
             raise CaseFailure(f"{label} differs from PyTorch's (largest error {error:.3g})"
-                              + (f": looks like {bug}" if bug else ""))
-    if case.task in ("causal_attention", "multi_head_attention") and not ("mask" in (meta.get("buffers") or [])
-                                                 and "mask" in (meta.get("state_dict") or [])):
-        raise CaseFailure("mask is not a registered buffer: register it as 'mask' with self.register_buffer (so "
-                          "that it moves with .to() and is saved in state_dict)")
+                              + _looks_like(bug or _unknown(case, have, want)))
+    if case.params.get("mask_buffer") and not ("mask" in (meta.get("buffers") or [])
+                                              and "mask" in (meta.get("state_dict") or [])):
+        raise CaseFailure(named("mask_buffer", "register it as 'mask' with self.register_buffer (so that it moves "
+                                               "with .to() and is saved in state_dict)"))
     wanted_count, count = case.params.get("parameters"), meta.get("parameters")
     if case.driver == "module" and wanted_count is not None and count != wanted_count:
         bug = _count_diagnosis(case, count)
-        raise CaseFailure(f"the module has {count} parameters, expected {wanted_count}"
-                          + (f": looks like {bug}" if bug else ""))
+        raise CaseFailure(f"the module has {count} parameters, expected {wanted_count}" + _looks_like(bug))
 
 
 def _count_diagnosis(case: Case, count) -> str:
@@ -143,9 +202,9 @@ def _count_diagnosis(case: Case, count) -> str:
     if "out_proj" in case.arrays and isinstance(count, int):
         d_out = case.arrays["out_proj"].shape[0]
         if count == case.params["parameters"] - d_out * d_out - d_out:
-            return "no output projection"
+            return named("no_out_proj")
         if count == case.params["parameters"] - d_out * d_out + width * d_out:
-            return "out_proj built with d_in where d_out belongs"
+            return named("out_proj_d_in")
     return ""
 
 
@@ -158,14 +217,14 @@ def _check_dropout_pattern(case: Case, folder: Path, meta: dict) -> None:
     rows = weights[0].astype(np.float64)
     future = np.triu(np.ones((size, size), dtype=bool), k=1)
     if np.abs(rows[future]).max() > ATOL:
-        raise CaseFailure("in training mode a token attends to a future token: dropout applied to the scores "
-                          "(or to the mask) instead of to the attention weights")
+        raise CaseFailure(named("dropout_scores", "in training mode a token attends to a future token: dropout "
+                                                  "applied to the scores (or to the mask), not to the weights"))
     uniform = 1.0 / np.arange(1, size + 1)[:, None] * np.ones((1, size))
     dropped_or_scaled = np.isclose(rows, 0.0, atol=ATOL) | np.isclose(rows, uniform / keep, atol=ATOL)
     if not dropped_or_scaled[~future].all():
         if np.allclose(rows[~future], uniform[~future], atol=ATOL):
-            raise CaseFailure("training mode with dropout=0.5 changed no attention weight: dropout missing, "
-                              "or applied to the scores instead of the attention weights")
+            raise CaseFailure(named("dropout_never", "training mode with dropout=0.5 changed no attention weight "
+                                                     "(dropout missing, or applied to the scores)"))
         raise CaseFailure("in training mode the attention weights are not each either dropped (0) or scaled "
                           "by 1/(1-p): dropout is not nn.Dropout on the attention weights")
 
@@ -199,7 +258,7 @@ def judge_case(case: Case, folder: Path) -> float:
     if meta.get("ok") is not True:
         error = probe_error_text(meta.get("error"))
         bug = _weight_diagnosis(case, meta) if case.driver == "module" else ""
-        raise CaseFailure(error + (f": looks like {bug}" if bug else ""))
+        raise CaseFailure(error + _looks_like(bug))
     if case.check == "reference":
         _check_reference(case, folder, meta)
     elif case.check == "dropout_pattern":
@@ -208,7 +267,7 @@ def judge_case(case: Case, folder: Path) -> float:
         _check_raises(case, meta)
     else:
         from grader.verify.answers import AnswerFailure, check_answer
-        from grader.verify.cases_ps45 import ExtraFailure, check_extra
+        from grader.verify.extra import ExtraFailure, check_extra
 
         try:
             if case.check == "answer":
@@ -234,11 +293,14 @@ def builtin_calls(folder: Path, cases: list[Case]) -> dict[str, int]:
     return seen
 
 
-def verify_outputs(assignment: str, source_nb: Path, seed: int, probe_dir: Path) -> dict[str, tuple[float, float, str]]:
-    """Per task: (verified score, max score, message). Never raises on anything the sandbox wrote."""
+def verify_outputs(assignment, source_nb: Path, seed: int, probe_dir: Path) -> dict[str, tuple[float, float, str]]:
+    """Per task of ``assignment`` (a :class:`grader.assignments.Assignment`): (verified score, max score, message).
+
+    Never raises on anything the sandbox wrote; raises ContractError when an answer key is missing (checked before
+    grading starts, see :func:`grader.assignments.check_contract`)."""
     from grader.verify.probes import cases_by_task
 
-    spec = ASSIGNMENTS[assignment]
+    spec = assignment
     grouped = cases_by_task(assignment, Path(source_nb) if source_nb else None, seed)
     results: dict[str, tuple[float, float, str]] = {}
     for task in spec.tasks:

@@ -13,10 +13,8 @@ import json
 import re
 from pathlib import Path
 
-from grader.tasks import ASSIGNMENTS
 from grader.verify.loading import ProbeDataError, load_json, safe_dir
 
-REPO = Path(__file__).resolve().parents[2]
 
 BUILTIN_ATTENTION = {
     "scaled_dot_product_attention", "MultiheadAttention", "multi_head_attention_forward", "flex_attention",
@@ -61,18 +59,22 @@ DEFAULT_ALIASES = {"torch": "torch", "nn": "torch.nn", "F": "torch.nn.functional
 ALLOWED_MAGICS = {"matplotlib", "time", "timeit", "config", "precision", "pinfo", "pdef", "who", "whos"}
 
 
-def _release_sources(assignment: str) -> set[str]:
-    """Sources of the released notebook's non-solution code cells: the course's own code, not the student's."""
-    path = REPO / "exercises" / assignment / f"{assignment}.ipynb"
+def course_cell_sources(source_nb: Path) -> set[str]:
+    """The code the course itself gives students: the source notebook's non-solution code cells as released, with
+    their hidden tests cleared by nbgrader's own ``ClearHiddenTests`` (what ``python -m grader release`` ships).
+    Read from the source actually graded (``grade --source``), never from a fixed path; empty when unreadable."""
+    import nbformat
+    from nbgrader.preprocessors import ClearHiddenTests
+
     try:
-        cells = json.loads(path.read_text())["cells"]
-    except (OSError, ValueError, KeyError):
+        nb = nbformat.read(str(source_nb), as_version=4)
+    except (OSError, ValueError, KeyError, TypeError):
         return set()
-    sources = set()
-    for cell in cells:
-        meta = (cell.get("metadata") or {}).get("nbgrader") or {}
-        if cell.get("cell_type") == "code" and not meta.get("solution"):
-            sources.add(_text(cell.get("source")).strip())
+    clear, sources = ClearHiddenTests(), set()
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and not (cell.metadata.get("nbgrader") or {}).get("solution"):
+            cleared, _ = clear.preprocess_cell(nbformat.from_dict(json.loads(json.dumps(cell))), {}, index)
+            sources.add(cleared.source.strip())
     return sources
 
 
@@ -265,12 +267,15 @@ def scan_source(source: str) -> tuple[list[str], list[str], set[str]]:
     return scanner.notes, scanner.attention, scanner.defined
 
 
-def integrity_flags(assignment: str, notebook_json: dict) -> list[str]:
-    """Review flags for one submitted notebook (plain text, each naming the cell and, when known, the task)."""
-    spec = ASSIGNMENTS.get(assignment)
+def integrity_flags(assignment, notebook_json: dict, course_cells: set[str] | None = None) -> list[str]:
+    """Review flags for one submitted notebook (plain text, each naming the cell and, when known, the task).
+
+    ``assignment`` is a :class:`grader.assignments.Assignment` (None: no flags); ``course_cells`` the sources of the
+    cells the course gives (:func:`course_cell_sources`), which are not the student's and are skipped unchanged."""
+    spec = assignment
     if spec is None or not isinstance(notebook_json, dict) or not isinstance(notebook_json.get("cells"), list):
         return []
-    release = _release_sources(assignment)
+    release = course_cells or set()
     task_of_name = {name: task for task in spec.tasks for name in task.names}
     task_by_id = {task.name: task for task in spec.tasks}
     flags: list[str] = []
@@ -301,9 +306,10 @@ def integrity_flags(assignment: str, notebook_json: dict) -> list[str]:
     return list(dict.fromkeys(flags))
 
 
-def runtime_flags(assignment: str, probe_dir: Path) -> list[str]:
-    """Flags from the probes' tripwires: built-in attention that ran while a from-scratch task was probed."""
-    spec = ASSIGNMENTS.get(assignment)
+def runtime_flags(assignment, probe_dir: Path) -> list[str]:
+    """Flags from the probes' tripwires: built-in attention that ran while a from-scratch task of ``assignment``
+    (a :class:`grader.assignments.Assignment`) was probed."""
+    spec = assignment
     flags: list[str] = []
     for task in spec.tasks if spec else []:
         if not task.from_scratch:

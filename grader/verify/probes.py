@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from grader.verify.cases import Case, make_cases
+from grader.verify.cases import Case
 
 RUNTIME = Path(__file__).with_name("kernel_runtime.py")
 
@@ -17,19 +17,16 @@ RUNTIME = Path(__file__).with_name("kernel_runtime.py")
 PROBE_DIRNAME = "_probe"
 
 
-def cases_by_task(assignment: str, source_nb: Path | None, seed: int) -> dict[str, list[Case]]:
-    """The cases of each verified task, in the order of ``grader.tasks`` (tasks without probes are absent)."""
-    from grader.verify.answers import answer_cases
-    from grader.verify.cases_ps45 import extra_cases
-
+def cases_by_task(assignment, source_nb: Path | None, seed: int) -> dict[str, list[Case]]:
+    """The cases of each task of ``assignment`` (a :class:`grader.assignments.Assignment`), grouped by task in the
+    order the assignment's module lists them. Raises ContractError when an answer key is missing."""
     grouped: dict[str, list[Case]] = {}
-    for case in make_cases(assignment, seed) + extra_cases(assignment, source_nb, seed) \
-            + answer_cases(assignment, source_nb):
+    for case in assignment.probe_cases(seed, source_nb):
         grouped.setdefault(case.task, []).append(case)
     return grouped
 
 
-def plan_probes(assignment: str, source_nb: Path, seed: int) -> list[str]:
+def plan_probes(assignment, source_nb: Path, seed: int) -> list[str]:
     """Code cells to run after the student's cells, in the same kernel, even if earlier cells failed.
 
     They write ``./_probe/<task>/<case>.npy`` (outputs, and the weights the module holds) and

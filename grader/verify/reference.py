@@ -3,16 +3,19 @@
 Correct results come from PyTorch's built-ins (``F.scaled_dot_product_attention``, ``nn.MultiheadAttention`` with
 the same weights copied in) in float64, never from a solution written for the course. The attention weights come
 out of the same built-in by using the identity as the values. ``hypotheses`` lists what well-known bugs would have
-produced, so that a wrong output can be named ("scores multiplied instead of divided by sqrt(d_k)").
+produced, so that a wrong output can be named with the catalogue's name (:mod:`grader.bugs`), and only when that
+bug's reference implementation reproduces the output.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from grader.bugs import named
 from grader.verify.cases import Case
 
 DTYPE = torch.float64
@@ -63,8 +66,9 @@ def _head_outputs(case: Case, causal: bool, scale_of=None, variant=None) -> torc
     return torch.cat(outputs, dim=-1)
 
 
-def multi_head_reference(case: Case) -> torch.Tensor:
-    """The course's MultiHeadAttention: nn.MultiheadAttention with the case's weights (works for d_in != d_out)."""
+def multi_head_reference(case: Case, diagonal: int = 1) -> torch.Tensor:
+    """The course's MultiHeadAttention: nn.MultiheadAttention with the case's weights (works for d_in != d_out).
+    ``diagonal=0`` masks each token from itself too (a known bug: the first token's row is all masked, NaN)."""
     x = _t(case.arrays["x"])
     w_query = _t(case.arrays["W_query"])
     d_out, d_in = w_query.shape
@@ -87,7 +91,7 @@ def multi_head_reference(case: Case) -> torch.Tensor:
         mha.out_proj.weight.copy_(_t(case.arrays["out_proj"]))
         mha.out_proj.bias.copy_(_t(case.arrays["out_proj_bias"]))
     tokens = x.shape[-2]
-    future = torch.ones(tokens, tokens, dtype=torch.bool).triu(1)
+    future = torch.ones(tokens, tokens, dtype=torch.bool).triu(diagonal)
     with torch.no_grad():
         query_bias = _t(case.arrays["W_query_bias"]) if "W_query_bias" in case.arrays else None
         output, _ = mha(F.linear(x, w_query, query_bias), x, x, attn_mask=future, need_weights=False)
@@ -102,6 +106,30 @@ def _softmax_wrong_dim(q, k, v, causal):
     return torch.softmax(scores, dim=-2).nan_to_num(0.0) @ v
 
 
+def _scale_after_softmax(q, k, v, causal):
+    scores = q @ k.transpose(-2, -1)
+    if causal:
+        scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+    weights = torch.softmax(scores, dim=-1) / math.sqrt(q.shape[-1])
+    return weights @ v, weights
+
+
+def _mask_diagonal(q, k, v):
+    """Causal attention whose mask also hides each token from itself: the first row is all -inf, so NaN."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(0), float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def _flattened(case: Case, compute) -> torch.Tensor:
+    """``compute`` run on the batch laid end to end as one sequence: tokens attend across sequences."""
+    x = case.arrays["x"]
+    batch, tokens, width = x.shape
+    flat = dataclasses.replace(case, arrays={**case.arrays, "x": x.reshape(1, batch * tokens, width)},
+                               params=dict(case.params))
+    return compute(flat).reshape(batch, tokens, -1)
+
+
 def _mask_after_softmax(q, k, v):
     weights = attention_weights(q, k)
     keep = ~torch.ones(weights.shape[-2:], dtype=torch.bool).triu(1)
@@ -109,78 +137,98 @@ def _mask_after_softmax(q, k, v):
 
 
 def expected(case: Case) -> list[np.ndarray]:
-    """The correct output(s) of a "reference" case, as float64 (bool for masks) arrays."""
-    a, task = case.arrays, case.task
-    if task == "attention_scores":
+    """The correct output(s) of a "reference" case, as float64 (bool for masks) arrays.
+
+    ``case.params["reference"]`` names the computation (the assignment's module sets it): ``scores`` (raw
+    q k^T), ``sdpa`` (context and weights), ``causal_mask``, ``masked_softmax``, ``heads`` (single heads side by
+    side, causal when the case has a context length), ``split_heads``, ``combine_heads``, ``mha`` (the chapter's
+    MultiHeadAttention, as nn.MultiheadAttention) and ``heads_out_proj`` (separate heads, then out_proj). Raises
+    KeyError for a case without a known reference.
+    """
+    a, kind = case.arrays, case.params.get("reference")
+    if kind == "scores":
         return [(_t(a["queries"]) @ _t(a["keys"]).transpose(-2, -1)).numpy()]
-    if task == "scaled_dot_product":
+    if kind == "sdpa":
         q, k, v = _t(a["queries"]), _t(a["keys"]), _t(a["values"])
         return [attention(q, k, v).numpy(), attention_weights(q, k).numpy()]
-    if task == "causal_mask":
+    if kind == "causal_mask":
         n = case.params["num_tokens"]
         return [np.arange(n)[None, :] > np.arange(n)[:, None]]
-    if task == "masked_softmax":
+    if kind == "masked_softmax":
         return [masked_softmax(_t(a["scores"]), torch.from_numpy(a["mask"])).numpy()]
-    if task in ("self_attention", "causal_attention", "wrapper"):
+    if kind == "heads":
         return [_head_outputs(case, causal=case.params["causal"]).numpy()]
-    if task == "split_heads":
+    if kind == "split_heads":
         x = a["x"].astype(np.float64)
         b, t, d = x.shape
         heads = case.params["num_heads"]
         return [x.reshape(b, t, heads, d // heads).transpose(0, 2, 1, 3)]
-    if task == "combine_heads":
+    if kind == "combine_heads":
         x = a["x"].astype(np.float64)
         b, h, t, hd = x.shape
         return [x.transpose(0, 2, 1, 3).reshape(b, t, h * hd)]
-    if task in ("multi_head_attention", "fixed_projection", "fixed_wrapper"):
-        if case.params.get("heads"):  # the fixed wrapper: heads as separate modules, then out_proj
-            concat = _head_outputs(case, causal=True)
-            return [F.linear(concat, _t(a["out_proj"]), _t(a["out_proj_bias"])).numpy()]
+    if kind == "heads_out_proj":
+        concat = _head_outputs(case, causal=True)
+        return [F.linear(concat, _t(a["out_proj"]), _t(a["out_proj_bias"])).numpy()]
+    if kind == "mha":
         return [multi_head_reference(case).numpy()]
-    raise KeyError(f"no reference for task {task!r}")
+    raise KeyError(f"no reference {kind!r} (task {case.task!r}, case {case.name!r})")
 
 
 def hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
     """(bug name, what that bug outputs) for the bugs the course teaches, where a case can show them."""
-    a, task, found = case.arrays, case.task, []
-    if task == "attention_scores":
+    a, kind, found = case.arrays, case.params.get("reference"), []
+    if kind == "scores":
         q, k = _t(a["queries"]), _t(a["keys"])
-        found.append(("scores scaled by 1/sqrt(d_k): this task wants the raw dot products",
+        found.append((named("raw_scores_scaled"),
                       [(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).numpy()]))
-    if task == "scaled_dot_product":
+    if kind == "sdpa":
         q, k, v = _t(a["queries"]), _t(a["keys"]), _t(a["values"])
         d_k = q.shape[-1]
-        found.append(("scores multiplied instead of divided by sqrt(d_k)",
+        found.append((named("scale_multiplied"),
                       [attention(q, k, v, scale=math.sqrt(d_k)).numpy(),
                        attention_weights(q, k, scale=math.sqrt(d_k)).numpy()]))
-        found.append(("scores not scaled by 1/sqrt(d_k)",
+        found.append((named("scale_missing"),
                       [attention(q, k, v, scale=1.0).numpy(), attention_weights(q, k, scale=1.0).numpy()]))
-        found.append(("softmax over the wrong dimension", [_softmax_wrong_dim(q, k, v, False).numpy(), None]))
-    if task in ("self_attention", "causal_attention", "wrapper"):
+        found.append((named("softmax_dim"), [_softmax_wrong_dim(q, k, v, False).numpy(), None]))
+        context, weights = _scale_after_softmax(q, k, v, False)
+        found.append((named("scale_after_softmax"), [context.numpy(), weights.numpy()]))
+    if kind == "heads":
         causal = case.params["causal"]
-        found.append(("scores multiplied instead of divided by sqrt(d_k)",
-                      [_head_outputs(case, causal, scale_of=math.sqrt).numpy()]))
-        found.append(("scores not scaled by 1/sqrt(d_k)", [_head_outputs(case, causal, lambda d: 1.0).numpy()]))
-        found.append(("softmax over the wrong dimension",
+        found.append((named("scale_multiplied"), [_head_outputs(case, causal, scale_of=math.sqrt).numpy()]))
+        found.append((named("scale_missing"), [_head_outputs(case, causal, lambda d: 1.0).numpy()]))
+        found.append((named("softmax_dim"),
                       [_head_outputs(case, causal, variant=lambda q, k, v: _softmax_wrong_dim(q, k, v, causal))
                        .numpy()]))
+        d_in = case.arrays["x"].shape[-1]
+        if d_in != _projections(case, 0 if case.params["heads"] else -1)[1][0].shape[-1]:
+            found.append((named("scale_d_in"), [_head_outputs(case, causal, lambda d: d_in ** -0.5).numpy()]))
         if causal:
-            found.append(("mask missing or applied after softmax", [_head_outputs(case, False).numpy()]))
-            found.append(("mask applied after softmax without renormalising",
+            found.append((named("future"), [_head_outputs(case, False).numpy()]))
+            found.append((named("mask_after_softmax"),
                           [_head_outputs(case, causal, variant=_mask_after_softmax).numpy()]))
-    if task == "split_heads":
+            found.append((named("mask_diagonal"), [_head_outputs(case, causal, variant=_mask_diagonal).numpy()]))
+        if case.arrays["x"].shape[0] > 1:
+            found.append((named("batch", "the batch was laid out as one long sequence"),
+                          [_flattened(case, lambda c: _head_outputs(c, causal)).numpy()]))
+    if kind == "split_heads":
         x = a["x"].astype(np.float64)
         b, t, d = x.shape
         heads = case.params["num_heads"]
-        found.append(("view without the transpose: heads must be dim 1, tokens dim 2",
+        found.append((named("view_no_transpose", "heads must be dim 1, tokens dim 2"),
                       [x.reshape(b, heads, t, d // heads)]))
-    if task == "combine_heads":
+    if kind == "combine_heads":
         x = a["x"].astype(np.float64)
         b, h, t, hd = x.shape
-        found.append(("view without transpose back: tokens of different heads are mixed",
+        found.append((named("view_no_transpose", "transpose back before the view, or tokens of different heads "
+                                                 "are mixed"),
                       [x.reshape(b, t, h * hd)]))
-    if task in ("multi_head_attention", "fixed_projection"):
+    if kind == "mha":
         found += _multi_head_hypotheses(case)
+        found.append((named("mask_diagonal"), [multi_head_reference(case, diagonal=0).numpy()]))
+        if case.arrays["x"].shape[0] > 1:
+            found.append((named("batch", "the batch was laid out as one long sequence"),
+                          [_flattened(case, multi_head_reference).numpy()]))
     return found
 
 
@@ -201,6 +249,9 @@ def _multi_head_hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
                     ("scale_missing", {"query_scale": math.sqrt(head_dim)}), ("future", {"causal": False})]
         if heads > 1:
             variants.append(("scale_width", {"query_scale": math.sqrt(head_dim) / math.sqrt(d_out)}))
+        d_in = x.shape[-1]
+        if d_in not in (head_dim, d_out):
+            variants.append(("scale_d_in", {"query_scale": math.sqrt(head_dim) / math.sqrt(d_in)}))
         found = []
         for code, change in variants:
             settings = {"out": out, "causal": True, **change}

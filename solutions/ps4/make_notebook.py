@@ -2,9 +2,28 @@
 
     python solutions/ps4/make_notebook.py && python -m grader release ps4
 """
+import json
 from pathlib import Path
 
 from grader.release import Cells, source_notebook
+
+# The answer keys are data (answer_key.json beside this script): the hidden tests below are written from them and
+# the grader reads the same file (grader/assignments/ps4.py), so the two cannot drift apart.
+KEYS = json.loads(Path(__file__).with_name("answer_key.json").read_text())
+
+
+def _py(value) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+LABELS_LITERAL = "[\n" + "".join(f"    {_py(label)},\n" for label in KEYS["diagnoses"]["labels"]) + "]"
+ANSWER_KEY_LITERAL = "{\n" + "".join(f"    {_py(name)}: ({_py(label)}, {_py(hint)}),\n"
+                                      for name, (label, hint) in KEYS["diagnoses"]["key"].items()) + "}"
+CORRECT_LITERAL = "{\n" + "".join(f"    {_py(description)}: {cls},\n"
+                                   for description, cls in KEYS["parity_test"]["correct_classes"].items()) + "}"
+CAMOUFLAGED_LITERAL = "{\n" + "".join(f"    {_py(description)}: ({cls}, {_py(reason)}),\n"
+                                       for description, (cls, reason)
+                                       in KEYS["parity_test"]["camouflaged_bugs"].items()) + "}"
 
 b = Cells("ps4")
 b.md("intro", r"""
@@ -253,19 +272,8 @@ b.code("labels", '''
 MYSTERY_MODULES = {cls.__name__: cls for cls in
                    (MysteryA, MysteryB, MysteryC, MysteryD, MysteryE, MysteryF, MysteryG, MysteryH)}
 
-BUG_LABELS = [
-    "correct",
-    "d_out not divided by num_heads",
-    "mask applied after softmax",
-    "no causal mask",
-    "no output projection",
-    "output projection built with d_in",
-    "output projection defined but not applied in forward",
-    "scores multiplied instead of divided by sqrt(d_k)",
-    "softmax over the wrong dimension",
-    "weights transposed",
-]
-''')
+BUG_LABELS = __LABELS__
+'''.replace("__LABELS__", LABELS_LITERAL))
 b.scratch("experiments", '''
 # Your experiments (not graded). A start:
 module = MysteryA(d_in=12, d_out=12, context_length=8, dropout=0.0, num_heads=3).to(device).eval()
@@ -297,25 +305,14 @@ assert not missing, f"no diagnosis for {missing}"
 unknown = {name: label for name, label in diagnoses.items() if label not in BUG_LABELS}
 assert not unknown, f"labels not in BUG_LABELS: {unknown}"
 ### BEGIN HIDDEN TESTS
-answer_key = {
-    "MysteryA": ("mask applied after softmax", "its attention rows sum to less than 1"),
-    "MysteryB": ("weights transposed", "build it with d_in != d_out and read where it fails"),
-    "MysteryC": ("correct", "it equals nn.MultiheadAttention holding its weights, at any sizes"),
-    "MysteryD": ("output projection built with d_in", "build it with d_in != d_out and read where it fails"),
-    "MysteryE": ("d_out not divided by num_heads", "compare its output width with d_out"),
-    "MysteryF": ("scores multiplied instead of divided by sqrt(d_k)", "compare it with nn.MultiheadAttention "
-                 "holding its weights, and look at how peaked its attention is"),
-    "MysteryG": ("no output projection", "count its parameters"),
-    "MysteryH": ("output projection defined but not applied in forward", "change out_proj's weights and watch "
-                 "the output"),
-}
+answer_key = __ANSWER_KEY__
 wrong = [name for name, (label, _) in answer_key.items() if diagnoses.get(name) != label]
 for name in wrong:
     print(f"{name}: not '{diagnoses.get(name)}'. Hint: {answer_key[name][1]}.")
 assert len(wrong) < len(answer_key), "no mystery module diagnosed correctly"
 4 * (len(answer_key) - len(wrong)) / len(answer_key)
 ### END HIDDEN TESTS
-''')
+'''.replace("__ANSWER_KEY__", ANSWER_KEY_LITERAL))
 b.md("parity_intro", r"""
 ## (b) The test that catches bugs hiding behind d_in == d_out
 
@@ -451,22 +448,8 @@ class ProjectsBackToInputWidth(ChapterMultiHeadAttention):
         self.out_proj = nn.Linear(d_out, d_in)
 
 
-correct_classes = {
-    "the chapter's module (reshape/permute)": ChapterMultiHeadAttention,
-    "an einsum implementation": EinsumMultiHeadAttention,
-    "a module with one fused QKV projection (MysteryC)": MysteryC,
-    "a loop over single heads with an output projection": LoopOfHeads,
-    "a module built on nn.MultiheadAttention": TorchMultiHeadAttention,
-}
-camouflaged_bugs = {
-    "out_proj is nn.Linear(d_in, d_out) (MysteryD)": (MysteryD, "it never builds the module with d_in != d_out"),
-    "einsum weights stored transposed (MysteryB)": (MysteryB, "it never builds the module with d_in != d_out"),
-    "out_proj is nn.Linear(d_in, d_out) after a loop of heads": (HeadsWithInputSizedProjection,
-                                                                 "it never builds the module with d_in != d_out"),
-    "out_proj maps back to d_in, so the output is d_in wide": (ProjectsBackToInputWidth,
-                                                               "it does not check that the output is "
-                                                               "(batch, num_tokens, d_out) at d_in != d_out"),
-}
+correct_classes = __CORRECT__
+camouflaged_bugs = __CAMOUFLAGED__
 
 
 def verdict_on(cls, description):
@@ -486,7 +469,7 @@ for description, (cls, reason) in camouflaged_bugs.items():
     assert not verdict_on(cls, description), (f"parity test misses a bug hidden by d_in == d_out: it passes a "
                                               f"class whose {description}; {reason}")
 ### END HIDDEN TESTS
-''')
+'''.replace("__CORRECT__", CORRECT_LITERAL).replace("__CAMOUFLAGED__", CAMOUFLAGED_LITERAL))
 b.md("wrapper_intro", r"""
 ## (c) Fix the 9216 wrapper
 

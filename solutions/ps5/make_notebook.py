@@ -2,9 +2,16 @@
 
     python solutions/ps5/make_notebook.py && python -m grader release ps5
 """
+import json
 from pathlib import Path
 
 from grader.release import Cells, source_notebook
+
+# The answer key is data (answer_key.json beside this script): the solution and the hidden test below are written
+# from it and the grader reads the same file (grader/assignments/ps5.py), so the two cannot drift apart.
+ANOMALY = json.loads(Path(__file__).with_name("answer_key.json").read_text())["anomaly"]
+WHY_NOT_LITERAL = "{\n" + "".join(f"    {json.dumps(letter)}: {json.dumps(why)},\n"
+                                   for letter, why in ANOMALY["why_not"].items()) + "}"
 
 b = Cells("ps5")
 b.md("intro", r"""
@@ -315,22 +322,17 @@ The buggy wrapper is about 5 times slower (41.1 / 8.35). Which explanation is ri
 
 Set `anomaly_answer` to the letter, as a string such as `"A"`. Tasks (b) and (c) give you the tools to check.
 """)
-b.solution("anomaly", '''
+b.solution("anomaly", f'''
 ### BEGIN SOLUTION
-anomaly_answer = "B"
+anomaly_answer = {json.dumps(ANOMALY["answer"])}
 ### END SOLUTION
 ''')
 b.test("anomaly", 2, '''
 assert anomaly_answer in {"A", "B", "C", "D"}, f"anomaly_answer must be one of 'A', 'B', 'C', 'D', not {anomaly_answer!r}"
 ### BEGIN HIDDEN TESTS
-why_not = {
-    "A": "the fixed wrapper loops over the same 12 heads with the same calls per head, yet is 5x faster: only the "
-         "width of each call differs",
-    "C": "a timer that does not synchronise only moves GPU time from one call to another; it cannot make one "
-         "module 5x slower than another timed the same way, and the arithmetic of (b) accounts for the gap",
-    "D": "nothing goes back to the CPU in a forward pass on the GPU, and leaving out out_proj removes work",
-}
-assert anomaly_answer == "B", f"{anomaly_answer} is not it: {why_not.get(anomaly_answer, '')}. Compare the FLOPs of the two wrappers with (b)"
+why_not = __WHY_NOT__
+assert anomaly_answer == __ANSWER__, f"{anomaly_answer} is not it: {why_not.get(anomaly_answer, '')}. __HINT__"
 ### END HIDDEN TESTS
-''')
+'''.replace("__WHY_NOT__", WHY_NOT_LITERAL).replace("__ANSWER__", json.dumps(ANOMALY["answer"]))
+       .replace("__HINT__", ANOMALY["hint"]))
 source_notebook(b, Path(__file__).with_name("ps5.ipynb"))

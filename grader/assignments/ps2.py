@@ -1,0 +1,44 @@
+"""ps2, causal attention (chapter 2): tasks, probe cases, generator."""
+from __future__ import annotations
+
+from grader.assignments.spec import Assignment, Task
+from grader.verify.cases import Case, dropout_case, mask_case, module_case, with_params
+
+
+def cases(seed: int, source_nb=None, keys=None) -> list:
+    """Masks of 1, 4 and 7 tokens; masked softmax with the causal mask and a random one; CausalAttention at
+    d_in != d_out, shorter than its context, with biases, and in training mode with dropout 0.5."""
+    found = [Case("causal_mask", f"tokens_{n}", "call", "causal_mask", args=[{"value": n}],
+                  params={"num_tokens": n, "reference": "causal_mask"}) for n in (1, 4, 7)]
+    found += with_params([mask_case("masked_softmax", "causal", seed, 5, 5, 2, causal=True),
+                          mask_case("masked_softmax", "random_mask", seed, 3, 6, 1, causal=False)],
+                         reference="masked_softmax")
+    found += with_params([
+        module_case("causal_attention", "full_context", "CausalAttention", seed, batch=2, num_tokens=6, d_in=5,
+                    d_out=8, kwargs={"d_in": 5, "d_out": 8, "context_length": 6, "dropout": 0.0}),
+        module_case("causal_attention", "short_input_eval_dropout", "CausalAttention", seed, batch=2,
+                    num_tokens=4, d_in=6, d_out=6,
+                    kwargs={"d_in": 6, "d_out": 6, "context_length": 9, "dropout": 0.5}),
+        module_case("causal_attention", "with_bias", "CausalAttention", seed, batch=1, num_tokens=5, d_in=6,
+                    d_out=3, kwargs={"d_in": 6, "d_out": 3, "context_length": 5, "dropout": 0.0},
+                    qkv_bias=True),
+    ], reference="heads", mask_buffer=True)
+    found.append(dropout_case("causal_attention", "CausalAttention", seed))
+    return found
+
+
+ASSIGNMENT = Assignment(
+    "ps2",
+    "Causal attention",
+    ("book/02_causal_attention",),
+    (
+        Task("causal_mask", 2, ("causal_mask",),
+             "causal_mask(num_tokens): bool (T, T), True where a query must not see the key (j > i)"),
+        Task("masked_softmax", 3, ("masked_softmax",),
+             "masked_softmax(scores, mask): -inf where mask is True, then softmax over the last dim"),
+        Task("causal_attention", 5, ("CausalAttention",),
+             "CausalAttention(d_in, d_out, context_length, dropout, qkv_bias=False), mask buffer 'mask'"),
+    ),
+    cases=cases,
+    generator="solutions/ps2/make_notebook.py",
+)

@@ -1,0 +1,131 @@
+"""ps4, the bug clinic (chapters 7 and 8): tasks, probe cases, answer keys, generator.
+
+- ``diagnoses`` (an answer task): the student's labels against ``answer_key.json`` beside the source notebook.
+- ``parity_test``: the student's ``passes_parity_test`` judges classes taken from the source notebook (the correct
+  and camouflaged classes the answer key lists, with the mystery modules they use), renamed from the seed and
+  stripped of docstrings, so an answer keyed on class names or docs cannot work.
+- ``fixed_wrapper`` / ``fixed_projection``: the same seeded module checks as ps3, with heads for the wrapper.
+"""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+from grader.assignments.spec import Assignment, Task
+from grader.verify.cases import Case, module_case, rng_for, with_params
+
+
+def parity_classes(source_nb: Path, verdicts_by_class: dict[str, bool], seed: int) -> tuple[str, dict[str, bool]]:
+    """(class definitions renamed from the seed, {new name: verdict a correct test gives}).
+
+    The classes are read from the source notebook's non-solution code cells with ``ast`` (nothing is executed);
+    ``verdicts_by_class`` says which must pass (True) and which must fail. Raises KeyError naming a class the
+    notebook does not define.
+    """
+    definitions: dict[str, ast.ClassDef] = {}
+    for cell in json.loads(Path(source_nb).read_text())["cells"]:
+        meta = (cell.get("metadata") or {}).get("nbgrader") or {}
+        if cell.get("cell_type") != "code" or meta.get("solution"):
+            continue
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                definitions[node.name] = node
+    absent = sorted(set(verdicts_by_class) - set(definitions))
+    if absent:
+        raise KeyError(f"the source notebook defines no class {absent}")
+    needed, order, stack = set(), list(definitions), list(verdicts_by_class)
+    while stack:  # a class needs the classes its body or bases name
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        stack += [n.id for n in ast.walk(definitions[name]) if isinstance(n, ast.Name) and n.id in definitions]
+    numbers = rng_for(seed, "parity_test", "names").permutation(9000)[: len(needed)] + 1000
+    renamed = {old: f"Candidate{num}" for old, num in zip(sorted(needed), numbers)}
+
+    class Rename(ast.NodeTransformer):
+        def visit_Name(self, node):
+            return ast.copy_location(ast.Name(renamed.get(node.id, node.id), node.ctx), node)
+
+        def visit_ClassDef(self, node):
+            self.generic_visit(node)
+            node.name = renamed.get(node.name, node.name)
+            return node
+
+    pieces = []
+    for name in order:
+        if name not in needed:
+            continue
+        node = Rename().visit(ast.parse(ast.unparse(definitions[name])).body[0])
+        for holder in [node] + [n for n in ast.walk(node) if isinstance(n, ast.FunctionDef)]:
+            body = holder.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+                holder.body = body[1:] or [ast.Pass()]  # docstrings name the bug
+        pieces.append(ast.unparse(node))
+    verdicts = {renamed[name]: verdict for name, verdict in verdicts_by_class.items()}
+    return "\n\n".join(pieces), dict(sorted(verdicts.items()))
+
+
+def cases(seed: int, source_nb: Path | None = None, keys: dict | None = None) -> list:
+    found = []
+    keys = keys or {}
+    if source_nb is not None and "parity_test" in keys:
+        parity = keys["parity_test"]
+        verdicts = {cls: True for cls in parity["correct_classes"].values()}
+        verdicts.update({entry[0]: False for entry in parity["camouflaged_bugs"].values()})
+        source, renamed = parity_classes(source_nb, verdicts, seed)
+        found.append(Case("parity_test", "classes", "parity", "passes_parity_test", check="parity",
+                          kwargs={"source": source, "classes": list(renamed)}, params={"verdicts": renamed}))
+    wrapper = "FixedMultiHeadAttentionWrapper"
+    found += with_params([
+        module_case("fixed_wrapper", "d_in_ne_d_out", wrapper, seed, batch=2, num_tokens=6, d_in=8, d_out=4,
+                    heads=3, out_proj=True,
+                    kwargs={"d_in": 8, "d_out": 12, "context_length": 8, "dropout": 0.0, "num_heads": 3}),
+        module_case("fixed_wrapper", "square_with_bias", wrapper, seed, batch=1, num_tokens=5, d_in=8, d_out=2,
+                    heads=4, out_proj=True, qkv_bias=True,
+                    kwargs={"d_in": 8, "d_out": 8, "context_length": 5, "dropout": 0.0, "num_heads": 4}),
+    ], reference="heads_out_proj")
+    found.append(Case("fixed_wrapper", "indivisible_d_out", "raises", wrapper, check="raises",
+                      kwargs={"d_in": 8, "d_out": 10, "context_length": 8, "dropout": 0.0, "num_heads": 4},
+                      params={"exception": "ValueError"}))
+    for name, d_in, d_out, heads, bias in (("square", 12, 12, 3, False), ("d_in_ne_d_out", 8, 12, 3, False),
+                                           ("wide_input_with_bias", 20, 6, 2, True)):
+        found += with_params([module_case("fixed_projection", name, "FixedMultiHeadAttention", seed, batch=2,
+                                          num_tokens=5, d_in=d_in, d_out=d_out, out_proj=True, qkv_bias=bias,
+                                          kwargs={"d_in": d_in, "d_out": d_out, "context_length": 7,
+                                                  "dropout": 0.0, "num_heads": heads})], reference="mha")
+    if "diagnoses" in keys:
+        key = keys["diagnoses"]
+        found.append(Case("diagnoses", "answer", "answer", "diagnoses", check="answer",
+                          params={"answer": {"kind": "labels", "labels": list(key["labels"]),
+                                             "key": {name: entry[0] for name, entry in key["key"].items()}}}))
+    return found
+
+
+ASSIGNMENT = Assignment(
+    "ps4",
+    "Bug clinic",
+    ("book/07_bug_clinic_9216", "book/08_bug_clinic_projection"),
+    (
+        Task("diagnoses", 4, ("diagnoses",),
+             "diagnoses: dict mystery module name -> one label of BUG_LABELS", kind="answer"),
+        Task("parity_test", 3, ("passes_parity_test",),
+             "passes_parity_test(mha_cls) -> bool: True for a correct class, False for one whose bug "
+             "hides when d_in == d_out",
+             # A parity test may well compare against nn.MultiheadAttention: that is not a shortcut.
+             from_scratch=False),
+        Task("fixed_wrapper", 3, ("FixedMultiHeadAttentionWrapper",),
+             "the 9216 wrapper fixed: d_out total, d_out // num_heads per head, out_proj after the concat"),
+        Task("fixed_projection", 3, ("FixedMultiHeadAttention",),
+             "the module without a final projection, fixed: equals nn.MultiheadAttention"),
+    ),
+    cases=cases,
+    generator="solutions/ps4/make_notebook.py",
+    keyed_tasks=("diagnoses", "parity_test"),
+)
