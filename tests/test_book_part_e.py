@@ -36,6 +36,10 @@ def tensor_rows(block: str) -> list[list[int]]:
     return [[int(v) for v in row.split(",")] for row in re.findall(r"\[([\d,\s]+)\]", block)]
 
 
+def test_outputs_print_no_warning(text):
+    assert not re.search(r"\w+Warning:", text), re.search(r".*\w+Warning:.*", text).group(0)
+
+
 def test_figures_have_alt_text(built_book: Path):
     figures = [img for img in parse(built_book, PAGE).images if "_images/" in (img.get("src") or "")]
     assert len(figures) >= 2, "expected the padding-mask and the who-moves-whom figures"
@@ -66,6 +70,7 @@ def test_both_polarities_are_quoted_from_the_docstrings_and_the_docs_are_linked(
     assert re.search(r"SDPA, attn_mask:\s+.*True.*should take part in attention", text)
     assert re.search(r"MHA, key_padding_mask:\s+.*True.*will be ignored", text)
     assert re.search(r"MHA, attn_mask:\s+.*True.*not allowed to attend", text)
+    assert re.search(r"SDPA, a note:\s+.*attn_mask.*inverse of .*MultiheadAttention", text)
     assert "SDPA: True = take part; nn.MultiheadAttention: True = may not attend (both asserted)" in text
     for doc in ("torch.nn.functional.scaled_dot_product_attention.html", "torch.nn.MultiheadAttention.html"):
         assert re.search(rf'href="https://docs\.pytorch\.org/docs/stable/generated/{re.escape(doc)}"', html), doc
