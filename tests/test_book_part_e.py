@@ -77,6 +77,15 @@ def test_both_polarities_are_quoted_from_the_docstrings_and_the_docs_are_linked(
     assert "Reports in public code:" in html
 
 
+def test_the_polarity_clinic_cites_the_public_reports(html):
+    """Like chapter 7 cites #67: the reports of the mix-up are linked, and no placeholder is left."""
+    for link in ("https://github.com/rasbt/LLMs-from-scratch/issues/1061",
+                 "https://github.com/pytorch/pytorch/issues/170400",
+                 "https://github.com/pytorch/pytorch/pull/170415"):
+        assert f'href="{link}"' in html, link
+    assert "{REPORTS}" not in html
+
+
 def test_clinic_diagnostics_at_gpt2_small_size(text):
     names = ("reference (masked_fill)", "buggy (SDPA, mask as is)", "fixed (SDPA, ~mask)")
     header = re.search(r"^\s+" + r"\s+".join(re.escape(n) for n in names) + r"\s*$", text, flags=re.M)
