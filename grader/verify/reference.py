@@ -66,9 +66,8 @@ def _head_outputs(case: Case, causal: bool, scale_of=None, variant=None) -> torc
     return torch.cat(outputs, dim=-1)
 
 
-def multi_head_reference(case: Case, diagonal: int = 1) -> torch.Tensor:
-    """The course's MultiHeadAttention: nn.MultiheadAttention with the case's weights (works for d_in != d_out).
-    ``diagonal=0`` masks each token from itself too (a known bug: the first token's row is all masked, NaN)."""
+def multi_head_reference(case: Case) -> torch.Tensor:
+    """The course's MultiHeadAttention: nn.MultiheadAttention with the case's weights (works for d_in != d_out)."""
     x = _t(case.arrays["x"])
     w_query = _t(case.arrays["W_query"])
     d_out, d_in = w_query.shape
@@ -91,7 +90,7 @@ def multi_head_reference(case: Case, diagonal: int = 1) -> torch.Tensor:
         mha.out_proj.weight.copy_(_t(case.arrays["out_proj"]))
         mha.out_proj.bias.copy_(_t(case.arrays["out_proj_bias"]))
     tokens = x.shape[-2]
-    future = torch.ones(tokens, tokens, dtype=torch.bool).triu(diagonal)
+    future = torch.ones(tokens, tokens, dtype=torch.bool).triu(1)
     with torch.no_grad():
         query_bias = _t(case.arrays["W_query_bias"]) if "W_query_bias" in case.arrays else None
         output, _ = mha(F.linear(x, w_query, query_bias), x, x, attn_mask=future, need_weights=False)
@@ -119,6 +118,17 @@ def _mask_diagonal(q, k, v):
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(0), float("-inf"))
     return torch.softmax(scores, dim=-1) @ v
+
+
+def _mha_mask_diagonal(case: Case) -> torch.Tensor:
+    """The chapter's MultiHeadAttention with a mask that hides each token from itself, written out (PyTorch's
+    modules answer a fully masked row differently by backend: NaN or zeros; the bug's own code gives NaN)."""
+    x, (q, k, v) = _projections(case, -1)
+    batch, tokens, d_out = q.shape
+    heads = case.params["num_heads"]
+    q, k, v = (t.reshape(batch, tokens, heads, d_out // heads).transpose(1, 2) for t in (q, k, v))
+    context = _mask_diagonal(q, k, v).transpose(1, 2).reshape(batch, tokens, d_out)
+    return F.linear(context, _t(case.arrays["out_proj"]), _t(case.arrays["out_proj_bias"]))
 
 
 def _flattened(case: Case, compute) -> torch.Tensor:
@@ -225,7 +235,7 @@ def hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
                       [x.reshape(b, t, h * hd)]))
     if kind == "mha":
         found += _multi_head_hypotheses(case)
-        found.append((named("mask_diagonal"), [multi_head_reference(case, diagonal=0).numpy()]))
+        found.append((named("mask_diagonal"), [_mha_mask_diagonal(case).numpy()]))
         if case.arrays["x"].shape[0] > 1:
             found.append((named("batch", "the batch was laid out as one long sequence"),
                           [_flattened(case, multi_head_reference).numpy()]))

@@ -1,0 +1,182 @@
+"""Differential diagnosis in verification (issue: diagnoses that are right or say they don't know).
+
+Each bug below is written here as plain code, independently of the grader's own bug references, and run on the
+probe's seeded inputs; its outputs are written where the kernel would write them. The grader must name the bug
+only when its reference reproduces those outputs, and otherwise say that the output matches no known bug and where
+it first differs. No message may name a catalogued bug that is not the one planted.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from grader.assignments import ASSIGNMENTS
+from grader.bugs import BUGS, CATALOGUE
+from grader.verify import checks
+
+
+def case_of(assignment: str, task: str, name: str):
+    return next(c for c in ASSIGNMENTS[assignment].probe_cases(21, None) if c.task == task and c.name == name)
+
+
+def t(array) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(array)).double()
+
+
+def probe(case, folder, outputs) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"ok": True, "buffers": ["mask"], "state_dict": ["mask"], "parameters": case.params.get("parameters"),
+            "weight_shapes": {}}
+    (folder / f"{case.name}.json").write_text(json.dumps(meta))
+    for index, out in enumerate(outputs):
+        np.save(folder / f"{case.name}.out{index}.npy", np.asarray(out, dtype=np.float32))
+
+
+def failure(case, folder, outputs) -> str:
+    probe(case, folder, outputs)
+    with pytest.raises(checks.CaseFailure) as err:
+        checks.judge_case(case, folder)
+    return str(err.value)
+
+
+def named_bugs(message: str) -> set[str]:
+    return {bug.code for bug in CATALOGUE if bug.name in message}
+
+
+def linear(case, name, x):
+    bias = case.arrays.get(name + "_bias")
+    out = x @ t(case.arrays[name]).T
+    return out + t(bias) if bias is not None else out
+
+
+def one_head(case, *, scale=None, diagonal=1, causal=True, flatten=False, scale_after=False):
+    """A single attention head written out by hand; its knobs plant one bug each."""
+    x = t(case.arrays["x"])
+    batch, tokens, width = x.shape
+    if flatten:
+        x = x.reshape(1, batch * tokens, width)
+    q, k, v = (linear(case, n, x) for n in ("W_query", "W_key", "W_value"))
+    scores = q @ k.transpose(-2, -1)
+    if causal:
+        size = scores.shape[-1]
+        scores = scores.masked_fill(torch.ones(size, size, dtype=torch.bool).triu(diagonal), float("-inf"))
+    if scale_after:
+        weights = torch.softmax(scores, dim=-1) / math.sqrt(q.shape[-1])
+    else:
+        weights = torch.softmax(scores * (scale if scale is not None else q.shape[-1] ** -0.5), dim=-1)
+    return (weights @ v).reshape(batch, tokens, -1)
+
+
+def many_heads(case, *, diagonal=1, flatten=False, shared_small_projection=False):
+    """The chapter's MultiHeadAttention written out by hand (split, attend, merge, out_proj)."""
+    x = t(case.arrays["x"])
+    batch, tokens, width = x.shape
+    heads = case.params["num_heads"]
+    if flatten:
+        x = x.reshape(1, batch * tokens, width)
+    b, n = x.shape[:2]
+    if shared_small_projection:
+        # The bug from public code: split the *input* into heads first, then one small projection for all heads.
+        piece = width // heads
+        parts = x.reshape(b, n, heads, piece).transpose(1, 2)
+        small = [t(case.arrays[name])[:piece, :piece] for name in ("W_query", "W_key", "W_value")]
+        q, k, v = (parts @ w.T for w in small)
+    else:
+        q, k, v = (linear(case, name, x).reshape(b, n, heads, -1).transpose(1, 2)
+                   for name in ("W_query", "W_key", "W_value"))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(diagonal), float("-inf"))
+    context = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, n, -1)
+    if context.shape[-1] != t(case.arrays["out_proj"]).shape[1]:
+        return context.reshape(batch, tokens, -1)
+    return linear(case, "out_proj", context).reshape(batch, tokens, -1)
+
+
+def test_the_hand_written_modules_are_right_without_a_bug(tmp_path):
+    """The test's own code, without a knob turned, passes: so each failure below is the planted bug's."""
+    for case, output in ((case_of("ps1", "self_attention", "d_in_ne_d_out"), lambda c: one_head(c, causal=False)),
+                         (case_of("ps2", "causal_attention", "full_context"), one_head),
+                         (case_of("ps3", "multi_head_attention", "d_in_ne_d_out"), many_heads)):
+        probe(case, tmp_path / case.name, [output(case)])
+        assert checks.judge_case(case, tmp_path / case.name) == 1.0
+
+
+def test_scale_after_the_softmax_is_named_not_the_softmax_dimension(tmp_path):
+    case = case_of("ps1", "scaled_dot_product", "batched_rectangular")
+    q, k, v = (t(case.arrays[n]) for n in ("queries", "keys", "values"))
+    weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1) / math.sqrt(q.shape[-1])
+    message = failure(case, tmp_path, [weights @ v, weights])
+    assert named_bugs(message) == {"scale_after_softmax"}, message
+
+
+def test_one_head_scaled_by_sqrt_d_in_is_named(tmp_path):
+    case = case_of("ps1", "self_attention", "d_in_ne_d_out")
+    d_in = case.arrays["x"].shape[-1]
+    message = failure(case, tmp_path, [one_head(case, causal=False, scale=d_in ** -0.5)])
+    assert named_bugs(message) == {"scale_d_in"}, message
+
+
+@pytest.mark.parametrize("assignment, task, name", [("ps2", "causal_attention", "full_context"),
+                                                    ("ps3", "multi_head_attention", "square")])
+def test_a_batch_flattened_into_one_sequence_is_named(tmp_path, assignment, task, name):
+    case = case_of(assignment, task, name)
+    output = one_head(case, flatten=True) if assignment == "ps2" else many_heads(case, flatten=True)
+    message = failure(case, tmp_path, [output])
+    assert named_bugs(message) == {"batch"}, message
+
+
+@pytest.mark.parametrize("assignment, task, name", [("ps2", "causal_attention", "full_context"),
+                                                    ("ps3", "multi_head_attention", "d_in_ne_d_out")])
+def test_a_mask_that_hides_each_token_from_itself_is_named(tmp_path, assignment, task, name):
+    case = case_of(assignment, task, name)
+    output = one_head(case, diagonal=0) if assignment == "ps2" else many_heads(case, diagonal=0)
+    assert torch.isnan(output).any()  # the first token has no key left
+    message = failure(case, tmp_path, [output])
+    assert named_bugs(message) == {"mask_diagonal"}, message
+
+
+def test_a_shared_small_projection_after_splitting_is_not_given_a_wrong_name(tmp_path):
+    """Not a bug the course catalogues: the message says so, names none, and says where the output differs."""
+    case = case_of("ps3", "multi_head_attention", "square")
+    message = failure(case, tmp_path, [many_heads(case, shared_small_projection=True)])
+    assert named_bugs(message) == set(), message
+    assert "not one of the" in message and "known bugs" in message
+    assert "token 0" in message, message
+
+
+def test_an_unknown_bug_says_so_and_where_it_first_differs(tmp_path):
+    case = case_of("ps2", "causal_attention", "full_context")
+    right = one_head(case)
+    wrong = right.clone()
+    wrong[:, 2:] *= 1.5          # tokens 0 and 1 right, later ones off: after the first token
+    message = failure(case, tmp_path, [wrong])
+    assert named_bugs(message) == set(), message
+    assert "not one of the" in message and "from token 2 on while token 0" in message, message
+    one_sequence = right.clone()
+    one_sequence[1] += 0.5       # only the second sequence is off
+    message = failure(case, tmp_path / "b", [one_sequence])
+    assert named_bugs(message) == set() and "sequence(s) [1] of the batch only" in message, message
+
+
+def test_shape_evidence_names_only_the_shapes_a_bug_makes(tmp_path):
+    """A weight of an unexpected shape is described, not blamed on 'd_in where d_out belongs'."""
+    case = case_of("ps3", "multi_head_attention", "square")
+    folder = tmp_path / "w"
+    folder.mkdir()
+    odd = {"-1.W_query": [2, 2], "-1.W_key": [8, 8], "-1.W_value": [8, 8], "-1.out_proj": [8, 8]}
+    (folder / f"{case.name}.json").write_text(json.dumps({"ok": False, "error": "RuntimeError: size mismatch",
+                                                          "weight_shapes": odd}))
+    with pytest.raises(checks.CaseFailure) as err:
+        checks.judge_case(case, folder)
+    assert named_bugs(str(err.value)) == set() and "W_query has shape (2, 2)" in str(err.value), str(err.value)
+    transposed = {**odd, "-1.W_query": list(case.arrays["W_query"].shape[::-1])}
+    case6 = case_of("ps3", "multi_head_attention", "d_in_ne_d_out")
+    transposed = {"-1.W_query": list(case6.arrays["W_query"].shape[::-1])}
+    (folder / f"{case6.name}.json").write_text(json.dumps({"ok": False, "error": "RuntimeError: x",
+                                                           "weight_shapes": transposed}))
+    with pytest.raises(checks.CaseFailure, match=BUGS["d_in_d_out"]):
+        checks.judge_case(case6, folder)
