@@ -180,3 +180,39 @@ def test_shape_evidence_names_only_the_shapes_a_bug_makes(tmp_path):
                                                            "weight_shapes": transposed}))
     with pytest.raises(checks.CaseFailure, match=BUGS["d_in_d_out"]):
         checks.judge_case(case6, folder)
+
+
+# ------------------------------------------------------------------------- the notebooks' checks (in-kernel)
+class _Head(torch.nn.Module):
+    """A single head written as the chapter does, with a scaling rule to choose."""
+
+    def __init__(self, d_in, d_out, scale_by="d_out", extra=0.0):
+        super().__init__()
+        self.W_query, self.W_key, self.W_value = (torch.nn.Linear(d_in, d_out, bias=False) for _ in range(3))
+        self.scale_by, self.d_in, self.extra = scale_by, d_in, extra
+
+    def forward(self, x):
+        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
+        width = self.d_in if self.scale_by == "d_in" else q.shape[-1]
+        weights = torch.softmax(q @ k.transpose(-2, -1) / width ** 0.5, dim=-1)
+        # `extra` is an unknown bug that shows only when d_in != d_out
+        return weights @ v + (self.extra if self.d_in != q.shape[-1] else 0.0)
+
+
+def test_the_notebooks_check_names_a_sqrt_d_in_scale_not_a_weight_bug():
+    from grader import diagnose
+
+    with pytest.raises(AssertionError) as err:
+        diagnose.check_d_in_not_d_out(lambda d_in, d_out: _Head(d_in, d_out, "d_in"), 3, 6, causal=False)
+    assert str(err.value).startswith(BUGS["scale_d_in"]), str(err.value)
+    assert BUGS["d_in_d_out"] not in str(err.value)
+
+
+def test_the_notebooks_check_does_not_guess_a_name_for_an_unknown_bug():
+    from grader import diagnose
+
+    diagnose.check_d_in_not_d_out(lambda d_in, d_out: _Head(d_in, d_out), 3, 6, causal=False)   # right: passes
+    with pytest.raises(AssertionError) as err:
+        diagnose.check_d_in_not_d_out(lambda d_in, d_out: _Head(d_in, d_out, extra=0.3), 3, 6, causal=False)
+    assert str(err.value).startswith(BUGS["mismatch"]) and "no bug this course knows" in str(err.value)
+    assert named_bugs(str(err.value)) == {"mismatch"}, str(err.value)
