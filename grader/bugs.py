@@ -48,6 +48,8 @@ CATALOGUE: tuple[Bug, ...] = (
     Bug("dropout_eval", "dropout active in eval mode", "chapter 2; ps2, ps3"),
     Bug("dropout_never", "dropout not applied in training mode", "chapter 2; ps2, ps3"),
     Bug("dropout_scores", "dropout on scores instead of weights", "chapter 2; ps2, ps3"),
+    Bug("dropout_context", "dropout after the attention weights (on the context vectors or after out_proj)",
+        "chapter 2 (rasbt #280); ps2, ps3"),
     # ---- projections and widths (chapters 1, 3-6; ps1, ps3, ps4)
     Bug("d_in_d_out", "a weight uses d_in where d_out belongs, or is transposed", "chapters 1 and 8; ps1, ps3, ps4"),
     Bug("weights_changed", "the module changes its weights in forward", "chapter 1; ps1-ps4"),
@@ -74,6 +76,9 @@ CATALOGUE: tuple[Bug, ...] = (
 )
 
 BY_CODE: dict[str, Bug] = {bug.code: bug for bug in CATALOGUE}
+
+# Bugs of one kind, for checks that answer for all of them (grader/assignments: credit by check).
+DROPOUT_BUGS = ("dropout_eval", "dropout_never", "dropout_scores", "dropout_context")
 
 # code -> name: the form the notebooks' checks and the mutation tests use.
 BUGS: dict[str, str] = {bug.code: bug.name for bug in CATALOGUE}

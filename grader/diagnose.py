@@ -118,8 +118,10 @@ def check_attention_weights(weights: torch.Tensor, causal: bool = False) -> None
     """Weights (..., T_q, T_k): finite, non-negative, each row sums to 1, zero on future keys when causal."""
     weights = weights.detach().float()
     if not torch.isfinite(weights).all():
-        _fail("future" if causal else "softmax_dim", "the weights contain NaN or inf (a whole row masked, or "
-                                                     "dropout/softmax applied to -inf scores)")
+        if causal and bool(torch.isnan(weights[..., 0, :]).all()) and bool(torch.isfinite(weights[..., 1:, :]).all()):
+            _fail("mask_diagonal", "the first query's row is NaN: every one of its keys is masked, itself included")
+        _fail("mismatch", "the weights contain NaN or inf (a whole row masked, or dropout/softmax applied to "
+                          "-inf scores); no bug this course knows gives exactly that")
     rows = weights.sum(-1)
     future = torch.ones(weights.shape[-2:], dtype=torch.bool, device=weights.device).triu(1)
     if causal and weights[..., future].abs().max() > 1e-6:
@@ -132,7 +134,8 @@ def check_attention_weights(weights: torch.Tensor, causal: bool = False) -> None
     if causal and bool((rows <= 1 + 1e-4).all()):
         _fail("future", "future weights are zero but the rows sum to less than 1: the mask was applied after "
                         "softmax without renormalising")
-    _fail("softmax_dim", f"rows sum to {rows.min():.3g}..{rows.max():.3g}, not 1")
+    _fail("mismatch", f"the attention rows sum to {rows.min():.3g}..{rows.max():.3g}, not 1, and no bug this "
+                      f"course knows gives that: look at what happens to the weights after the softmax")
 
 
 def check_no_future_leakage(forward: Callable, x: torch.Tensor) -> None:
@@ -197,13 +200,16 @@ def check_scaled_dot_product(fn: Callable, causal: bool = False) -> None:
     context, weights = result
     check_shape(weights, (2, 5, 6), what="weights")
     check_shape(context, (2, 5, 3), what="context")
-    check_attention_weights(weights)
     ref_context, ref_weights = sdpa_reference(queries, keys, values)
     if _close(context, ref_context) and _close(weights, ref_weights):
         return
+    # Differential diagnosis: a bug is named when its own computation reproduces the weights.
     for code, scale in (("scale_multiplied", math.sqrt(d_k)), ("scale_missing", 1.0)):
         if _close(weights, sdpa_reference(queries, keys, values, scale=scale)[1]):
             _fail(code, "the weights match softmax with that scaling")
+    if _close(weights, sdpa_reference(queries, keys, values, scale=1.0)[1] / math.sqrt(d_k)):
+        _fail("scale_after_softmax", "the weights equal softmax(q k^T) / sqrt(d_k): scale the scores, then softmax")
+    check_attention_weights(weights)
     if _close(weights, ref_weights):
         _fail("mismatch", "the weights are right but context != weights @ values")
     _fail("mismatch", f"weights differ from F.scaled_dot_product_attention's by "

@@ -241,6 +241,13 @@ def write_perfect_probe(assignment: str, seed: int, probe: Path) -> None:
             rows = np.tril(np.ones((8, 8))) / np.arange(1, 9)[:, None]
             kept = np.arange(64).reshape(8, 8) % 3 > 0
             np.save(folder / f"{case.name}.out0.npy", (rows * 2 * kept)[None].astype(np.float32))
+        if case.check == "dropout_placement":
+            # Dropout on the weights with all-ones values: one value per row within each head's block,
+            # (kept keys) x 2 / (t + 1); here row t keeps all but one of its t + 1 keys (row 0 keeps its one).
+            visible = np.arange(1, 9)
+            kept = visible - (visible > 1)
+            np.save(folder / f"{case.name}.out0.npy",
+                    np.repeat((kept * 2 / visible)[:, None], 8, axis=1)[None].astype(np.float32))
         if case.check == "raises":
             meta.update(raised="ValueError", raised_bases=["ValueError", "Exception"])
         if case.driver == "module":

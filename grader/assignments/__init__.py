@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from grader.assignments.spec import (ANSWER_KEY_FILE, Assignment, ContractError, Task, check_contract,
+from grader.assignments.spec import (ANSWER_KEY_FILE, Assignment, Check, ContractError, Task, check_contract,
                                      graded_cells_of)
 
 # The modules of grader/assignments/ that each define ASSIGNMENT, in the course's order.
@@ -25,5 +25,5 @@ def get(name: str) -> Assignment | None:
     return ASSIGNMENTS.get(name)
 
 
-__all__ = ["ASSIGNMENTS", "ANSWER_KEY_FILE", "Assignment", "ContractError", "MODULES", "Task", "check_contract",
+__all__ = ["ASSIGNMENTS", "ANSWER_KEY_FILE", "Assignment", "Check", "ContractError", "MODULES", "Task", "check_contract",
            "get", "graded_cells_of"]

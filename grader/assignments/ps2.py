@@ -1,13 +1,15 @@
 """ps2, causal attention (chapter 2): tasks, probe cases, generator."""
 from __future__ import annotations
 
-from grader.assignments.spec import Assignment, Task
-from grader.verify.cases import Case, dropout_case, mask_case, module_case, with_params
+from grader.assignments.spec import Assignment, Check, Task
+from grader.bugs import DROPOUT_BUGS
+from grader.verify.cases import Case, dropout_case, dropout_placement_case, mask_case, module_case, with_params
 
 
 def cases(seed: int, source_nb=None, keys=None) -> list:
     """Masks of 1, 4 and 7 tokens; masked softmax with the causal mask and a random one; CausalAttention at
-    d_in != d_out, shorter than its context, with biases, and in training mode with dropout 0.5."""
+    d_in != d_out, shorter than its context, with biases, and in training mode with dropout 0.5 (on the weights, not
+    on the scores nor after the weights)."""
     found = [Case("causal_mask", f"tokens_{n}", "call", "causal_mask", args=[{"value": n}],
                   params={"num_tokens": n, "reference": "causal_mask"}) for n in (1, 4, 7)]
     found += with_params([mask_case("masked_softmax", "causal", seed, 5, 5, 2, causal=True),
@@ -24,6 +26,7 @@ def cases(seed: int, source_nb=None, keys=None) -> list:
                     qkv_bias=True),
     ], reference="heads", mask_buffer=True)
     found.append(dropout_case("causal_attention", "CausalAttention", seed))
+    found.append(dropout_placement_case("causal_attention", "CausalAttention", seed))
     return found
 
 
@@ -37,7 +40,11 @@ ASSIGNMENT = Assignment(
         Task("masked_softmax", 3, ("masked_softmax",),
              "masked_softmax(scores, mask): -inf where mask is True, then softmax over the last dim"),
         Task("causal_attention", 5, ("CausalAttention",),
-             "CausalAttention(d_in, d_out, context_length, dropout, qkv_bias=False), mask buffer 'mask'"),
+             "CausalAttention(d_in, d_out, context_length, dropout, qkv_bias=False), mask buffer 'mask'",
+             checks=(Check("equivalence", 3, ("full_context", "with_bias")),
+                     Check("mask_buffer", 1, ("full_context", "with_bias"), bugs=("mask_buffer",)),
+                     Check("dropout", 1, ("short_input_eval_dropout", "dropout_train", "dropout_placement"),
+                           bugs=DROPOUT_BUGS))),
     ),
     cases=cases,
     generator="solutions/ps2/make_notebook.py",

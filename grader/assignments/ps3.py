@@ -1,12 +1,15 @@
 """ps3, multi-head attention (chapters 3-6): tasks, probe cases, generator."""
 from __future__ import annotations
 
-from grader.assignments.spec import Assignment, Task
-from grader.verify.cases import Case, call_case, dropout_case, module_case, with_params
+from grader.assignments.spec import Assignment, Check, Task
+from grader.bugs import DROPOUT_BUGS
+from grader.verify.cases import (Case, call_case, dropout_case, dropout_placement_case, module_case,
+                                 with_params)
 
 
 def cases(seed: int, source_nb=None, keys=None) -> list:
-    """The wrapper (d_out per head) at d_in != d_out and shorter than its context; split/combine at two head
+    """The wrapper (d_out per head) at d_in != d_out, shorter than its context, with biases and with dropout passed
+    on to its heads; split/combine at two head
     counts; MultiHeadAttention square, at d_in != d_out, with biases, in training mode, and with an indivisible
     d_out (it must raise ValueError)."""
     found = with_params([
@@ -16,7 +19,12 @@ def cases(seed: int, source_nb=None, keys=None) -> list:
         module_case("wrapper", "short_input", "MultiHeadAttentionWrapper", seed, batch=1, num_tokens=3, d_in=4,
                     d_out=4, heads=2, kwargs={"d_in": 4, "d_out": 4, "context_length": 7, "dropout": 0.0,
                                               "num_heads": 2}),
+        module_case("wrapper", "with_bias", "MultiHeadAttentionWrapper", seed, batch=2, num_tokens=4, d_in=5,
+                    d_out=3, heads=2, qkv_bias=True,
+                    kwargs={"d_in": 5, "d_out": 3, "context_length": 4, "dropout": 0.0, "num_heads": 2}),
     ], reference="heads", per_head_d_out=True)
+    found.append(dropout_placement_case("wrapper", "MultiHeadAttentionWrapper", seed, num_heads=2,
+                                        separate_heads=True))
     split = [call_case("split_heads", "three_heads", "split_heads", seed, {"x": (2, 5, 12)}, [{"value": 3}]),
              call_case("split_heads", "four_heads", "split_heads", seed, {"x": (1, 3, 8)}, [{"value": 4}])]
     for case in split:
@@ -38,6 +46,7 @@ def cases(seed: int, source_nb=None, keys=None) -> list:
     ], reference="mha", mask_buffer=True)
     found += [
         dropout_case("multi_head_attention", "MultiHeadAttention", seed, num_heads=2),
+        dropout_placement_case("multi_head_attention", "MultiHeadAttention", seed, num_heads=2),
         Case("multi_head_attention", "indivisible_d_out", "raises", "MultiHeadAttention",
              kwargs={"d_in": 6, "d_out": 10, "context_length": 4, "dropout": 0.0, "num_heads": 3}, check="raises",
              params={"exception": "ValueError"}),
@@ -53,14 +62,20 @@ ASSIGNMENT = Assignment(
         Task("wrapper", 3, ("MultiHeadAttentionWrapper",),
              "MultiHeadAttentionWrapper(d_in, d_out, context_length, dropout, num_heads, qkv_bias=False), "
              "d_out per head, output width num_heads * d_out; heads in self.heads (nn.ModuleList of the "
-             "student's CausalAttention, pasted from ps2 into the ungraded cell causal_attention_from_ps2)"),
+             "student's CausalAttention, pasted from ps2 into the ungraded cell causal_attention_from_ps2)",
+             checks=(Check("equivalence", 2, ("d_in_ne_d_out", "short_input", "with_bias")),
+                     Check("dropout", 1, ("dropout_placement",), bugs=DROPOUT_BUGS))),
         Task("split_heads", 2, ("split_heads",),
              "split_heads(x, num_heads): (b, T, d_out) -> (b, num_heads, T, head_dim)"),
         Task("combine_heads", 2, ("combine_heads",),
              "combine_heads(x): (b, num_heads, T, head_dim) -> (b, T, num_heads * head_dim)"),
         Task("multi_head_attention", 5, ("MultiHeadAttention",),
              "MultiHeadAttention(d_in, d_out, context_length, dropout, num_heads, qkv_bias=False) with "
-             "W_query, W_key, W_value, out_proj; ValueError when d_out % num_heads != 0"),
+             "W_query, W_key, W_value, out_proj; ValueError when d_out % num_heads != 0",
+             checks=(Check("equivalence", 2, ("square", "d_in_ne_d_out", "with_bias")),
+                     Check("mask_buffer", 1, ("square", "d_in_ne_d_out", "with_bias"), bugs=("mask_buffer",)),
+                     Check("dropout", 1, ("dropout_train", "dropout_placement"), bugs=DROPOUT_BUGS),
+                     Check("divisibility", 1, ("indivisible_d_out",), bugs=("divisibility",)))),
     ),
     cases=cases,
     generator="solutions/ps3/make_notebook.py",

@@ -12,7 +12,7 @@ import ast
 import json
 from pathlib import Path
 
-from grader.assignments.spec import Assignment, Task
+from grader.assignments.spec import Assignment, Check, Task
 from grader.verify.cases import Case, module_case, rng_for, with_params
 
 
@@ -121,7 +121,9 @@ ASSIGNMENT = Assignment(
              # A parity test may well compare against nn.MultiheadAttention: that is not a shortcut.
              from_scratch=False),
         Task("fixed_wrapper", 3, ("FixedMultiHeadAttentionWrapper",),
-             "the 9216 wrapper fixed: d_out total, d_out // num_heads per head, out_proj after the concat"),
+             "the 9216 wrapper fixed: d_out total, d_out // num_heads per head, out_proj after the concat",
+             checks=(Check("equivalence", 2, ("d_in_ne_d_out", "square_with_bias")),
+                     Check("divisibility", 1, ("indivisible_d_out",), bugs=("divisibility",)))),
         Task("fixed_projection", 3, ("FixedMultiHeadAttention",),
              "the module without a final projection, fixed: equals nn.MultiheadAttention"),
     ),

@@ -20,14 +20,32 @@ ANSWER_KEY_FILE = "answer_key.json"
 
 
 @dataclass(frozen=True)
+class Check:
+    """A part of a task worth some of its points (credit by check).
+
+    ``cases``: the probe cases judged for it, by name ("*": every case no other check names); ``bugs``: catalogue
+    codes (:mod:`grader.bugs`) whose diagnosis costs this check wherever it is found, in a probe case or in the
+    notebook's own failing test (a missing mask buffer costs the mask check, not the whole task).
+    """
+    name: str
+    points: float
+    cases: tuple[str, ...] = ("*",)
+    bugs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Task:
-    """One graded task: an nbgrader solution cell (grade_id == name) and its test cell (grade_id "test_" + name)."""
+    """One graded task: an nbgrader solution cell (grade_id == name) and its test cell (grade_id "test_" + name).
+
+    Without ``checks`` a task is all or nothing, as its nbgrader test cell; with them its points are split over
+    the checks, which must add up to ``points``."""
     name: str
     points: int
     names: tuple[str, ...]     # what the student defines, and what the probes call
     summary: str
     kind: str = "code"         # "code": behaviour is verified; "answer": a value compared with the answer key
     from_scratch: bool = True  # built-in attention (F.scaled_dot_product_attention, nn.MultiheadAttention) flagged
+    checks: tuple[Check, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,20 @@ def check_contract(assignment: Assignment, source_nb: Path | None, seed: int = 0
             raise ContractError(assignment.name, [g[len("test_"):] if g.startswith("test_") else g for g in wrong],
                                 f"the source notebook's graded cells differ from the declared tasks ({details})")
     cases = assignment.probe_cases(seed, source_nb)
+    for task in assignment.tasks:
+        if task.checks:
+            if abs(sum(c.points for c in task.checks) - task.points) > 1e-9:
+                raise ContractError(assignment.name, [task.name], "its checks' points do not add up to the task's")
+            names = {case.name for case in cases if case.task == task.name}
+            named = {n for c in task.checks for n in c.cases if n != "*"}
+            if named - names:
+                raise ContractError(assignment.name, [task.name], f"checks name cases that do not exist: "
+                                                                  f"{sorted(named - names)}")
+            empty = [c.name for c in task.checks if c.cases != ("*",) and not set(c.cases) & names]
+            if not any(c.cases == ("*",) for c in task.checks) and names - named:
+                raise ContractError(assignment.name, [task.name], f"cases no check judges: {sorted(names - named)}")
+            if empty:
+                raise ContractError(assignment.name, [task.name], f"checks without a case: {empty}")
     covered = {case.task for case in cases}
     unknown = sorted(covered - {t.name for t in assignment.tasks})
     if unknown:

@@ -14,6 +14,7 @@ from nbformat import NotebookNode
 
 # GradedCell and graded_cells are the pipeline's shared types; they are imported here for older callers too.
 from grader.pipeline.types import GradedCell, TaskResult, grade_id, graded_cells  # noqa: F401
+from grader.bugs import code_of
 from grader.sandbox.runner import Execution
 
 MAX_MESSAGE = 300
@@ -46,6 +47,18 @@ def test_cell_outcome(nb: NotebookNode, execution: Execution, gid: str) -> tuple
     return "not run", "the test cell is missing"
 
 
+def _charged_check(verified, test_message: str):
+    """(check name, (points, passed, text)) of the task's check whose catalogued bug the failing test names, or None
+    (a task without checks, or a failure no check claims: then the whole task is lost)."""
+    checks = getattr(verified, "checks", None) or {}
+    if not checks:
+        return None
+    text = test_message.split(": ", 1)[1] if ": " in test_message else test_message
+    code = code_of(text)
+    owners = [name for name, bugs in getattr(verified, "check_bugs", {}).items() if code and code in bugs]
+    return (owners[0], checks[owners[0]]) if owners else None
+
+
 def score(nb: NotebookNode, execution: Execution, cells: list[GradedCell],
           verified: dict[str, tuple[float, float, str]] | None) -> list[TaskResult]:
     results = []
@@ -54,7 +67,21 @@ def score(nb: NotebookNode, execution: Execution, cells: list[GradedCell],
         points = graded.points if outcome == "passed" else 0.0
         if verified and graded.task in verified:
             v_score, _, v_message = verified[graded.task]
-            if outcome == "failed":
+            charged = _charged_check(verified[graded.task], message) if outcome == "failed" else None
+            if charged is not None:
+                # Credit by check: the test's failure names a bug that belongs to one check of the task; that check
+                # loses its points (whatever the probes said), the others keep what verification gave them.
+                name, (check_points, _, _) = charged
+                checks = verified[graded.task].checks
+                passed = [n for n, (_, ok, _) in checks.items() if ok and n != name]
+                failed = [f"{n}: {why}" for n, (_, ok, why) in checks.items() if not ok and n != name]
+                points = max(0.0, min(float(sum(checks[n][0] for n in passed)), graded.points))
+                unit = "point" if check_points == 1 else "points"
+                message = _short(f"the notebook's test failed, which costs check {name} ({check_points:g} "
+                                 f"{unit}): {message}"
+                                 + (f"; checks that passed verification: {', '.join(passed)}" if passed else "")
+                                 + (f"; also failed: {'; '.join(failed)}" if failed else ""))
+            elif outcome == "failed":
                 # Both are needed; a failing test outweighs the probes. Keep what verification found wrong, if
                 # anything, but never a "verified" beside the failing test.
                 points = 0.0

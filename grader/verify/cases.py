@@ -124,6 +124,37 @@ def dropout_case(task: str, callee: str, seed: int, num_heads: int = 0) -> Case:
     return case
 
 
+def dropout_placement_case(task: str, callee: str, seed: int, num_heads: int = 0,
+                           separate_heads: bool = False) -> Case:
+    """Training mode with dropout 0.5 where dropout on the attention weights and dropout anywhere after them
+    (on the context vectors, after out_proj) give different outputs, whatever the random draw.
+
+    As in :func:`dropout_case` every score is 0 (x the identity, W_query zero), but every value vector is all ones
+    (W_value all ones): dropout on the weights scales a whole row of the weights, so within each head's columns an
+    output row has one value, (kept keys) x 2 / (t + 1); dropout on the context or after out_proj (the identity)
+    drops single entries, so a row's entries differ. With ``separate_heads`` the class builds one module per head
+    (the chapter's wrapper, d_out per head): each head gets these weights, so a wrapper that drops its dropout or
+    its qkv_bias on the way to the heads shows here too.
+    """
+    size, heads = 8, max(num_heads, 1)
+    per_head = size // heads if separate_heads else size
+    kwargs = {"d_in": size, "d_out": per_head, "context_length": size, "dropout": 0.5}
+    if num_heads:
+        kwargs["num_heads"] = num_heads
+    case = module_case(task, "dropout_placement", callee, seed, batch=1, num_tokens=size, d_in=size,
+                       d_out=per_head, kwargs=kwargs, heads=heads if separate_heads else 0,
+                       out_proj=bool(num_heads) and not separate_heads, train=True, check="dropout_placement")
+    case.arrays["x"] = np.eye(size, dtype=np.float32)[None]
+    for prefix in ([f"h{h}_" for h in range(heads)] if separate_heads else [""]):
+        case.arrays[prefix + "W_query"] = np.zeros((per_head, size), np.float32)
+        case.arrays[prefix + "W_value"] = np.ones((per_head, size), np.float32)
+    if num_heads and not separate_heads:
+        case.arrays["out_proj"] = np.eye(size, dtype=np.float32)
+        case.arrays["out_proj_bias"] = np.zeros(size, np.float32)
+    case.params.update(dropout=0.5, blocks=heads)
+    return case
+
+
 def call_case(task: str, name: str, callee: str, seed: int, shapes: dict, extra: list | None = None,
           returns: int = 1) -> Case:
     rng = rng_for(seed, task, name)

@@ -8,6 +8,7 @@ submission keeps the score its tests gave it.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -229,12 +230,55 @@ def _check_dropout_pattern(case: Case, folder: Path, meta: dict) -> None:
                           "by 1/(1-p): dropout is not nn.Dropout on the attention weights")
 
 
+def _check_dropout_placement(case: Case, folder: Path) -> None:
+    """See :func:`grader.verify.cases.dropout_placement_case`: within each head's block of columns a row must have
+    one value, a multiple of 2 / (t + 1); and some weights must have been dropped."""
+    out = load_array(folder / f"{case.name}.out0.npy")
+    size, blocks = case.arrays["x"].shape[-1], case.params["blocks"]
+    if out.shape != (1, size, size):
+        raise CaseFailure(f"training-mode output has shape {out.shape}, expected {(1, size, size)}")
+    keep = 1.0 - case.params["dropout"]
+    rows = out[0].astype(np.float64)
+    width = size // blocks
+    dropped_any = False
+    for block in range(blocks):
+        part = rows[:, block * width:(block + 1) * width]
+        if not np.allclose(part, part[:, :1], atol=ATOL):
+            raise CaseFailure(named("dropout_context", "in training mode single entries of the output were "
+                                                       "dropped: dropout must act on the attention weights, before "
+                                                       "they multiply the values"))
+        visible = np.arange(1, size + 1)
+        kept = part[:, 0] * visible * keep          # the number of kept keys in each row
+        if not np.allclose(kept, np.round(kept), atol=1e-3) or (kept < -1e-3).any() \
+                or (kept > visible + 1e-3).any():
+            raise CaseFailure("in training mode the attention rows are not each a sum of dropped (0) or scaled "
+                              "(1/(1-p)) weights: " + _unknown_text(case))
+        dropped_any |= bool((np.round(kept) < visible).any())
+    if not dropped_any:
+        detail = "training mode with dropout=0.5 changed no attention weight"
+        if case.params.get("heads"):
+            detail += " (the wrapper must pass dropout on to every head)"
+        raise CaseFailure(named("dropout_never", detail))
+
+
+def _unknown_text(case: Case) -> str:
+    return "not one of the known bugs the grader checks for dropout (grader/bugs.py)"
+
+
 def _check_raises(case: Case, meta: dict) -> None:
     wanted = case.params["exception"]
     if wanted not in (meta.get("raised_bases") or []):
         raised = meta.get("raised")
-        raise CaseFailure(f"{case.callee}({', '.join(f'{k}={v}' for k, v in case.kwargs.items())}) should raise "
-                          f"{wanted}" + (f", raised {raised}" if raised else ", raised nothing"))
+        call = f"{case.callee}({', '.join(f'{k}={v}' for k, v in case.kwargs.items())})"
+        detail = f"{call} should raise {wanted}" + (f", raised {raised}" if raised else ", raised nothing")
+        raise CaseFailure(named("divisibility", detail) if wanted == "ValueError" and "d_out" in case.kwargs
+                          and "num_heads" in case.kwargs else detail)
+
+
+# What the probe runtime itself raises about a module's layout (grader/verify/kernel_runtime.py): only attribute
+# names and shapes, never the probe's inputs.
+_RUNTIME_MESSAGES = re.compile(r"ValueError: (?P<attr>\w+) has no (?P<what>bias), but this case needs one "
+                               r"\(qkv_bias=True, or out_proj\)(?P<rest>)")
 
 
 def probe_error_text(error) -> str:
@@ -245,6 +289,10 @@ def probe_error_text(error) -> str:
         return "the probe failed"
     if text.startswith("NotImplementedError"):
         return "NotImplementedError (not written yet)"
+    own = _RUNTIME_MESSAGES.fullmatch(text)
+    if own:   # the probe's own words about the module's layout (fixed text, names only): safe to show
+        return f"{own.group('attr')} has no bias although the case builds the class with qkv_bias=True" \
+            if own.group("what") == "bias" else f"{own.group('attr')}: {own.group('rest')}"
     name = text.split(":", 1)[0].strip()
     if not name.isidentifier():
         return "the probe failed"
@@ -257,12 +305,16 @@ def judge_case(case: Case, folder: Path) -> float:
     meta = load_json(folder / f"{case.name}.json")
     if meta.get("ok") is not True:
         error = probe_error_text(meta.get("error"))
+        if "has no bias although" in error and case.params.get("heads"):
+            error += " (the wrapper must pass qkv_bias on to each head)"
         bug = _weight_diagnosis(case, meta) if case.driver == "module" else ""
         raise CaseFailure(error + _looks_like(bug))
     if case.check == "reference":
         _check_reference(case, folder, meta)
     elif case.check == "dropout_pattern":
         _check_dropout_pattern(case, folder, meta)
+    elif case.check == "dropout_placement":
+        _check_dropout_placement(case, folder)
     elif case.check == "raises":
         _check_raises(case, meta)
     else:
@@ -293,44 +345,92 @@ def builtin_calls(folder: Path, cases: list[Case]) -> dict[str, int]:
     return seen
 
 
-def verify_outputs(assignment, source_nb: Path, seed: int, probe_dir: Path) -> dict[str, tuple[float, float, str]]:
-    """Per task of ``assignment`` (a :class:`grader.assignments.Assignment`): (verified score, max score, message).
+class Verified(tuple):
+    """(verified score, max score, message), unpacked like a tuple, plus ``checks``: for a task with credit by
+    check, {check name: (points, passed, what failed)} (empty for an all-or-nothing task)."""
+
+    def __new__(cls, score: float, max_score: float, message: str, checks: dict | None = None,
+                check_bugs: dict | None = None):
+        made = super().__new__(cls, (score, max_score, message))
+        made.checks = dict(checks or {})
+        made.check_bugs = dict(check_bugs or {})     # check name -> the catalogue codes it answers for
+        return made
+
+
+def _checks_of(task, case_name: str, failure: str) -> list:
+    """The task's checks a failure costs: the check whose bugs include the failure's diagnosis, else every check
+    that judges the case (a case that fails for an unknown reason proves none of the checks built on it)."""
+    for check in task.checks:
+        if any(named(code) in failure for code in check.bugs):
+            return [check]
+    listing = [check for check in task.checks if case_name in check.cases]
+    return listing or [check for check in task.checks if check.cases == ("*",)]
+
+
+def verify_outputs(assignment, source_nb: Path, seed: int, probe_dir: Path) -> dict[str, Verified]:
+    """Per task of ``assignment`` (a :class:`grader.assignments.Assignment`): a :class:`Verified`, (verified
+    score, max score, message). A task declared with checks earns the points of each check whose cases all pass;
+    otherwise it is all or nothing, as its nbgrader test cell.
 
     Never raises on anything the sandbox wrote; raises ContractError when an answer key is missing (checked before
     grading starts, see :func:`grader.assignments.check_contract`)."""
     from grader.verify.probes import cases_by_task
 
-    spec = assignment
     grouped = cases_by_task(assignment, Path(source_nb) if source_nb else None, seed)
-    results: dict[str, tuple[float, float, str]] = {}
-    for task in spec.tasks:
+    results: dict[str, Verified] = {}
+    for task in assignment.tasks:
         cases = grouped.get(task.name)
         if not cases:
-            continue  # no probe for this task yet: the pipeline keeps its nbgrader score
+            continue  # the contract (checked before grading) guarantees cases; kept for custom callers
         failures, fraction = [], 1.0
         try:
             folder = safe_dir(probe_dir, task.name)
         except ProbeDataError as exc:
-            results[task.name] = (0.0, float(task.points), f"not verified, {exc}")
+            results[task.name] = Verified(0.0, float(task.points), f"not verified, {exc}",
+                                          {c.name: (c.points, False, str(exc)) for c in task.checks},
+                                          {c.name: tuple(c.bugs) for c in task.checks})
             continue
         for case in cases:
             try:
                 fraction = min(fraction, judge_case(case, folder))
             except (CaseFailure, ProbeDataError) as exc:
-                failures.append(f"case {case.name}: {exc}")
+                failures.append((case.name, f"case {case.name}: {exc}"))
             except Exception as exc:  # a grader bug must cost a task, not the whole run
-                failures.append(f"case {case.name}: could not be checked ({type(exc).__name__}: {exc})")
-        if failures:
+                failures.append((case.name, f"case {case.name}: could not be checked ({type(exc).__name__}: {exc})"))
+        if task.checks:
+            results[task.name] = _by_check(task, cases, failures)
+        elif failures:
             more = f" (and {len(failures) - 1} more failing case(s))" if len(failures) > 1 else ""
-            results[task.name] = (0.0, float(task.points), f"verification failed, {failures[0]}{more}")
+            results[task.name] = Verified(0.0, float(task.points), f"verification failed, {failures[0][1]}{more}")
         else:
             score = round(task.points * fraction, 6)
             partial = f"; {score:g} of {task.points} points" if fraction < 1 else ""
-            results[task.name] = (score, float(task.points),
-                                  f"verified on {len(cases)} case(s) drawn at grading time{partial}")
+            results[task.name] = Verified(score, float(task.points),
+                                          f"verified on {len(cases)} case(s) drawn at grading time{partial}")
         calls = builtin_calls(folder, cases)
         if calls and task.from_scratch:
             text = ", ".join(f"{name} x{count}" for name, count in sorted(calls.items()))
-            name, (score, top, message) = task.name, results[task.name]
-            results[name] = (score, top, f"{message}; built-in attention ran during the probe ({text})")
+            old = results[task.name]
+            results[task.name] = Verified(old[0], old[1], f"{old[2]}; built-in attention ran during the probe "
+                                                          f"({text})", old.checks, old.check_bugs)
     return results
+
+
+def _by_check(task, cases, failures) -> Verified:
+    """Credit by check: each check keeps its points unless one of its cases failed (or a failure elsewhere was
+    diagnosed as one of its bugs)."""
+    failed: dict[str, str] = {}
+    for case_name, text in failures:
+        for check in _checks_of(task, case_name, text):
+            failed.setdefault(check.name, text)
+    outcome = {c.name: (c.points, c.name not in failed, failed.get(c.name, "")) for c in task.checks}
+    owners = {c.name: tuple(c.bugs) for c in task.checks}
+    score = round(sum(points for points, passed, _ in outcome.values() if passed), 6)
+    if not failed:
+        return Verified(score, float(task.points), f"verified on {len(cases)} case(s) drawn at grading time",
+                        outcome, owners)
+    lost = "; ".join(f"check {name} ({outcome[name][0]:g} of {task.points} points) failed, {text}"
+                     for name, text in failed.items())
+    kept = [f"{name} ({points:g})" for name, (points, passed, _) in outcome.items() if passed]
+    return Verified(score, float(task.points), f"verification: {lost}" + (f"; verified: {', '.join(kept)}"
+                                                                           if kept else ""), outcome, owners)
