@@ -100,7 +100,7 @@ for name in ("07_bug_clinic_9216", "09_performance_lab", "10_checklist"):
 EOF
 }
 export -f run_chapters
-step chapters 200 run_chapters
+step chapters 180 run_chapters
 
 # ------------------------------------------------------------------------------------ 2. grading with --gpus
 grade_with_gpus() {
@@ -123,14 +123,14 @@ sys.exit(0 if ada["status"] == "graded" and float(ada["score"]) == float(ada["ma
 EOF
 }
 export -f grade_with_gpus
-step grade 120 grade_with_gpus
+step grade 110 grade_with_gpus
 
 # ------------------------------------------------------------------------------------------ 3. the bench race
 step bench 90 "$PYTHON" -m grader bench --sections attention --repeats 10 --out "$WORK/bench"
 cp "$WORK/bench/results.md" "$OUT/bench_attention.md" 2>/dev/null
 
 # ---------------------------------------------------------------------------------- 4. tests with a CUDA path
-step tests 60 "$PYTHON" -m pytest -q -p no:cacheprovider -m "not slow and not browser" \
+step tests 90 "$PYTHON" -m pytest -q -p no:cacheprovider -m "not slow and not browser" \
     tests/test_book_part_a.py tests/test_book_part_b.py tests/test_bench.py \
     "tests/test_exercises_ps45.py::test_simulated_cuda_behaves_like_an_asynchronous_gpu" \
     "tests/test_exercises_ps45.py::test_gpu_spin_keeps_a_real_gpu_busy_asynchronously"
