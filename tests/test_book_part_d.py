@@ -59,20 +59,70 @@ def test_work_at_full_size_is_computed(text):
     assert counted and float(counted.group(1)) > 9 * 64.4
 
 
-def test_race_table_prints_device_dtype_version_and_all_rows(text):
-    header = re.search(r"^(cpu|cuda) \| float32 \| torch (\S+) \|", text, flags=re.M)
-    assert header and header.group(2) == torch.__version__
-    race = text[header.start():]
+ROW = r"^{label}\s+([0-9.]+)\s+([0-9.]+)-([0-9.]+)\s+([0-9.]+)\s+\[([0-9.]+), ([0-9.]+)\]"
+
+
+def phase_rows(section: str, phase: str) -> dict[str, tuple[float, ...]]:
+    """label -> (median, q1, q3, ratio, low, high) of one phase's table in `section`."""
+    start = re.search(rf"^{re.escape(phase)}: ms per call \(median, quartiles\) over (\d+) rounds", section, re.M)
+    assert start, f"no {phase} table"
+    table = section[start.end():].split("\n\n")[0]
+    rows = {}
     for label in LABELS:
-        row = re.search(rf"^{re.escape(label)}\s+([0-9.]+) \(\s*([0-9.]+)\)\s+([0-9.]+)\s+([0-9.]+)", race,
-                        flags=re.M)
-        assert row, f"no timing row for {label}"
-        median, iqr, ratio, gflops = map(float, row.groups())
-        assert median > 0 and iqr >= 0 and ratio > 0 and gflops > 0
-    sdpa = re.search(r"^F\.scaled_dot_product_attention\s+[0-9.]+ \(\s*[0-9.]+\)\s+([0-9.]+)", race, flags=re.M)
-    assert float(sdpa.group(1)) == 1.0
-    assert re.search(r"the 9216-style wrapper / the fixed wrapper: [0-9.]+x the work, [0-9.]+x the time forward",
-                     text)
+        row = re.search(ROW.format(label=re.escape(label)), table, flags=re.M)
+        assert row, f"no {phase} row for {label}"
+        rows[label] = tuple(map(float, row.groups()))
+    return rows
+
+
+def test_race_table_prints_device_dtype_version_and_all_rows(text):
+    header = re.search(r"^(cpu|cuda) \| float32 \| torch (\S+) \|.*median of (\d+) rounds", text, flags=re.M)
+    assert header and header.group(2) == torch.__version__
+    race = text[header.start():]  # the first tables after the header are this build's race
+    for phase in ("forward", "forward+backward"):
+        for label, (median, q1, q3, ratio, low, high) in phase_rows(race, phase).items():
+            # quartiles around the median, the interval around the ratio: real order statistics, not +/- a spread
+            assert q1 <= median <= q3 and low <= ratio <= high and median > 0, (phase, label)
+        sdpa = phase_rows(race, phase)["F.scaled_dot_product_attention"]
+        assert sdpa[3:] == (1.0, 1.0, 1.0)
+    coverage = re.search(r"time / SDPA's time in the same round \(median, ([0-9.]+)% interval\)", race)
+    assert coverage and float(coverage.group(1)) >= 90
+    assert re.search(r"the 9216-style wrapper does [0-9.]+x the work of the fixed one", text)
+    assert re.search(r"the 9216-style wrapper / the fixed wrapper: forward [0-9.]+x \[[0-9.]+, [0-9.]+\]", text)
+
+
+def test_rankings_only_where_intervals_separate(text):
+    for phase in ("forward", "forward+backward"):
+        start = text.index(f"{phase}, fastest first")
+        lines = text[start:].split("\n")[1:len(LABELS) + 1]
+        assert lines[0].strip() in LABELS
+        ranked = [lines[0].strip()]
+        for line in lines[1:]:
+            step = re.match(r"^([<≈]) (.+?)\s+x([0-9.]+) \[([0-9.]+), ([0-9.]+)\]$", line)
+            assert step, line
+            sign, label, ratio, low, high = step.groups()
+            assert float(low) <= float(ratio) <= float(high)
+            # '<' is claimed exactly when the paired interval lies above 1
+            assert (sign == "<") == (float(low) > 1), line
+            ranked.append(label)
+        assert sorted(ranked) == sorted(LABELS), ranked
+
+
+def test_interval_rule_is_the_sign_test_interval():
+    """The page's median_interval, run here: exact binomial coverage, and it refuses too few rounds."""
+    import math
+    import statistics
+
+    source = (REPO / "book" / "09_performance_lab.md").read_text()
+    cell = re.search(r"(CONFIDENCE = 0\.90\n.*?)\n\ndef ratio_estimate", source, re.S).group(1)
+    namespace = {"math": math, "statistics": statistics}
+    exec(cell, namespace)
+    median_interval = namespace["median_interval"]
+    assert median_interval([5, 1, 4, 2, 3]) == (1, 5, 1 - 2 / 32)
+    low, high, coverage = median_interval(list(range(1, 21)))
+    assert (low, high) == (6, 15) and abs(coverage - (1 - 2 * sum(math.comb(20, i) for i in range(6)) / 2 ** 20)) < 1e-12
+    with pytest.raises(ValueError, match="cannot give"):
+        median_interval([1, 2, 3, 4])
 
 
 def test_naive_and_synchronised_timings_are_both_shown(text):
@@ -118,8 +168,8 @@ def test_sdpa_backends_and_the_mha_fast_path_are_shown(text):
     trained = {k: v for k, v in paths.items() if k.endswith("train, autograd")}
     assert len(set(trained.values())) == 2, "with autograd the two settings must run different code"
     assert "scaled_dot_product" in trained["nn.MultiheadAttention, need_weights=False train, autograd"]
-    assert re.search(r"need_weights=True / need_weights=False: forward [\d.]+x \(one native op both times\), "
-                     r"forward\+backward [\d.]+x", text)
+    assert re.search(r"need_weights=True / need_weights=False \(forward: one native op both times\): "
+                     r"forward [\d.]+x \[[\d.]+, [\d.]+\](, not separated from 1)?; forward\+backward [\d.]+x", text)
 
 
 def test_results_section_renders_the_committed_json(text):
