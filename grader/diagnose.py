@@ -138,11 +138,28 @@ def check_attention_weights(weights: torch.Tensor, causal: bool = False) -> None
                       f"course knows gives that: look at what happens to the weights after the softmax")
 
 
+def check_finite_output(output: torch.Tensor) -> None:
+    """An attention output (b, T, d) must be finite. NaN in the first token only is what a causal mask that also
+    hides each token from itself gives (the first query has no key left); other NaN is said as it is."""
+    output = output.detach()
+    if torch.isfinite(output).all():
+        return
+    if output.shape[-2] > 1 and bool(torch.isnan(output[..., 0, :]).all()) \
+            and bool(torch.isfinite(output[..., 1:, :]).all()):
+        _fail("mask_diagonal", "the first token's output is NaN: its query has no key left to attend to")
+    _fail("mismatch", "the output contains NaN or inf, and no bug this course knows gives it in that place")
+
+
 def check_no_future_leakage(forward: Callable, x: torch.Tensor) -> None:
     """forward(x) -> (b, T, d). Changing the last token may change only the last position."""
     num_tokens = x.shape[-2]
     with torch.no_grad():
         before = call(forward, x)
+        again = call(forward, x)
+        check_finite_output(before)
+        if not _close(before, again):
+            _fail("dropout_eval", "the same input gave two different outputs (nn.Dropout follows .eval(); "
+                                  "F.dropout needs training=self.training)")
         changed_x = x.clone()
         changed_x[..., -1, :] = changed_x[..., -1, :] * -3.0 + 1.0
         after = call(forward, changed_x)
@@ -312,6 +329,7 @@ def check_attention_module(module: nn.Module, d_in: int, num_heads: int = 1, cau
     with torch.no_grad():
         actual = call(module, x)
     check_shape(actual, (batch, num_tokens, d_out), num_heads)
+    check_finite_output(actual)
     expected = mha_reference(x, qkv, out, num_heads, causal)
     if _close(actual, expected):
         return

@@ -44,19 +44,19 @@ PLANTED = {
                   "scores = queries @ keys.transpose(-2, -1) / x.shape[-1] ** 0.5\n"
                   "        return torch.softmax(scores, dim=-1) @ values"),),
                 "self_attention", BUGS["scale_d_in"], frozenset({"scale_d_in"})),
+        # The batch laid end to end as one sequence: every token attends across sequences.
+        Planted("flattened_batch", "self_attention",
+                (("        queries = self.W_query(x)\n",
+                  "        batch = x.shape[0]\n        x = x.reshape(1, -1, x.shape[-1])\n"
+                  "        queries = self.W_query(x)\n"),
+                 ("        return context", "        return context.reshape(batch, -1, context.shape[-1])")),
+                "self_attention", BUGS["batch"], frozenset({"batch"})),
     ],
     "ps2": [
         Planted("mask_diagonal", "causal_attention",
                 (('torch.triu(torch.ones(context_length, context_length), diagonal=1)',
                   'torch.triu(torch.ones(context_length, context_length), diagonal=0)'),),
                 "causal_attention", BUGS["mask_diagonal"], frozenset({"mask_diagonal"})),
-        Planted("flattened_batch", "causal_attention",
-                (("        num_tokens = x.shape[1]\n",
-                  "        batch = x.shape[0]\n        x = x.reshape(1, -1, x.shape[-1])\n"
-                  "        num_tokens = x.shape[1]\n"),
-                 ("        return weights @ values", "        return (weights @ values).reshape(batch, -1, "
-                                                   "values.shape[-1])")),
-                "causal_attention", BUGS["batch"], frozenset({"batch"})),
         Planted("dropout_on_context", "causal_attention",
                 (("        weights = self.dropout(weights)\n        return weights @ values",
                   "        return self.dropout(weights @ values)"),),
@@ -77,7 +77,8 @@ PLANTED = {
                 "wrapper", "must pass dropout on to every head", frozenset({"dropout_never"})),
         Planted("functional_dropout_always_on", "multi_head_attention",
                 (("weights = self.dropout(weights)", "weights = torch.nn.functional.dropout(weights, 0.5)"),),
-                "multi_head_attention", "the notebook's test failed"),
+                "multi_head_attention", "the notebook's test failed, which costs check dropout",
+                frozenset({"dropout_eval"})),
     ],
 }
 

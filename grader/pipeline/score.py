@@ -86,7 +86,9 @@ def score(nb: NotebookNode, execution: Execution, cells: list[GradedCell],
                 # anything, but never a "verified" beside the failing test.
                 points = 0.0
                 found = "" if "verified" in v_message.lower() else f"; {v_message}"
-                message = _short(f"the notebook's test failed: {message}{found}")
+                # The test's words first, shortened so that what verification found still fits.
+                test_words = message if not found or len(message) <= 140 else message[:137] + "..."
+                message = _short(f"the notebook's test failed: {test_words}{found}")
             else:
                 points = max(0.0, min(float(v_score), graded.points))
                 message = _short(f"{v_message} (notebook tests: {message})")
