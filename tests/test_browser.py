@@ -110,6 +110,9 @@ def test_page_in_browser(browser, site: str, built_book: Path, docname: str):
 def test_page_fits_a_phone(browser, site: str, built_book: Path, docname: str):
     """At 390 px nothing makes the page wider than the screen: wide content wraps or scrolls in its own box."""
     html = (built_book / f"{docname}.html").read_text()
+    assert "_static/course.css" in html, (
+        f"{docname} does not link the course stylesheet: book/_static_course/course.css must be registered in "
+        "_config.yml (html_static_path and html_css_files)")
     context, page, log = open_page(browser, site + f"{docname}.html", site, width=PHONE_WIDTH)
     try:
         if "application/vnd.jupyter.widget-view+json" in html:
@@ -132,9 +135,13 @@ def test_page_fits_a_phone(browser, site: str, built_book: Path, docname: str):
 
 
 # The elements that stick out past the right edge of the screen, for the failure message.
-WIDER_THAN_SCREEN = """() => [...document.querySelectorAll('article *')]
-  .filter(e => e.getBoundingClientRect().right > innerWidth + 1)
-  .slice(0, 5).map(e => `${e.tagName.toLowerCase()}.${e.className}: ${(e.innerText || '').slice(0, 60)}`)"""
+WIDER_THAN_SCREEN = """() => {
+  const scrolls = e => { for (let box = e.parentElement; box && box !== document.body; box = box.parentElement)
+    if (['auto', 'scroll', 'hidden', 'clip'].includes(getComputedStyle(box).overflowX)) return true; return false; };
+  return [...document.querySelectorAll('article *')]
+    .filter(e => e.getBoundingClientRect().right > innerWidth + 1 && !scrolls(e))
+    .slice(0, 5).map(e => `${e.tagName.toLowerCase()}.${e.className}: ${(e.innerText || '').slice(0, 60)}`);
+}"""
 
 
 def explorer_reference(built_book: Path):
