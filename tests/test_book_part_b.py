@@ -1,7 +1,7 @@
 """Chapters 4-6 and the shape explorer.
 
 Two kinds of checks: the built HTML shows the executed outputs these pages promise (numbers, a figure with alt
-text, saved widget state), and the code the pages define is run here, in pytest, against PyTorch's own modules:
+text, the explorer's controls), and the code the pages define is run here, in pytest, against PyTorch's own modules:
 the finished MultiHeadAttention of chapter 6 against torch.nn.MultiheadAttention, the shape explorer's functions
 against real forward passes.
 """
@@ -165,23 +165,21 @@ def test_final_projection_page_outputs(built_book):
 
 
 @pytest.mark.slow
-def test_shape_explorer_outputs_and_saved_widget_state(built_book):
+def test_shape_explorer_outputs_and_static_controls(built_book):
     text = page_outputs(built_book, "shape_explorer").text
     assert re.search(r"output\s+torch\.Size\(\[8, 1024, 768\]\)", text)
     assert re.search(r"output\s+torch\.Size\(\[8, 1024, 9216\]\)", text)
     assert re.search(r"parameters\s+2,360,064", text) and re.search(r"parameters\s+21,233,664", text)
 
+    # The controls and the first table are plain HTML in the page (no widget state, no kernel): the browser's own
+    # script updates the table (tests/test_browser.py moves a slider).
     page = (built_book / "book" / "shape_explorer.html").read_text()
-    match = re.search(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>', page, re.S)
-    assert match, "no saved widget state: the controls cannot render on the static page"
-    models = json.loads(html.unescape(match.group(1)))["state"].values()
-    descriptions = {m["state"].get("description") for m in models if m["model_name"] in ("IntSliderModel",
-                                                                                          "CheckboxModel")}
-    assert {"batch", "context length", "d_in", "d_out", "num_heads", "divide d_out by num_heads",
-            "final projection"} <= descriptions, descriptions
-    tables = [m["state"]["value"] for m in models if m["model_name"] == "HTMLModel"]
-    assert any("torch.Size([8, 1024, 768])" in t for t in tables), "the saved table is not the default state"
-    assert "application/vnd.jupyter.widget-view+json" in page
+    explorer = page[page.index('<div class="mha-explorer"'):]
+    for name in ("batch", "context_length", "d_in", "d_out", "num_heads"):
+        assert f'name="{name}_slider"' in explorer and f'name="{name}"' in explorer, name
+    assert 'name="divide" checked' in explorer and 'name="final_projection" checked' in explorer
+    assert "<td>output</td><td>torch.Size([8, 1024, 768])</td>" in explorer, "the first table is not the default"
+    assert "parameters 2,360,064" in explorer and "<script>" in explorer
 
 
 @pytest.mark.slow
@@ -214,20 +212,19 @@ def test_shape_explorer_offline_shows_typeset_math_and_controls(built_book):
         page.wait_for_function("() => document.querySelectorAll('.math').length > 0 && "
                                "[...document.querySelectorAll('.math')].every(e => e.querySelector('mjx-container'))",
                                timeout=30_000)
-        page.wait_for_selector(".widget-slider", state="visible", timeout=30_000)
-        labels = page.eval_on_selector_all(".widget-slider .widget-label, .widget-checkbox",
-                                           "nodes => nodes.map(n => n.innerText.trim())")
+        page.wait_for_selector(".mha-explorer input[type=range]", state="visible", timeout=30_000)
+        labels = page.eval_on_selector_all(".mha-explorer label", "nodes => nodes.map(n => n.innerText.trim())")
         for label in ("batch", "context length", "d_in", "d_out", "num_heads", "divide d_out by num_heads",
                       "final projection"):
             assert label in labels, (label, labels)
-        shown = page.inner_text(".jupyter-widgets pre")
+        shown = page.inner_text(".mha-explorer")
         assert "torch.Size([8, 1024, 768])" in shown and "2,360,064" in shown
         assert "\\cdot" not in page.inner_text("article"), "raw LaTeX left on the page"
         out = REPO / "_build" / "screenshots"
         out.mkdir(parents=True, exist_ok=True)
         page.locator("div.math").first.scroll_into_view_if_needed()  # the display equation
         page.screenshot(path=str(out / "shape_explorer_math.png"))
-        page.locator(".widget-slider").first.scroll_into_view_if_needed()
+        page.locator(".mha-explorer").first.scroll_into_view_if_needed()
         page.screenshot(path=str(out / "shape_explorer_controls.png"))
         assert not log.problems(), "\n".join(log.problems())
         browser.close()
@@ -314,7 +311,7 @@ def test_gpt2_small_parameter_count(chapter6):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The shape explorer's functions and widget wiring.
+# The shape explorer's functions and its table.
 
 @pytest.fixture(scope="module")
 def explorer():
@@ -373,14 +370,14 @@ def test_explorer_division_check(explorer):
     assert result["shapes"]["output"] == (1, 4, 30)
 
 
-def test_explorer_widget_follows_its_controls(explorer):
-    controls, table = explorer["controls"], explorer["table"]
-    assert "torch.Size([8, 1024, 768])" in table.value
-    controls["divide"].value = False
-    controls["final_projection"].value = False
-    assert "torch.Size([8, 1024, 9216])" in table.value
-    controls["divide"].value = True
-    controls["d_out"].value = 776  # not a multiple of 12 heads
-    assert "divisible" in table.value and "torch.Size" not in table.value
-    controls["num_heads"].value = 8
-    assert "torch.Size([8, 1024, 776])" in table.value
+def test_explorer_table_comes_from_attention_shapes(explorer):
+    """The explorer's first table (in the page's HTML) and its rows for other settings are attention_shapes'."""
+    gpt2 = dict(batch=8, context_length=1024, d_in=768, d_out=768, num_heads=12)
+    rows, summary = explorer["explorer_rows"](**gpt2)
+    assert dict(rows)["output"] == "torch.Size([8, 1024, 768])" and "parameters 2,360,064" in summary
+    page = explorer["explorer_html"]()
+    assert all(f"<td>{name}</td><td>{shape}</td>" in page for name, shape in rows)
+    rows, summary = explorer["explorer_rows"](**gpt2, divide=False, final_projection=False)
+    assert dict(rows)["output"] == "torch.Size([8, 1024, 9216])" and "parameters 21,233,664" in summary
+    with pytest.raises(ValueError, match="divisible"):
+        explorer["explorer_rows"](**{**gpt2, "d_out": 776})

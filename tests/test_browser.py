@@ -1,9 +1,12 @@
 """Every page of the built site in headless Chromium, with the network off (only localhost is reachable).
 
-Screenshots of every page are saved under _build/screenshots/ as test artifacts.
+Every page is opened at 1280 px (a laptop) and at 390 px (a phone): nothing may be wider than the screen, no table
+cut off, no code line hidden behind a sideways scroll. The shape explorer's table must follow its sliders with no
+kernel behind the page. Screenshots of every page are saved under _build/screenshots/ as test artifacts.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -37,8 +40,32 @@ def browser():
         chromium.close()
 
 
-def open_page(browser, url: str, base: str):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+PHONE_WIDTH = 390  # CSS pixels of a current phone held upright
+# Tables whose right edge passes the edge of a box that clips (overflow hidden) or of the text column, with no
+# scrolling box around them that would let a reader reach the rest.
+CLIPPED_TABLES = """() => {
+  const column = document.querySelector('article').getBoundingClientRect();
+  const clipped = [];
+  for (const table of document.querySelectorAll('article table')) {
+    const right = table.getBoundingClientRect().right;
+    let reachable = false, cut = right > column.right + 1;
+    for (let box = table.parentElement; box && box.tagName !== 'ARTICLE'; box = box.parentElement) {
+      const overflow = getComputedStyle(box).overflowX;
+      if (overflow === 'auto' || overflow === 'scroll') { reachable = true; break; }
+      if ((overflow === 'hidden' || overflow === 'clip') && right > box.getBoundingClientRect().right + 1) cut = true;
+    }
+    if (cut && !reachable) clipped.push(table.innerText.slice(0, 80));
+  }
+  return clipped;
+}"""
+# Code blocks and outputs whose lines run past the block's right edge (a sideways scroll bar inside the block).
+SIDEWAYS_CODE = """() => [...document.querySelectorAll('article pre')]
+  .filter(pre => pre.offsetParent !== null && pre.scrollWidth > pre.clientWidth + 1)
+  .map(pre => pre.innerText.split('\\n').sort((a, b) => b.length - a.length)[0].slice(0, 100))"""
+
+
+def open_page(browser, url: str, base: str, width: int = 1280):
+    context = browser.new_context(viewport={"width": width, "height": 900}, service_workers="block")
     page = context.new_page()
     log = PageLog(base)
     log.attach(page)
@@ -70,6 +97,122 @@ def test_page_in_browser(browser, site: str, built_book: Path, docname: str):
             assert image["alt"].strip(), f"image {image['src']} has no alt text"
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / (docname.replace("/", "__") + ".png")), full_page=True)
+        assert not log.problems(), "\n".join(log.problems())
+        clipped = page.evaluate(CLIPPED_TABLES)
+        assert not clipped, f"{docname}: tables cut off at 1280 px: {clipped}"
+        sideways = page.evaluate(SIDEWAYS_CODE)
+        assert not sideways, f"{docname}: code lines hidden behind a sideways scroll at 1280 px: {sideways}"
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("docname", toc_files())
+def test_page_fits_a_phone(browser, site: str, built_book: Path, docname: str):
+    """At 390 px nothing makes the page wider than the screen: wide content wraps or scrolls in its own box."""
+    html = (built_book / f"{docname}.html").read_text()
+    assert "_static/course.css" in html, (
+        f"{docname} does not link the course stylesheet: book/_static_course/course.css must be registered in "
+        "_config.yml (html_static_path and html_css_files)")
+    context, page, log = open_page(browser, site + f"{docname}.html", site, width=PHONE_WIDTH)
+    try:
+        if "application/vnd.jupyter.widget-view+json" in html:
+            page.wait_for_selector(WIDGET_CONTROLS, state="visible", timeout=30_000)
+        page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=30_000)
+        # Rendered math can be wide too: measure after MathJax is done.
+        if 'class="math' in html:
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.math')].every(e => e.querySelector('mjx-container'))",
+                timeout=30_000)
+        widths = page.evaluate("() => ({document: document.documentElement.scrollWidth, screen: innerWidth})")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / (docname.replace("/", "__") + f"_{PHONE_WIDTH}px.png")))
+        assert widths["document"] <= widths["screen"], (
+            f"{docname} is {widths['document']} px wide on a {widths['screen']} px screen: "
+            f"{page.evaluate(WIDER_THAN_SCREEN)}")
+        assert not log.problems(), "\n".join(log.problems())
+    finally:
+        context.close()
+
+
+# The elements that stick out past the right edge of the screen, for the failure message.
+WIDER_THAN_SCREEN = """() => {
+  const scrolls = e => { for (let box = e.parentElement; box && box !== document.body; box = box.parentElement)
+    if (['auto', 'scroll', 'hidden', 'clip'].includes(getComputedStyle(box).overflowX)) return true; return false; };
+  return [...document.querySelectorAll('article *')]
+    .filter(e => e.getBoundingClientRect().right > innerWidth + 1 && !scrolls(e))
+    .slice(0, 5).map(e => `${e.tagName.toLowerCase()}.${e.className}: ${(e.innerText || '').slice(0, 60)}`);
+}"""
+
+
+def explorer_reference(built_book: Path):
+    """explorer_rows from the shape explorer's executed notebook (the Python half of the explorer), run here."""
+    notebook = json.loads((built_book / "_notebooks" / "book" / "shape_explorer.ipynb").read_text())
+    namespace: dict = {}
+    for cell in notebook["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and ("import torch" in source or "def attention_shapes" in source
+                                            or "def explorer_rows" in source):
+            # Magics are not Python; the cell's last line displays the explorer and is not needed here.
+            lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "HTML("))]
+            exec(compile("\n".join(lines), "shape_explorer.ipynb", "exec"), namespace)
+    return namespace["explorer_rows"]
+
+
+def test_shape_explorer_table_follows_the_sliders(browser, site: str, built_book: Path):
+    """The published page has no kernel; its table must still follow the controls, and say what attention_shapes
+    (PyTorch on the meta device, run here) says for the same sizes."""
+    explorer_rows = explorer_reference(built_book)
+    sizes = dict(batch=8, context_length=1024, d_in=768, d_out=768, num_heads=12, divide=True,
+                 final_projection=True)
+    context, page, log = open_page(browser, site + "book/shape_explorer.html", site)
+
+    def shown():
+        rows = page.eval_on_selector_all(".mha-explorer-table tbody tr",
+                                         "trs => trs.map(tr => [...tr.cells].map(td => td.innerText.trim()))")
+        summary = page.eval_on_selector_all(".mha-explorer-summary li", "lis => lis.map(li => li.innerText.trim())")
+        return [tuple(row) for row in rows], summary
+
+    def expected():
+        rows, summary = explorer_rows(**sizes)
+        return [tuple(row) for row in rows], summary
+
+    try:
+        explorer = page.locator(".mha-explorer")
+        explorer.scroll_into_view_if_needed()
+        assert shown() == expected(), "the first table is not attention_shapes' at the default sizes"
+        # Move the num_heads slider with the keyboard, four steps right: 12 -> 16 heads of 48.
+        slider = page.locator("input[name=num_heads_slider]")
+        slider.focus()
+        for _ in range(4):
+            page.keyboard.press("ArrowRight")
+        sizes["num_heads"] = 16
+        assert page.locator("input[name=num_heads]").input_value() == "16"
+        rows, summary = shown()
+        assert ("queries", "torch.Size([8, 16, 1024, 48])") in rows and "attention weights 512.0 MiB (float32)" in summary
+        assert (rows, summary) == expected()
+        # Drag the context-length slider with the mouse to its far right end: 16384 tokens.
+        slider = page.locator("input[name=context_length_slider]")
+        box = slider.bounding_box()
+        page.mouse.click(box["x"] + box["width"] - 1, box["y"] + box["height"] / 2)
+        sizes["context_length"] = int(page.locator("input[name=context_length]").input_value())
+        assert sizes["context_length"] > 15000, sizes
+        assert shown() == expected()
+        # The 9216 bug: no division, no projection.
+        sizes.update(num_heads=12, context_length=1024, divide=False, final_projection=False)
+        page.locator("input[name=num_heads]").fill("12")
+        page.locator("input[name=context_length]").fill("1024")
+        page.locator("input[name=divide]").uncheck()
+        page.locator("input[name=final_projection]").uncheck()
+        rows, summary = shown()
+        assert ("output", "torch.Size([8, 1024, 9216])") in rows and "parameters 21,233,664" in summary
+        assert (rows, summary) == expected()
+        # A head count that does not divide d_out: the same message as the Python ValueError, and no table.
+        page.locator("input[name=divide]").check()
+        page.locator("input[name=num_heads]").fill("7")
+        with pytest.raises(ValueError) as error:
+            explorer_rows(**{**sizes, "divide": True, "num_heads": 7})
+        assert page.inner_text(".mha-explorer-error").strip() == str(error.value)
+        assert shown() == ([], [])
         assert not log.problems(), "\n".join(log.problems())
     finally:
         context.close()
