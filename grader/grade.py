@@ -194,6 +194,7 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
         if missing:
             raise NotRegraded(f"--student replaces rows of an earlier run, but {out} has no {' or '.join(missing)}: "
                               "grade the whole class (without --student) first")
+        only_students(collect(submissions, source_path.name), only)   # an unknown id stops before any kernel
     out.mkdir(parents=True, exist_ok=True)
     db_url = gradebook_url(db_url or f"sqlite:///{out / 'gradebook.db'}", log)
     limits = limits or Limits()
