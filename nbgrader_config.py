@@ -4,7 +4,7 @@ nbgrader's own tools on what ``python -m grader grade ... --out OUT`` wrote: set
 setting that joins them). The gradebook is then OUT/gradebook.db and the autograded notebooks OUT/autograded/, so
 ``nbgrader export`` and formgrader (started from this folder) read the grader's results. Without it the gradebook is
 .nbgrader/gradebook.db, which `python -m grader release` (nbgrader generate_assignment) uses. A gradebook on a server
-(``grade --db postgresql+psycopg://...``) is named with MHA_GRADEBOOK_URL, which takes precedence for the database.
+(``grade --db postgresql+psycopg://...``) is named on nbgrader's command line: --CourseDirectory.db_url=URL.
 """
 import os
 
@@ -22,8 +22,6 @@ if grading_out:
     c.CourseDirectory.db_url = "sqlite:///" + os.path.join(grading_out, "gradebook.db")
     # An absolute path: nbgrader joins it to the root with os.path.join, which keeps it as it is.
     c.CourseDirectory.autograded_directory = os.path.join(grading_out, "autograded")
-if os.environ.get("MHA_GRADEBOOK_URL"):
-    c.CourseDirectory.db_url = os.environ["MHA_GRADEBOOK_URL"]
 
 c.ClearSolutions.code_stub = {
     "python": "# YOUR CODE HERE\nraise NotImplementedError()",

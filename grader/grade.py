@@ -331,8 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     except SandboxUnavailable as err:
         print(f"not grading: {err}", file=sys.stderr)
         return 2
-    except (NotRegraded, BadDatabaseURL, CannotMerge) as err:
+    except (NotRegraded, BadDatabaseURL) as err:
         print(f"not grading: {err}", file=sys.stderr)
+        return 2
+    except CannotMerge as err:      # after grading, before any file or the gradebook is written
+        print(f"nothing written: {err}", file=sys.stderr)
         return 2
     except ValueError as err:
         if not args.cluster or "--cluster" not in str(err):

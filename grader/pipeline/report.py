@@ -56,7 +56,7 @@ def write_csvs(out: Path, results: list[Result], replace=None) -> None:
     graded): only those students' rows of the earlier files are replaced, every other row keeps its bytes; raises
     lms.CannotMerge (before writing either file) when an earlier file is missing or has other columns."""
     # Every CSV goes through lms.write_csv: a cell such as a student id "=1+1" gets a leading ' (no formula).
-    from grader.pipeline.lms import merge_rows, write_csv
+    from grader.pipeline.lms import CannotMerge, merge_rows, write_csv
 
     results = sorted(results, key=lambda r: r.student_id)
     grades = [[r.student_id, r.assignment, _number(r.score), _number(r.max_score), r.status, "; ".join(r.flags),
@@ -67,6 +67,10 @@ def write_csvs(out: Path, results: list[Result], replace=None) -> None:
         first = lambda row: row[0]  # noqa: E731
         grades = merge_rows(out / "grades.csv", GRADES_COLUMNS, grades, replace, first)
         tasks = merge_rows(out / "tasks.csv", TASKS_COLUMNS, tasks, replace, first)
+        others = sorted({row[1] for row in grades} - {r.assignment for r in results})
+        if results and others:
+            raise CannotMerge(f"{out / 'grades.csv'} holds another assignment ({', '.join(others)}): --student "
+                              "replaces rows of an earlier run of the same assignment; use that run's OUT")
     write_csv(out / "grades.csv", GRADES_COLUMNS, grades)
     write_csv(out / "tasks.csv", TASKS_COLUMNS, tasks)
 
