@@ -29,6 +29,7 @@ def autograder(root: Path, files: dict[str, bytes]) -> dict[str, Path]:
 
 def run_gradescope(paths: dict[str, Path], source: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "grader", "gradescope", "tiny", "--source", str(source), "--timeout", "20",
+           "--no-preload",
            "--submission", str(paths["submission"]), "--results", str(paths["results"]),
            "--metadata", str(paths["metadata"]), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when students see the tests' results (Gradescope's visibility; default after_published)")
     p.add_argument("--source", default=None, help="the assignment's source notebook, if not in solutions/")
     p.add_argument("--timeout", type=float, default=None, help="seconds per cell (default: grade's)")
+    p.add_argument("--no-preload", action="store_true",
+                   help="start the kernel from scratch instead of forking it from a server that preloaded torch "
+                        "(as grade's --no-preload; faster for a notebook that does not import torch)")
     p.add_argument("--no-sandbox", action="store_true",
                    help="run the notebook WITHOUT isolation where the container gives none: the student's code can "
                         "then read the hidden tests and write results.json itself; only for code you trust")
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(args.submission, student, symlinks=True)
         try:
             results = grade_class(args.assignment, student.parent, Path(scratch) / "out", limits=limits,
-                                  source=args.source, isolate=not args.no_sandbox, log=log)
+                                  source=args.source, preload=not args.no_preload, isolate=not args.no_sandbox,
+                                  log=log)
         except SandboxUnavailable as err:
             log(f"not grading: {err}")
             return 2
