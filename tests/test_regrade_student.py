@@ -184,3 +184,20 @@ def test_formgrader_lists_and_renders_the_autograded_notebooks(regraded, monkeyp
                  if c.metadata.get("nbgrader", {}).get("grade")]
     assert grade_ids and all(gid in html for gid in grade_ids)
     assert "probe" not in json.dumps([c.metadata for c in nbformat.read(str(notebook), as_version=4).cells])
+
+
+def test_merge_keeps_formula_quoted_ids_byte_identical_and_refuses_other_columns(tmp_path):
+    """Without grading: ids a spreadsheet would run ("=1+1", "-x") are written with a leading ' and must come back
+    as the same bytes when another student's row is replaced; a file with other columns is not merged into."""
+    from grader.pipeline.lms import CannotMerge, write_csv
+
+    path, header = tmp_path / "grades.csv", ["student_id", "score", "message"]
+    write_csv(path, header, [["-x", "1", "line one\nline two"], ["=1+1", "2", ""], ["bo", "3", 'say "hi"']])
+    before = path.read_bytes()
+    write_csv(path, header, [["bo", "9", "regraded"]], replace={"bo"})
+    after = path.read_bytes()
+    assert after.replace(b'bo,9,regraded', b'bo,3,"say ""hi"""') == before
+    assert b"'=1+1" in after and b"'-x" in after
+    with pytest.raises(CannotMerge, match="other columns"):
+        write_csv(path, ["student_id", "score"], [["bo", "1"]], replace={"bo"})
+    assert path.read_bytes() == after
