@@ -124,8 +124,9 @@ def test_a_plain_postgresql_url_is_rewritten_to_psycopg_3_and_said():
     url = gradebook_url("postgresql://u:p@db.example.edu:5433/course", said.append)
     assert url == "postgresql+psycopg://u:p@db.example.edu:5433/course"
     assert len(said) == 1 and "psycopg2" in said[0] and "postgresql+psycopg://" in said[0]
+    assert gradebook_url("postgres://u@h/d", said.append) == "postgresql+psycopg://u@h/d"
     assert gradebook_url("sqlite:////tmp/x/gradebook.db", said.append) == "sqlite:////tmp/x/gradebook.db"
-    assert len(said) == 1
+    assert len(said) == 2
 
 
 def test_a_url_that_is_no_url_or_names_a_missing_driver_is_refused_clearly():

@@ -46,15 +46,18 @@ def gradebook_url(db_url: str, log=print) -> str:
     except ArgumentError as err:
         raise BadDatabaseURL(f"--db {db_url!r} is not a database URL ({err}); e.g. sqlite:////abs/path/gradebook.db "
                              "or postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE") from None
+    if url.get_backend_name() == "postgres":      # Heroku's spelling, which SQLAlchemy 1.4+ no longer reads
+        url = url.set(drivername="postgresql" + url.drivername[len("postgres"):])
+        db_url = url.render_as_string(hide_password=False)
     if url.get_backend_name() != "postgresql":
         return db_url
     has_psycopg, has_psycopg2 = _importable("psycopg"), _importable("psycopg2")
-    if url.drivername in ("postgresql", "postgres") and not has_psycopg2:
+    if url.drivername == "postgresql" and not has_psycopg2:
         if not has_psycopg:
             raise BadDatabaseURL("--db names PostgreSQL but no PostgreSQL driver is installed: pip install "
                                  "'psycopg[binary]' (requirements.txt pins it), then use postgresql+psycopg://...")
         new = url.set(drivername="postgresql+psycopg")
-        log(f"--db: {url.drivername}:// means the psycopg2 driver to SQLAlchemy 2, which is not installed; using "
+        log("--db: postgresql:// means the psycopg2 driver to SQLAlchemy 2, which is not installed; using "
             "psycopg 3 (postgresql+psycopg://) instead")
         return new.render_as_string(hide_password=False)
     driver = url.get_driver_name()
