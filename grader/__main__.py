@@ -13,13 +13,15 @@ COMMANDS = {
     "grade": ("grader.grade", "Grade a class: python -m grader grade ASSIGNMENT SUBMISSIONS --out OUT"),
     "check": ("grader.check", "Run the visible tests of one notebook under grading limits: python -m grader check NB"),
     "bench": ("grader.bench", "Run the course's benchmarks and write JSON plus a table."),
+    "gradescope": ("grader.gradescope", "Inside a Gradescope autograder: grade /autograder/submission into "
+                                        "/autograder/results/results.json"),
 }
 
 
 def usage() -> str:
     lines = ["usage: python -m grader <command> [options]", "", "commands:"]
     for name, (_, text) in COMMANDS.items():
-        lines.append(f"  {name:<8} {text}")
+        lines.append(f"  {name:<10} {text}")
     return "\n".join(lines)
 
 

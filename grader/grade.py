@@ -1,4 +1,5 @@
-"""``python -m grader grade ASSIGNMENT SUBMISSIONS --out OUT [--jobs N] [--timeout S] [--db URL] [--cluster ADDRESS]``
+"""``python -m grader grade ASSIGNMENT SUBMISSIONS --out OUT [--jobs N] [--timeout S] [--db URL] [--cluster ADDRESS]
+[--student ID ...]``
 
 Grades a whole class: every student gets a row in OUT/grades.csv with a status, whatever happened, and the run
 exits 0 when that is so. The pipeline's stages (grader.pipeline) are composed here and only here:
@@ -28,8 +29,8 @@ from grader.assignments import ContractError
 from grader.pipeline import Result, Submission, TaskResult
 from grader.pipeline.collect import collect
 from grader.pipeline.execute import execute
-from grader.pipeline.record import prepare, record
-from grader.pipeline.report import write_csvs, write_feedback
+from grader.pipeline.record import BadDatabaseURL, gradebook_url, prepare, record
+from grader.pipeline.report import write_autograded, write_csvs, write_feedback
 from grader.pipeline.sanitize import Rejected, append_probes, load_source, sanitize
 from grader.pipeline import verify as verify_stage
 from grader.pipeline.score import score
@@ -164,6 +165,7 @@ def _grade_and_report(sub: Submission, g: Grading, out: Path) -> Result:
     result = _safe_grade_one(sub, g)
     try:
         write_feedback(out, result, g.source_path.stem)
+        write_autograded(out, result, g.source_path.stem)     # for nbgrader's formgrader
     except Exception as err:   # the row matters more than the page
         result.message = " ".join([result.message, f"(feedback page not written: {type(err).__name__})"]).strip()
     result.feedback_nb = None   # the executed notebook is not needed any more: free it
@@ -183,16 +185,24 @@ def hidden_paths(out: Path, submissions: Path, source_path: Path, db_url: str) -
 def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | None = None,
                 limits: Limits | None = None, db_url: str | None = None, source: str | None = None,
                 kernel: str = "python3", preload: bool = True, isolate: bool = True, cluster: str | None = None,
-                log=print) -> list[Result]:
+                only: list[str] | None = None, log=print) -> list[Result]:
     """Grade every submission of SUBMISSIONS into OUT. Raises SandboxUnavailable (before any grading) where
     `isolate` is asked for and the machine gives no isolation, GradebookError after the CSVs are written.
-    `cluster` (local:N or a scheduler's address): the kernels run on that dask cluster's workers."""
+    `cluster` (local:N or a scheduler's address): the kernels run on that dask cluster's workers.
+    `only` (--student): grade just these student ids and replace only their rows, pages and gradebook entries of
+    an earlier run into OUT; raises NotRegraded, before any grading, when that cannot be done."""
     submissions, out = submissions.resolve(), out.resolve()
     source_path = source_notebook(assignment, source)
     # The assignment's contract first: a task without probes or a missing answer key stops the run here, naming it.
     verification = verify_stage.prepare(assignment, source_path, log)
+    if only:
+        missing = [name for name in ("grades.csv", "tasks.csv") if not (out / name).is_file()]
+        if missing:
+            raise NotRegraded(f"--student replaces rows of an earlier run, but {out} has no {' or '.join(missing)}: "
+                              "grade the whole class (without --student) first")
+        only_students(collect(submissions, source_path.name), only)   # an unknown id stops before any kernel
     out.mkdir(parents=True, exist_ok=True)
-    db_url = db_url or f"sqlite:///{out / 'gradebook.db'}"
+    db_url = gradebook_url(db_url or f"sqlite:///{out / 'gradebook.db'}", log)
     limits = limits or Limits()
     hide = hidden_paths(out, submissions, source_path, db_url)
     if cluster:
@@ -211,6 +221,8 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
         students = collect(submissions, source_path.name)
         for line in getattr(students, "summary", lambda: [])():
             log(line)
+        if only:
+            students = only_students(students, only)
         g = Grading(assignment, source_path, source_nb, graded_cells(source_nb), limits, load_secret(out),
                     verification, None if cluster else sandbox, sandbox if cluster else None)
         log(f"grading {len(students)} submission(s) of {assignment} with {jobs} job(s)")
@@ -229,11 +241,12 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
                 log(line)
     finally:
         sandbox.close()
-    write_csvs(out, results)      # first: the rows must not depend on a database being reachable
+    replace = set(only) if only else None
+    write_csvs(out, results, replace)      # first: the rows must not depend on a database being reachable
     try:
         from grader.pipeline.lms import write_lms_files
 
-        for line in write_lms_files(out, results, students, assignment=assignment):
+        for line in write_lms_files(out, results, students, assignment=assignment, replace=replace):
             log(line)
     except Exception as err:      # the LMS import files are a convenience: the rows are already written
         log(f"LMS import files not written: {type(err).__name__}: {err}")
@@ -251,6 +264,22 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
 
 class GradebookError(RuntimeError):
     pass
+
+
+class NotRegraded(ValueError):
+    """--student cannot be done as asked (an id not in SUBMISSIONS, or no earlier run in OUT); nothing is graded."""
+
+
+def only_students(students: list[Submission], ids: list[str]) -> list[Submission]:
+    """The submissions of `ids` (as grades.csv names them). Raises NotRegraded naming the ids SUBMISSIONS lacks."""
+    found = {s.student_id: s for s in students}
+    unknown = [i for i in dict.fromkeys(ids) if i not in found]
+    if unknown:
+        known = sorted(found)
+        listed = ", ".join(known[:20]) + (f", ... ({len(known)} in all)" if len(known) > 20 else "")
+        raise NotRegraded(f"--student {', '.join(map(repr, unknown))}: no such student in the submissions "
+                          f"(the ids are as grades.csv writes them; found: {listed or 'none'}); nothing was graded")
+    return [found[i] for i in dict.fromkeys(ids)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", default=None, metavar="ADDRESS",
                    help="run the notebooks on a dask cluster: local:N (N worker processes here) or a scheduler's "
                         "address (tcp://host:8786); default: a thread pool on this machine")
+    p.add_argument("--student", action="append", default=None, metavar="ID",
+                   help="regrade only this student (repeatable): only their rows of OUT's CSVs, their feedback "
+                        "pages and gradebook entries are replaced; everyone else's stay as the earlier run wrote "
+                        "them")
     p.add_argument("--no-sandbox", action="store_true",
                    help="run notebooks WITHOUT isolation where the machine gives none (only code you trust); "
                         "the run and every row of grades.csv say so")
@@ -280,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from grader.pipeline.lms import CannotMerge
+
     args = build_parser().parse_args(argv)
     limits = Limits(cell_timeout=args.timeout, notebook_timeout=args.notebook_timeout,
                     memory_bytes=int(args.memory * 2**30), max_processes=args.processes,
@@ -297,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         grade_class(args.assignment, args.submissions, args.out, jobs=args.jobs, limits=limits, db_url=args.db,
                     source=args.source, kernel=args.kernel, preload=not args.no_preload,
-                    isolate=not args.no_sandbox, cluster=args.cluster, log=lambda m: print(m, file=sys.stderr))
+                    isolate=not args.no_sandbox, cluster=args.cluster, only=args.student,
+                    log=lambda m: print(m, file=sys.stderr))
     except SandboxUnavailable as err:
         print(f"not grading: {err}", file=sys.stderr)
         return 2
@@ -305,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not grading: the assignment's grading is incomplete: {err}. Fix grader/assignments/ or the "
               f"source notebook (see CONTRIBUTING.md); grading again without that change fails the same way.",
               file=sys.stderr)
+        return 2
+    except (NotRegraded, BadDatabaseURL) as err:
+        print(f"not grading: {err}", file=sys.stderr)
+        return 2
+    except CannotMerge as err:      # after grading, before any file or the gradebook is written
+        print(f"nothing written: {err}", file=sys.stderr)
         return 2
     except ValueError as err:
         if not args.cluster or "--cluster" not in str(err):

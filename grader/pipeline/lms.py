@@ -21,6 +21,10 @@ Formats, and where they come from:
 
 A row that cannot go to the LMS (no student id was matched, or the grader failed on it) is left out of the import
 files and named in what the writers return, so the run can say so.
+
+A regrade of some students (``grade --student ID``) passes their ids as `replace`: each file is then the earlier
+run's file with only those students' rows replaced; every other row is written back as it was read, which gives the
+same bytes (the csv module writes the same values the same way, and a cell made spreadsheet-safe stays as it is).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable
 
 from grader.pipeline.types import Result, Submission
 
@@ -45,8 +50,44 @@ def spreadsheet_safe(value) -> str:
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
-def write_csv(path: Path, header: list[str], rows, quoting: int = csv.QUOTE_MINIMAL) -> Path:
-    """Every CSV the grader writes goes through here: UTF-8, one header row, spreadsheet-safe cells."""
+def unsafe(cell: str) -> str:
+    """The value spreadsheet_safe was given, from the cell it wrote (for sorting and matching ids read back)."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_START) else cell
+
+
+class CannotMerge(ValueError):
+    """An earlier run's CSV cannot take a regrade's rows (missing, or other columns); the message says why."""
+
+
+def merge_rows(path: Path, header: list[str], rows: list[list[str]], replace: Iterable[str],
+               student_of: Callable[[list[str]], str], *, leading: int = 0) -> list[list]:
+    """The rows of an earlier run's `path` whose student (``student_of(row)``, a raw id) is not in `replace`, with
+    `rows` (this run's rows of those students) put in student-id order among them; the first `leading` rows of
+    `rows` (Canvas's "Points Possible") stay first and replace the file's. Raises CannotMerge when the file is
+    missing or its header differs from `header` (a regrade under other settings, which must grade everyone)."""
+    if not path.is_file():
+        raise CannotMerge(f"{path} is missing: --student replaces rows of an earlier run; grade the whole class "
+                          "(without --student) first")
+    with open(path, newline="", encoding="utf-8") as f:
+        old = list(csv.reader(f))
+    if not old or [unsafe(c) for c in old[0]] != [str(c) for c in header]:
+        raise CannotMerge(f"{path.name} has other columns than this run writes ({old[0] if old else 'empty'} vs "
+                          f"{header}): grade the whole class (without --student) to rewrite it")
+    replaced = set(replace)
+    kept = [row for row in old[1 + leading:] if student_of([unsafe(c) for c in row]) not in replaced]
+    body = kept + [[str(c) for c in row] for row in rows[leading:]]
+    # sorted() is stable: one student's rows (tasks.csv) keep their order.
+    body.sort(key=lambda row: student_of([unsafe(c) for c in row]))
+    return [list(r) for r in rows[:leading]] + body
+
+
+def write_csv(path: Path, header: list[str], rows, quoting: int = csv.QUOTE_MINIMAL, *,
+              replace: Iterable[str] | None = None, student_of: Callable[[list[str]], str] = lambda row: row[0],
+              leading: int = 0) -> Path:
+    """Every CSV the grader writes goes through here: UTF-8, one header row, spreadsheet-safe cells. With
+    `replace` (student ids), only those students' rows of the existing file are replaced (merge_rows)."""
+    if replace is not None:
+        rows = merge_rows(path, header, list(rows), replace, student_of, leading=leading)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, quoting=quoting)
         for row in [header, *rows]:
@@ -103,7 +144,7 @@ def canvas_id_column(student_id: str, sub: Submission | None) -> str:
 
 def write_canvas_csv(out: Path, results: list[Result], *, assignment: str, assignment_id: str | None = None,
                      submissions: list[Submission] | None = None, id_column: str | None = None,
-                     filename: str = "canvas_grades.csv") -> Written:
+                     filename: str = "canvas_grades.csv", replace: Iterable[str] | None = None) -> Written:
     """OUT/canvas_grades.csv for Canvas's gradebook import (see the module docstring).
     `assignment_id`: the Canvas assignment's id (in its URL); without it Canvas creates a new assignment.
     `id_column`: force the column the student ids go in ("ID", "SIS User ID" or "SIS Login ID")."""
@@ -118,7 +159,8 @@ def write_canvas_csv(out: Path, results: list[Result], *, assignment: str, assig
         cells["Student"] = (sub.name if sub is not None and sub.name else r.student_id)
         cells[id_column or canvas_id_column(r.student_id, sub)] = r.student_id
         body.append([cells[c] for c in CANVAS_COLUMNS] + [_points(r.score)])
-    path = write_csv(out / filename, CANVAS_COLUMNS + [column], body)
+    path = write_csv(out / filename, CANVAS_COLUMNS + [column], body, replace=replace, leading=1,
+                     student_of=lambda row: next((c for c in row[1:4] if c), ""))
     return Written(path, len(rows), left_out)
 
 
@@ -130,14 +172,14 @@ def blackboard_column(assignment: str, points: float, column_id: str | None = No
 
 def write_blackboard_csv(out: Path, results: list[Result], *, assignment: str, column_id: str | None = None,
                          submissions: list[Submission] | None = None,
-                         filename: str = "blackboard_grades.csv") -> Written:
+                         filename: str = "blackboard_grades.csv", replace: Iterable[str] | None = None) -> Written:
     """OUT/blackboard_grades.csv for Blackboard's Grade Center upload (see the module docstring).
     `column_id`: the Grade Center column's id (from a downloaded Grade Center); without it Blackboard makes a new
     column."""
     rows, left_out = _uploadable(results, _by_id(submissions))
     header = ["Username", blackboard_column(assignment, _max_score(results), column_id)]
     body = [[r.student_id, _points(r.score)] for r, _ in rows]
-    path = write_csv(out / filename, header, body, quoting=csv.QUOTE_ALL)
+    path = write_csv(out / filename, header, body, quoting=csv.QUOTE_ALL, replace=replace)
     return Written(path, len(rows), left_out)
 
 
@@ -165,24 +207,26 @@ def write_gradescope_results(out: Path, results: list[Result], *, visibility: st
     return path
 
 
-def write_submissions_csv(out: Path, submissions: list[Submission], filename: str = "submissions.csv") -> Path:
+def write_submissions_csv(out: Path, submissions: list[Submission], filename: str = "submissions.csv",
+                          replace: Iterable[str] | None = None) -> Path:
     """OUT/submissions.csv: what collection found for each student (the LMS's name, late marker and time stamp,
     the rule that found them, where the notebook was), so a misread download shows at once."""
     body = [[s.student_id, s.name, s.found_by, s.notebook_name, s.source, "late" if s.late else "", s.submitted_at]
             for s in sorted(submissions, key=lambda s: s.student_id)]
-    return write_csv(out / filename, SUBMISSIONS_COLUMNS, body)
+    return write_csv(out / filename, SUBMISSIONS_COLUMNS, body, replace=replace)
 
 
 def write_lms_files(out: Path, results: list[Result], submissions: list[Submission] | None, *, assignment: str,
-                    canvas_assignment_id: str | None = None,
-                    blackboard_column_id: str | None = None) -> list[str]:
-    """The Canvas and Blackboard import files of one run (and submissions.csv); returns lines for the log."""
+                    canvas_assignment_id: str | None = None, blackboard_column_id: str | None = None,
+                    replace: Iterable[str] | None = None) -> list[str]:
+    """The Canvas and Blackboard import files of one run (and submissions.csv); returns lines for the log.
+    `replace`: the students a ``--student`` regrade graded; only their rows of the earlier files change."""
     lines = []
     if submissions is not None:
-        lines.append(f"{write_submissions_csv(out, submissions).name}: how each student was found")
+        lines.append(f"{write_submissions_csv(out, submissions, replace=replace).name}: how each student was found")
     for written in (write_canvas_csv(out, results, assignment=assignment, assignment_id=canvas_assignment_id,
-                                     submissions=submissions),
+                                     submissions=submissions, replace=replace),
                     write_blackboard_csv(out, results, assignment=assignment, column_id=blackboard_column_id,
-                                         submissions=submissions)):
+                                         submissions=submissions, replace=replace)):
         lines.append(written.summary())
     return lines

@@ -2,23 +2,117 @@
 
 SQLite in OUT by default; ``--db`` takes any SQLAlchemy URL (PostgreSQL for a course team). Each run replaces the
 student's previous submission of this assignment, so grading twice leaves the same gradebook. ``nbgrader export``
-and formgrader read it as usual.
+and formgrader read it as usual; an autograded cell is recorded as nbgrader's own autograder records it
+(``auto_score`` set, ``needs_manual_grade`` False, nbgrader's ``SaveAutoGrades``), so formgrader does not list every
+submission as waiting for a person.
+
+PostgreSQL (checked with nbgrader 0.9.6, SQLAlchemy 2, psycopg 3, PostgreSQL 15; FACTS.md): SQLAlchemy 2 reads
+``postgresql://`` as the psycopg2 driver, so a plain URL is rewritten to ``postgresql+psycopg://`` (psycopg 3)
+when psycopg2 is not installed; nbgrader runs the ``alembic`` program on a new database, so the interpreter's
+``bin/`` is put on PATH; and several ``grade`` runs that write one database at once (a course team) take turns
+through a PostgreSQL advisory lock, so that two runs never both create the tables or the same student.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import shutil
+import sys
 import warnings
+from pathlib import Path
 
 from nbgrader.api import Gradebook, MissingEntry
-from sqlalchemy.exc import SAWarning
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SAWarning
 
 from grader.pipeline.types import Result
 from grader.pipeline.types import GradedCell
 
 
+class BadDatabaseURL(ValueError):
+    """The --db URL cannot be used; the message says what to write instead."""
+
+
+def gradebook_url(db_url: str, log=print) -> str:
+    """The URL the gradebook is opened with: `db_url`, with ``postgresql://`` (or ``postgres://``) rewritten to
+    ``postgresql+psycopg://`` when psycopg 3 is installed and psycopg2 is not (said through `log`). Raises
+    BadDatabaseURL for a URL SQLAlchemy cannot parse or a PostgreSQL URL whose driver is not installed. Also puts
+    this interpreter's ``bin/`` on PATH, where nbgrader looks for ``alembic`` when it creates a new gradebook."""
+    ensure_alembic_on_path()
+    try:
+        url = make_url(db_url)
+    except ArgumentError as err:
+        raise BadDatabaseURL(f"--db {db_url!r} is not a database URL ({err}); e.g. sqlite:////abs/path/gradebook.db "
+                             "or postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE") from None
+    if url.get_backend_name() == "postgres":      # Heroku's spelling, which SQLAlchemy 1.4+ no longer reads
+        url = url.set(drivername="postgresql" + url.drivername[len("postgres"):])
+        db_url = url.render_as_string(hide_password=False)
+    if url.get_backend_name() != "postgresql":
+        return db_url
+    has_psycopg, has_psycopg2 = _importable("psycopg"), _importable("psycopg2")
+    if url.drivername == "postgresql" and not has_psycopg2:
+        if not has_psycopg:
+            raise BadDatabaseURL("--db names PostgreSQL but no PostgreSQL driver is installed: pip install "
+                                 "'psycopg[binary]' (requirements.txt pins it), then use postgresql+psycopg://...")
+        new = url.set(drivername="postgresql+psycopg")
+        log("--db: postgresql:// means the psycopg2 driver to SQLAlchemy 2, which is not installed; using "
+            "psycopg 3 (postgresql+psycopg://) instead")
+        return new.render_as_string(hide_password=False)
+    driver = url.get_driver_name()
+    if not _importable({"psycopg": "psycopg", "psycopg2": "psycopg2"}.get(driver, driver)):
+        raise BadDatabaseURL(f"--db asks for the {driver!r} driver, which is not installed; with psycopg 3 "
+                             "(requirements.txt) write postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE")
+    return db_url
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def ensure_alembic_on_path() -> None:
+    """nbgrader's Gradebook runs ``alembic`` by name on a new database (nbgrader.api.get_alembic_version): with
+    an interpreter started by its full path, its environment's bin/ is often not on PATH, and the gradebook fails
+    with FileNotFoundError. Put that bin/ at the end of PATH when alembic is not found otherwise."""
+    if shutil.which("alembic"):
+        return
+    bin_dir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = os.pathsep.join(p for p in [os.environ.get("PATH", ""), bin_dir] if p)
+
+
+# One number for every grader run: PostgreSQL advisory locks are keyed by a 64-bit integer per database.
+_LOCK_KEY = int.from_bytes(hashlib.sha256(b"mha-course grader gradebook writer").digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def one_writer(db_url: str):
+    """On PostgreSQL, hold the grader's advisory lock while the gradebook is written, so that runs writing one
+    database at once take turns (nbgrader creates tables and students by "find, else add", which two writers at
+    once would both do). SQLite serialises writers itself; other servers are used as they are."""
+    if make_url(db_url).get_backend_name() != "postgresql":
+        yield
+        return
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
 def prepare(db_url: str, assignment: str, notebook: str, cells: list[GradedCell]) -> None:
     """The assignment, its notebook and graded cells. Run in a thread while grading starts: a new gradebook
     costs nbgrader an ``alembic`` subprocess (seconds), which then overlaps the kernels."""
-    with Gradebook(db_url) as gb:
+    with one_writer(db_url), Gradebook(db_url) as gb:
         gb.update_or_create_assignment(assignment)
         gb.update_or_create_notebook(notebook, assignment)
         for cell in cells:
@@ -35,7 +129,7 @@ def record(db_url: str, assignment: str, notebook: str, cells: list[GradedCell],
     transaction: one that the database refuses (an id longer than nbgrader's 128 characters on a server that
     checks it) is rolled back and named in NotRecorded at the end, and the others are recorded all the same."""
     failed = []
-    with warnings.catch_warnings(), Gradebook(db_url) as gb:
+    with warnings.catch_warnings(), one_writer(db_url), Gradebook(db_url) as gb:
         # nbgrader's add_submission trips SQLAlchemy 2's autoflush warnings; harmless, and not ours to fix.
         warnings.simplefilter("ignore", category=SAWarning)
         for result in results:
@@ -62,6 +156,7 @@ def _record_one(gb: Gradebook, assignment: str, notebook: str, cells: list[Grade
         task = by_cell.get(cell.grade_id)
         grade.auto_score = task.score if task else 0.0
         grade.manual_score = None
+        grade.needs_manual_grade = False     # as nbgrader's SaveAutoGrades: an auto score and no manual one
 
 
 def gradebook_totals(db_url: str, assignment: str) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""Stage 6, report: grades.csv, tasks.csv and one feedback page per student.
+"""Stage 6, report: grades.csv, tasks.csv, one feedback page per student, and the autograded notebooks for
+nbgrader's formgrader (OUT/autograded/<student>/<assignment>/<notebook>.ipynb, nbgrader's own layout).
 
 The feedback page is the executed notebook, headed by a table of each task's result and message, with the probe
 cells removed and the hidden tests' code replaced by a line that says they are hidden (nbgrader shows that code,
@@ -51,17 +52,28 @@ def _number(x: float) -> str:
     return f"{x:g}"
 
 
-def write_csvs(out: Path, results: list[Result]) -> None:
+def write_csvs(out: Path, results: list[Result], replace=None) -> None:
+    """OUT/grades.csv and OUT/tasks.csv, rows in student-id order. `replace` (the ids a ``--student`` regrade
+    graded): only those students' rows of the earlier files are replaced, every other row keeps its bytes; raises
+    lms.CannotMerge (before writing either file) when an earlier file is missing or has other columns."""
     # Every CSV goes through lms.write_csv: a cell such as a student id "=1+1" gets a leading ' (no formula).
-    from grader.pipeline.lms import write_csv
+    from grader.pipeline.lms import CannotMerge, merge_rows, write_csv
 
     results = sorted(results, key=lambda r: r.student_id)
-    write_csv(out / "grades.csv", GRADES_COLUMNS,
-              [[r.student_id, r.assignment, _number(r.score), _number(r.max_score), r.status, "; ".join(r.flags),
-                r.message] for r in results])
-    write_csv(out / "tasks.csv", TASKS_COLUMNS,
-              [[r.student_id, r.assignment, t.task, _number(t.score), _number(t.max_score), t.message]
-               for r in results for t in r.tasks])
+    grades = [[r.student_id, r.assignment, _number(r.score), _number(r.max_score), r.status, "; ".join(r.flags),
+               r.message] for r in results]
+    tasks = [[r.student_id, r.assignment, t.task, _number(t.score), _number(t.max_score), t.message]
+             for r in results for t in r.tasks]
+    if replace is not None:      # both merged before either is written: never one file new and the other old
+        first = lambda row: row[0]  # noqa: E731
+        grades = merge_rows(out / "grades.csv", GRADES_COLUMNS, grades, replace, first)
+        tasks = merge_rows(out / "tasks.csv", TASKS_COLUMNS, tasks, replace, first)
+        others = sorted({row[1] for row in grades} - {r.assignment for r in results})
+        if results and others:
+            raise CannotMerge(f"{out / 'grades.csv'} holds another assignment ({', '.join(others)}): --student "
+                              "replaces rows of an earlier run of the same assignment; use that run's OUT")
+    write_csv(out / "grades.csv", GRADES_COLUMNS, grades)
+    write_csv(out / "tasks.csv", TASKS_COLUMNS, tasks)
 
 
 def _summary_html(result: Result) -> str:
@@ -239,4 +251,28 @@ def write_feedback(out: Path, result: Result, notebook_stem: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{notebook_stem}.html"
     path.write_text(body, encoding="utf-8")
+    return path
+
+
+AUTOGRADED_FOLDER = "autograded"     # nbgrader's CourseDirectory.autograded_directory default
+
+
+def write_autograded(out: Path, result: Result, notebook_stem: str) -> Path | None:
+    """OUT/autograded/<student>/<assignment>/<notebook>.ipynb: the executed notebook as nbgrader's autograde leaves
+    it (hidden tests included, the grader's probe cells removed), where formgrader's submission view looks for it
+    (nbgrader's CourseDirectory.directory_structure, with autograded_directory pointed at OUT/autograded). This
+    folder is for the instructor only: it holds the hidden tests. Returns None, writing nothing, when there is no
+    executed notebook (a rejected submission) or the student id is not a safe folder name (formgrader builds the
+    path from the id itself)."""
+    if feedback_folder(result.student_id) != result.student_id:
+        return None
+    folder = out / AUTOGRADED_FOLDER / result.student_id / result.assignment
+    path = folder / f"{notebook_stem}.ipynb"
+    if result.feedback_nb is None:
+        path.unlink(missing_ok=True)     # a regrade rejected it: formgrader must not show the earlier run's
+        return None
+    kept = nbformat.from_dict(json.loads(json.dumps(result.feedback_nb)))
+    kept.cells = [c for c in kept.cells if not is_probe(c)]
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(nbformat.writes(kept), encoding="utf-8")
     return path
