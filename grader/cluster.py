@@ -189,13 +189,15 @@ class Cluster:
         from distributed import Client, LocalCluster
 
         kind, where = parse_address(address)
-        self.address, self.log = address, log
+        self.address, self.log, self.kind = address, log, kind
         self.local = None
         self.gpus = limits.gpus       # GPU grading: each notebook needs a worker with the GPU resource
         self.submit_options = {"resources": {GPU: 1}} if self.gpus else {}
         limits_dict = asdict(limits)
         if kind == "local":
             self.cuda_here = cuda_visible() if self.gpus else False
+            if self.gpus and not self.cuda_here:   # no worker here could declare a GPU: say so before starting any
+                raise NoGPUWorkers(self.no_gpu_message())
             with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
                 # memory_limit=0: the sandbox caps each kernel; a worker's own limit would count nothing useful
                 self.local = LocalCluster(n_workers=where, processes=True, threads_per_worker=1,
@@ -230,7 +232,7 @@ class Cluster:
     def no_gpu_message(self) -> str:
         why = (("CUDA is not visible on this machine (torch.cuda.is_available() is False), so the local workers "
                 "declare no GPU: grade without --gpus, or on a machine with a GPU")
-               if self.local is not None else
+               if self.kind == "local" else
                f"start the workers of the GPU machines with `dask worker SCHEDULER_ADDRESS --resources {GPU}=1`, "
                f"or grade without --gpus")
         return (f"--cluster {self.address} --gpus {self.gpus}: no worker of the cluster declares the dask resource "
