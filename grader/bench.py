@@ -316,6 +316,7 @@ def markdown(results: dict) -> str:
             return f"{_fmt(runs[name]['wall_s'], 1)} s (start-up {_fmt(runs[name]['startup_s'], 1)} s)"
 
         judged = {True: "met", False: "not met", None: "not judged"}[cluster["target_met"]]
+        grading = {name: run["wall_s"] - (run["startup_s"] or 0) for name, run in runs.items()}
         lines += [f"{cluster['n_submissions']} submissions of {cluster['assignment']}, {cluster['cores']} cores, load "
                   f"average {_fmt(cluster['load_average_before'])} before and {_fmt(cluster['load_average_after'])} "
                   f"after: `--cluster local:1` {wall('cluster_local_1')}, `--cluster local:2` "
@@ -323,7 +324,9 @@ def markdown(results: dict) -> str:
                   f"Scaling local:1 / local:2: {_fmt(cluster['ratio_local_1_to_local_2'])}x (target >= "
                   f"{cluster['target']} on 2 cores: {judged}); overhead of the cluster, local:2 / --jobs 2: "
                   f"{_fmt(cluster['overhead_local_2_to_jobs_2'])}x; the same grades.csv all three ways: "
-                  f"{cluster['same_rows']}.", ""]
+                  f"{cluster['same_rows']}. After start-up only: local:1 / local:2 "
+                  f"{_fmt(grading['cluster_local_1'] / grading['cluster_local_2'])}x, local:2 / --jobs 2 "
+                  f"{_fmt(grading['cluster_local_2'] / grading['pool_jobs_2'])}x.", ""]
     else:
         lines += [f"Not measured: {cluster['reason']}.", ""]
     for section in SECTIONS:
