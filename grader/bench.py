@@ -7,10 +7,13 @@ times move; ratios taken in the same run, round by round, move much less):
    code, not part of this package), forward and forward+backward, median and spread, ratio to
    F.scaled_dot_product_attention, the 9216 wrapper against the fixed one, GFLOP/s, peak memory;
 2. grading: ``grade --jobs`` against serial ``nbgrader autograde`` (grader/bench_grading.py);
-3. book: a cold ``jupyter-book build`` into a fresh folder, then a warm rebuild with nothing changed.
+3. book: a cold ``jupyter-book build`` into a fresh folder, then a warm rebuild with nothing changed;
+4. cluster: the same class graded with ``--cluster local:1``, ``--cluster local:2`` and ``--jobs 2``: the scaling
+   ratio and the cluster's overhead against the thread pool (grader/bench_grading.py, grader/cluster.py).
 
 Writes ``results.json`` and ``results.md`` under ``--out`` (default ``benchmarks/``; ``benchmarks/quick/`` for
-``--quick``, so a smoke run never overwrites the committed full results).
+``--quick``, so a smoke run never overwrites the committed full results). ``--update`` replaces only the selected
+sections of the results.json already there and keeps the rest; each section measured records its own run.
 """
 from __future__ import annotations
 
@@ -29,13 +32,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS_FILE = REPO / "book" / "attention_variants.py"
-SECTIONS = ("attention", "grading", "book")
+SECTIONS = ("attention", "grading", "book", "cluster")
 TARGETS = {
     "best_from_scratch_vs_torch_mha_cpu": 1.5,  # at most, forward, on CPU
     "grading_speedup": 1.8,  # at least, on 2 cores
     "grading_per_notebook_vs_floor": 1.5,  # at most
     "book_cold_s": 600.0,
     "book_warm_s": 30.0,
+    "cluster_scaling": 1.7,  # at least: --cluster local:1 / local:2 wall time, on 2 cores at low load
 }
 # Datasheet FP32 peaks (non-tensor-core; PyTorch keeps TF32 off for float32 matmuls by default), FLOP/s.
 GPU_FP32_PEAK = {"H200": 67e12, "H100": 67e12, "A100": 19.5e12, "L40S": 91.6e12, "L4": 30.3e12,
@@ -169,6 +173,17 @@ def bench_grading(quick: bool, jobs: int, workdir: Path) -> dict:
     return {"measured": True, **result}
 
 
+def bench_cluster(quick: bool, workdir: Path) -> dict:
+    from grader.bench_grading import measure_cluster
+
+    result = measure_cluster(n_submissions=20, workdir=workdir, quick=quick)
+    result["target"] = TARGETS["cluster_scaling"]
+    # Judged only where it means something: a full run with two cores for the two workers.
+    result["target_met"] = (None if quick or result["cores"] < 2
+                            else result["ratio_local_1_to_local_2"] >= TARGETS["cluster_scaling"])
+    return {"measured": True, **result}
+
+
 def _build(output: Path, extra: tuple[str, ...] = ()) -> tuple[float, int, str]:
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", *extra, "--path-output", str(output), "."]
     env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0")
@@ -220,6 +235,8 @@ def run(quick: bool, sections: list[str], jobs: int, repeats: int | None, workdi
     results["grading"] = (bench_grading(quick, jobs, workdir / "grading") if "grading" in sections
                           else {"measured": False, "reason": skipped})
     results["book"] = bench_book(workdir, book_toc) if "book" in sections else {"measured": False, "reason": skipped}
+    results["cluster"] = (bench_cluster(quick, workdir / "cluster") if "cluster" in sections
+                          else {"measured": False, "reason": skipped})
     results["load_average_at_end"] = list(os.getloadavg())
     results["total_s"] = time.perf_counter() - started
     return results
@@ -290,7 +307,60 @@ def markdown(results: dict) -> str:
                   f"{book['warm_exit']}, target < {TARGETS['book_warm_s']:.0f} s).", ""]
     else:
         lines += [f"Not measured: {book['reason']}.", ""]
-    return "\n".join(lines)
+    cluster = results.get("cluster", {"measured": False, "reason": "not a section of this run"})
+    lines += ["## Grading on a cluster", ""]
+    if cluster.get("measured"):
+        runs = cluster["runs"]
+
+        def wall(name: str) -> str:
+            return f"{_fmt(runs[name]['wall_s'], 1)} s (start-up {_fmt(runs[name]['startup_s'], 1)} s)"
+
+        judged = {True: "met", False: "not met", None: "not judged"}[cluster["target_met"]]
+        grading = {name: run["wall_s"] - (run["startup_s"] or 0) for name, run in runs.items()}
+        lines += [f"{cluster['n_submissions']} submissions of {cluster['assignment']}, {cluster['cores']} cores, load "
+                  f"average {_fmt(cluster['load_average_before'])} before and {_fmt(cluster['load_average_after'])} "
+                  f"after: `--cluster local:1` {wall('cluster_local_1')}, `--cluster local:2` "
+                  f"{wall('cluster_local_2')}, thread pool `--jobs 2` {wall('pool_jobs_2')}.",
+                  f"Scaling local:1 / local:2: {_fmt(cluster['ratio_local_1_to_local_2'])}x (target >= "
+                  f"{cluster['target']} on 2 cores: {judged}); overhead of the cluster, local:2 / --jobs 2: "
+                  f"{_fmt(cluster['overhead_local_2_to_jobs_2'])}x; the same grades.csv all three ways: "
+                  f"{cluster['same_rows']}. After start-up only: local:1 / local:2 "
+                  f"{_fmt(grading['cluster_local_1'] / grading['cluster_local_2'])}x, local:2 / --jobs 2 "
+                  f"{_fmt(grading['cluster_local_2'] / grading['pool_jobs_2'])}x.", ""]
+    else:
+        lines += [f"Not measured: {cluster['reason']}.", ""]
+    for section in SECTIONS:
+        run = results.get(section, {}).get("run")
+        if run:
+            lines.append(f"- The {section} section comes from a later run (`--update`): {run['date']}, commit "
+                         f"{run['git_commit']}, load average at start {run['load_average_at_start'][0]:.1f}.")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def read_previous(path: Path, quick: bool) -> dict | str:
+    """The results.json that --update adds to, or why it cannot be updated (a message for the command line)."""
+    if not path.is_file():
+        return f"--update: {path} does not exist; run without --update to write it"
+    try:
+        previous = json.loads(path.read_text())
+    except ValueError as err:
+        return f"--update: {path} is not valid JSON ({err}); run without --update to write it anew"
+    if previous.get("quick") != quick:
+        return (f"--update: {path} holds {'quick' if previous.get('quick') else 'full'} results; a "
+                f"{'quick' if quick else 'full'} run cannot be merged into them")
+    return previous
+
+
+def merge(previous: dict, results: dict, sections: list[str]) -> dict:
+    """`previous` with the selected sections of `results` in place of its own; each one records the run it came
+    from (date, commit, load average), since the file's top-level fields describe the earlier run."""
+    merged = dict(previous)
+    run = {key: results[key] for key in ("date", "git_commit", "command", "load_average_at_start",
+                                         "load_average_at_end")}
+    for section in sections:
+        merged[section] = {**results[section], "run": run}
+    merged["sections"] = [s for s in SECTIONS if s in set(previous.get("sections", [])) | set(sections)]
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,17 +377,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--book-toc", type=Path, default=None,
                         help="build only this table of contents in the book section (default: the whole book)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the selected sections in the results.json already in --out, keep the "
+                             "others (each section measured records its own run)")
     args = parser.parse_args(argv)
     sections = (args.sections or ("attention" if args.quick else ",".join(SECTIONS))).split(",")
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     out = args.out or (REPO / "benchmarks" / ("quick" if args.quick else ""))
+    previous = None
+    if args.update:
+        previous = read_previous(out / "results.json", args.quick)
+        if isinstance(previous, str):
+            parser.error(previous)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mha-bench-") as tmp:
         results = run(args.quick, sections, args.jobs, args.repeats, args.workdir or Path(tmp), args.threads,
                       " ".join(["python -m grader bench", *(argv if argv is not None else sys.argv[2:])]),
                       args.book_toc, explicit=args.sections is not None)
+    if previous is not None:
+        results = merge(previous, results, sections)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(markdown(results))
     print(markdown(results))

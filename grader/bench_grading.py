@@ -4,7 +4,8 @@
 assignment, grades them with plain nbgrader (one ``nbgrader autograde`` over the class, which runs one notebook
 at a time) and with ``grader.grade.grade_class`` (`jobs` at a time), and returns both wall times, their ratio and
 the floor: a fresh ``python -c "import torch"`` per notebook, which every notebook pays in a fresh kernel.
-``python -m grader bench`` calls it. Not a timed test: on a shared machine the numbers move.
+``measure_cluster`` grades the same class on a local dask cluster of 1 and of 2 workers and in the thread pool
+(grader.cluster). ``python -m grader bench`` calls both. Not a timed test: on a shared machine the numbers move.
 
 The helpers that make submissions from the instructor's source are here too (``samples/make_class.py`` uses
 them); they write copies in a work folder and never touch solutions/ or exercises/.
@@ -137,6 +138,66 @@ def measure_grading(n_submissions: int, jobs: int, workdir: Path, quick: bool,
         "speedup": round(serial / parallel, 2),
         "floor_s": round(floor_one * n, 2), "import_torch_s": round(floor_one, 2),
         "statuses": statuses, "scores": sorted(r.score for r in results),
+    }
+
+
+def _timed_grading(assignment: str, source: Path, subs: Path, out: Path, secret: str, *, jobs: int | None = None,
+                   cluster: str | None = None) -> dict:
+    """One ``grade_class`` run: wall time, the part before grading began (cluster, sandboxes, isolation check) and
+    the rows of grades.csv (read back as text: what the instructor gets)."""
+    from grader.grade import grade_class
+    from grader.sandbox import Limits
+
+    out.mkdir(parents=True)
+    (out / ".grader-secret").write_text(secret)    # one secret for every run: the same probes, so the same rows
+    began: list[float] = []
+
+    def log(line: str) -> None:
+        if line.startswith("grading ") and not began:
+            began.append(time.perf_counter())
+
+    started = time.perf_counter()
+    grade_class(assignment, subs, out, jobs=jobs, cluster=cluster, source=str(source),
+                limits=Limits(cell_timeout=120, threads=0), log=log)
+    wall = time.perf_counter() - started
+    startup = (began[0] - started) if began else None
+    return {"wall_s": round(wall, 2), "startup_s": None if startup is None else round(startup, 2),
+            "rows": (out / "grades.csv").read_text().splitlines()}
+
+
+def measure_cluster(n_submissions: int, workdir: Path, quick: bool, assignment: str = "ps1",
+                    source: Path | None = None) -> dict:
+    """The same class graded three ways in one run: ``--cluster local:1``, ``--cluster local:2`` and the thread
+    pool with ``--jobs 2``. Returns the wall times (seconds, each with its start-up part: cluster, sandboxes and
+    isolation check), the scaling ratio local:1 / local:2, the cluster's overhead local:2 / --jobs 2, whether the
+    three grades.csv are identical, and the load average (1 min) before and after.
+
+    `quick` grades 2 submissions instead of `n_submissions` (checks the section runs, not its speed).
+    """
+    import secrets
+
+    n = min(n_submissions, 2) if quick else n_submissions
+    source = Path(source) if source else REPO / "solutions" / assignment / f"{assignment}.ipynb"
+    workdir = Path(workdir)
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    write_class(source, workdir / "class", n)
+    secret = secrets.token_hex(32)
+    load_before = os.getloadavg()[0]
+    runs = {name: _timed_grading(assignment, source, workdir / "class", workdir / name, secret, **how)
+            for name, how in (("cluster_local_1", {"cluster": "local:1"}), ("cluster_local_2", {"cluster": "local:2"}),
+                              ("pool_jobs_2", {"jobs": 2}))}
+    load_after = os.getloadavg()[0]
+    rows = {name: run.pop("rows") for name, run in runs.items()}
+    local_1, local_2, pool = (runs[k]["wall_s"] for k in ("cluster_local_1", "cluster_local_2", "pool_jobs_2"))
+    return {
+        "assignment": assignment, "n_submissions": n, "cores": len(os.sched_getaffinity(0)), "runs": runs,
+        "ratio_local_1_to_local_2": round(local_1 / local_2, 2),
+        "overhead_local_2_to_jobs_2": round(local_2 / pool, 2),
+        "same_rows": rows["cluster_local_1"] == rows["cluster_local_2"] == rows["pool_jobs_2"],
+        "statuses": sorted({row.split(",")[4] for row in rows["pool_jobs_2"][1:]}),
+        "load_average_before": round(load_before, 2), "load_average_after": round(load_after, 2),
     }
 
 

@@ -10,7 +10,12 @@ feedback stay in the instructor's process, which parses that JSON and never unpi
 submission.
 
 A worker that dies mid-submission loses nothing: the scheduler gives the task to another worker. A submission that
-kills workers again and again (dask's ``allowed-failures``) ends as grader_error, and the rest of the class goes on.
+kills workers again and again ends as grader_error, and the rest of the class goes on: dask counts the deaths
+(``distributed.scheduler.allowed-failures``, 2 on a local cluster: the third death ends it) and raises
+KilledWorker, which becomes that row.
+
+GPU grading (``--gpus``) runs only on workers that declare the dask resource ``GPU`` (``dask worker ADDRESS
+--resources GPU=1``; a local cluster's workers declare it when CUDA is visible here); CPU grading runs anywhere.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from grader.sandbox import Limits
 from grader.sandbox.runner import Execution
 
 ALLOWED_FAILURES = 2          # retries after a worker dies; the third death of a worker on one submission ends it
+GPU = "GPU"                   # the dask resource a worker declares per GPU kernel it may run at once
 PROBE_BYTES = 256 * 2**20     # the most probe data one run sends back (the local path copies at most as much)
 
 # --- on a worker ---------------------------------------------------------------------------------------------------
@@ -159,6 +165,20 @@ def rebuild_execution(answer: bytes, nb) -> Execution:
     return execution
 
 
+class NoGPUWorkers(ValueError):
+    """--gpus was asked for and no worker of the cluster declares the GPU resource (raised before any grading)."""
+
+
+def cuda_visible() -> bool:
+    """Whether this process sees a CUDA device (torch, honouring CUDA_VISIBLE_DEVICES): a local cluster's workers
+    declare the GPU resource only then."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available() and torch.cuda.device_count() > 0
+
+
 class Cluster:
     """The client side: connect (or start a local cluster), start every worker's sandbox, run notebooks.
     ``execute(nb, student_id, notebook_bytes)`` is the execute stage for grade_one."""
@@ -169,43 +189,69 @@ class Cluster:
         from distributed import Client, LocalCluster
 
         kind, where = parse_address(address)
-        self.address, self.log = address, log
+        self.address, self.log, self.kind = address, log, kind
         self.local = None
+        self.gpus = limits.gpus       # GPU grading: each notebook needs a worker with the GPU resource
+        self.submit_options = {"resources": {GPU: 1}} if self.gpus else {}
         limits_dict = asdict(limits)
         if kind == "local":
+            self.cuda_here = cuda_visible() if self.gpus else False
+            if self.gpus and not self.cuda_here:   # no worker here could declare a GPU: say so before starting any
+                raise NoGPUWorkers(self.no_gpu_message())
             with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
                 # memory_limit=0: the sandbox caps each kernel; a worker's own limit would count nothing useful
                 self.local = LocalCluster(n_workers=where, processes=True, threads_per_worker=1,
-                                          dashboard_address=None, memory_limit=0)
+                                          dashboard_address=None, memory_limit=0,
+                                          resources={GPU: 1} if self.cuda_here else None)
                 self.client = Client(self.local)
             if limits_dict["threads"] <= 0:
                 limits_dict["threads"] = max(1, len(os.sched_getaffinity(0)) // where)
         else:
             self.client = Client(where, timeout=60)
             self.client.wait_for_workers(1, timeout=300)
-        self.allowed_failures = int(self.client.run_on_scheduler(
-            lambda: __import__("dask").config.get("distributed.scheduler.allowed-failures")))
         self.config = {"limits": limits_dict, "isolate": isolate, "preload": preload, "kernel": kernel,
                        "hide": [str(p) for p in hide]}
         self.lock = threading.Lock()
         self.running = 0
         self.worker_of: dict[str, str] = {}
 
+    def workers(self) -> dict[str, dict]:
+        """The workers that may run this run's notebooks (for --gpus: those with the GPU resource), by address."""
+        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        if self.gpus:
+            workers = {a: w for a, w in workers.items() if (w.get("resources") or {}).get(GPU, 0) >= 1}
+        return workers
+
     @property
     def threads(self) -> int:
-        workers = self.client.scheduler_info(n_workers=-1)["workers"]
-        return max(1, sum(w.get("nthreads", 1) for w in workers.values()))
+        workers = self.workers().values()
+        if self.gpus:   # a worker runs at most as many GPU notebooks at once as it declares GPUs
+            return max(1, sum(min(w.get("nthreads", 1), int(w["resources"][GPU])) for w in workers))
+        return max(1, sum(w.get("nthreads", 1) for w in workers))
+
+    def no_gpu_message(self) -> str:
+        why = (("CUDA is not visible on this machine (torch.cuda.is_available() is False), so the local workers "
+                "declare no GPU: grade without --gpus, or on a machine with a GPU")
+               if self.kind == "local" else
+               f"start the workers of the GPU machines with `dask worker SCHEDULER_ADDRESS --resources {GPU}=1`, "
+               f"or grade without --gpus")
+        return (f"--cluster {self.address} --gpus {self.gpus}: no worker of the cluster declares the dask resource "
+                f"{GPU}, so no notebook could be graded on a GPU; {why}.")
 
     def start(self, log=None) -> None:
-        """Start every worker's sandbox now, so that a machine without isolation refuses before any grading."""
+        """Start every worker's sandbox now, so that a machine without isolation refuses before any grading.
+        Raises NoGPUWorkers (--gpus and no worker declares the GPU resource), SandboxUnavailable."""
         from grader.sandbox.service import SandboxUnavailable
 
+        workers = sorted(self.workers())
+        if not workers:
+            raise NoGPUWorkers(self.no_gpu_message())
         # a task pinned to each worker (Client.run would call it in the worker's event loop, where nbclient cannot run)
-        workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
         futures = {w: self.client.submit(start_on_worker, self.config, workers=[w], allow_other_workers=False,
                                          pure=False, key=f"grader-start-{os.urandom(4).hex()}") for w in workers}
         answers = {w: f.result() for w, f in futures.items()}
-        self.log(f"cluster {self.address}: {len(answers)} worker(s), {self.threads} thread(s)")
+        self.log(f"cluster {self.address}: {len(answers)} worker(s), {self.threads} thread(s)"
+                 + (f" with the dask resource {GPU} (--gpus {self.gpus})" if self.gpus else ""))
         for worker, answer in sorted(answers.items()):
             for line in answer["log"]:
                 self.log(f"  {worker}: {line}")
@@ -222,14 +268,14 @@ class Cluster:
             self.running += 1
         try:
             key = f"grade-{student_id}-{os.urandom(4).hex()}"
-            future = self.client.submit(run_on_worker, payload, pure=False, key=key)
+            future = self.client.submit(run_on_worker, payload, pure=False, key=key, **self.submit_options)
             try:
                 answer = future.result()
-            except KilledWorker:
-                times = self.allowed_failures + 1
+            except KilledWorker as err:     # the scheduler's count of worker deaths reached allowed-failures
                 return Execution(status="grader_error", permanent=True,
-                                 message=f"This submission killed the worker that ran it {times} times "
-                                         f"(on the cluster {self.address}); it was not graded.")
+                                 message=f"This submission killed the workers that ran it repeatedly "
+                                         f"({err.allowed_failures + 1} times, on the cluster {self.address}); "
+                                         f"it was not graded.")
             finally:
                 future.release()
         finally:

@@ -110,10 +110,56 @@ def test_quick_bench_runs_and_writes_every_field(tmp_path):
     summary = att["summary"]
     assert summary["best_from_scratch"] in rows and rows[summary["best_from_scratch"]]["from_scratch"]
     assert summary["target_met"] is None  # a quick run judges no target
-    for section in ("grading", "book"):
+    for section in ("grading", "book", "cluster"):
         assert results[section]["measured"] is False and "quick" in results[section]["reason"]
     table = (tmp_path / "results.md").read_text()
     assert "quick mode" in table and all(row["label"] in table for row in rows.values())
+
+
+@pytest.mark.slow
+def test_quick_cluster_section_grades_three_ways_and_reports_ratios(tmp_path):
+    """--sections cluster: the same submissions graded with --cluster local:1, local:2 and --jobs 2 in one run;
+    the ratios follow from the wall times recorded beside them, and the three grades.csv agree."""
+    proc = subprocess.run([sys.executable, "-m", "grader", "bench", "--quick", "--sections", "cluster", "--out",
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    cluster = results["cluster"]
+    assert cluster["measured"] is True and cluster["n_submissions"] == 2
+    runs = cluster["runs"]
+    assert set(runs) == {"cluster_local_1", "cluster_local_2", "pool_jobs_2"}
+    for run in runs.values():
+        assert 0 < run["startup_s"] < run["wall_s"]
+    assert cluster["ratio_local_1_to_local_2"] == round(runs["cluster_local_1"]["wall_s"]
+                                                        / runs["cluster_local_2"]["wall_s"], 2)
+    assert cluster["overhead_local_2_to_jobs_2"] == round(runs["cluster_local_2"]["wall_s"]
+                                                          / runs["pool_jobs_2"]["wall_s"], 2)
+    assert cluster["same_rows"] is True and cluster["statuses"] == ["graded"]
+    assert cluster["load_average_before"] >= 0 and cluster["target_met"] is None   # quick: not judged
+    table = (tmp_path / "results.md").read_text()
+    assert f"Scaling local:1 / local:2: {cluster['ratio_local_1_to_local_2']:.2f}x" in table
+    assert f"local:2 / --jobs 2: {cluster['overhead_local_2_to_jobs_2']:.2f}x" in table
+
+
+def test_update_replaces_only_the_selected_sections(tmp_path):
+    from grader.bench import markdown, merge, read_previous
+
+    previous = {"quick": False, "date": "then", "git_commit": "aaa", "torch": "t", "python": "p", "cores": 2,
+                "load_average_at_start": [0.3, 0, 0], "command": "full", "sections": ["attention", "grading"],
+                "attention": {"measured": False, "reason": "kept"}, "grading": {"measured": False, "reason": "old"},
+                "book": {"measured": False, "reason": "old"}, "cluster": {"measured": False, "reason": "old"}}
+    (tmp_path / "results.json").write_text(json.dumps(previous))
+    assert read_previous(tmp_path / "results.json", quick=False) == previous
+    assert "full results" in read_previous(tmp_path / "results.json", quick=True)
+    assert "does not exist" in read_previous(tmp_path / "nothing.json", quick=False)
+    now = {"date": "now", "git_commit": "bbb", "command": "update", "load_average_at_start": [1.5, 0, 0],
+           "load_average_at_end": [2.0, 0, 0], "grading": {"measured": False, "reason": "new"},
+           "cluster": {"measured": False, "reason": "new"}}
+    merged = merge(previous, now, ["cluster"])
+    assert merged["cluster"]["reason"] == "new" and merged["cluster"]["run"]["git_commit"] == "bbb"
+    assert merged["grading"] == previous["grading"] and merged["date"] == "then"   # the rest is the earlier run
+    assert merged["sections"] == ["attention", "grading", "cluster"]
+    assert "The cluster section comes from a later run (`--update`): now, commit bbb" in markdown(merged)
 
 
 def test_unknown_section_is_refused(tmp_path):
