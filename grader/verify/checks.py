@@ -431,8 +431,12 @@ def _by_check(task, cases, failures) -> Verified:
     if not failed:
         return Verified(score, float(task.points), f"verified on {len(cases)} case(s) drawn at grading time",
                         outcome, owners)
-    lost = "; ".join(f"check {name} ({outcome[name][0]:g} of {task.points} points) failed, {text}"
-                     for name, text in failed.items())
+    by_text: dict[str, list[str]] = {}
+    for name, text in failed.items():          # one failure that costs several checks is said once
+        by_text.setdefault(text, []).append(name)
+    lost = "; ".join(("check " if len(names) == 1 else "checks ")
+                     + ", ".join(f"{name} ({outcome[name][0]:g} of {task.points} points)" for name in names)
+                     + f" failed, {text}" for text, names in by_text.items())
     kept = [f"{name} ({points:g})" for name, (points, passed, _) in outcome.items() if passed]
     return Verified(score, float(task.points), f"verification: {lost}" + (f"; verified: {', '.join(kept)}"
                                                                            if kept else ""), outcome, owners)
