@@ -18,6 +18,7 @@ import pytest
 
 from grader.bench_grading import honest_copy
 from grader.bugs import BUGS, CATALOGUE
+from mutations.ps123 import DEPENDS
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -135,6 +136,6 @@ def test_a_planted_bug_loses_the_right_points_with_the_right_words(graded, assig
     assert named_codes(message) <= set(plant.names), f"names a bug that was not planted: {message}"
     if "the notebook's test failed" in message:
         assert "verified on" not in message
-    for task, row in mine.items():          # no collateral damage
-        if task != plant.loses:
+    for task, row in mine.items():          # no collateral damage beyond the tasks whose tests use the cell
+        if task != plant.loses and plant.cell not in DEPENDS[assignment].get(task, set()):
             assert float(row["score"]) == float(row["max_score"]), (task, row)

@@ -17,7 +17,7 @@ from grader.pipeline.types import GradedCell, TaskResult, grade_id, graded_cells
 from grader.bugs import code_of
 from grader.sandbox.runner import Execution
 
-MAX_MESSAGE = 300
+MAX_MESSAGE = 400   # characters of a task's message in tasks.csv and the feedback
 
 
 def _short(text: str) -> str:
@@ -87,7 +87,7 @@ def score(nb: NotebookNode, execution: Execution, cells: list[GradedCell],
                 points = 0.0
                 found = "" if "verified" in v_message.lower() else f"; {v_message}"
                 # The test's words first, shortened so that what verification found still fits.
-                test_words = message if not found or len(message) <= 140 else message[:137] + "..."
+                test_words = message if not found or len(message) <= 120 else message[:117] + "..."
                 message = _short(f"the notebook's test failed: {test_words}{found}")
             else:
                 points = max(0.0, min(float(v_score), graded.points))
