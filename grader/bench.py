@@ -30,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from grader.paths import REPO
+
 VARIANTS_FILE = REPO / "book" / "attention_variants.py"
 SECTIONS = ("attention", "grading", "book", "cluster")
 TARGETS = {

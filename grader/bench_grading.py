@@ -22,9 +22,9 @@ from pathlib import Path
 
 import nbformat
 
+from grader.paths import REPO
 from grader.pipeline.sanitize import is_answer_cell, strip_hidden
 
-REPO = Path(__file__).resolve().parents[1]
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 
 

@@ -70,7 +70,7 @@ def tests(task: str, points: int, code: str):
 class Cells(list):
     """An assignment's cells in order, for the solutions/<ps>/make_notebook.py scripts.
 
-    Cell ids double as nbgrader grade_ids (test cells: test_<task>); points are checked against grader/tasks.py.
+    Cell ids double as nbgrader grade_ids (test cells: test_<task>); points are checked against grader/assignments/.
     """
 
     def __init__(self, assignment: str):

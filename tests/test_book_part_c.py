@@ -253,7 +253,7 @@ EXERCISE_OF_EXTRA_PAGES = {CHECKLIST: "ps4", "book/shape_explorer": "ps3"}
 
 
 def exercise_for(page: str) -> str:
-    from grader.tasks import ASSIGNMENTS
+    from grader.assignments import ASSIGNMENTS
 
     owners = [a.name for a in ASSIGNMENTS.values() if page in a.chapters]
     assert len(owners) <= 1, f"{page} belongs to several assignments: {owners}"

@@ -1,4 +1,4 @@
-"""Every assignment: its notebooks follow grader/tasks.py, exercises/ is generated from solutions/ and is current,
+"""Every assignment: its notebooks follow grader/assignments/, exercises/ is generated from solutions/ and is current,
 no student notebook carries a solution or a hidden test, and through nbgrader's real autograde the solution gets
 full marks while the untouched student notebook gets 0 without an error."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from exercise_harness import REPO, grade_assignment
 from grader import release
-from grader.tasks import ASSIGNMENTS
+from grader.assignments import ASSIGNMENTS
 
 SOURCES = sorted(p.name for p in (REPO / "solutions").iterdir()
                  if p.is_dir() and (p / f"{p.name}.ipynb").exists())
@@ -56,7 +56,7 @@ def between(text: str, begin: str, end: str) -> list[str]:
 
 def test_there_are_assignments_to_test():
     assert {"ps1", "ps2", "ps3"} <= set(SOURCES), SOURCES
-    assert set(SOURCES) <= set(ASSIGNMENTS), f"solutions/ has assignments grader/tasks.py does not know: {SOURCES}"
+    assert set(SOURCES) <= set(ASSIGNMENTS), f"solutions/ has assignments grader/assignments/ does not know: {SOURCES}"
 
 
 @pytest.mark.parametrize("name", SOURCES)

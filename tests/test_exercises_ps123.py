@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from exercise_harness import grade_assignment, pack
-from grader.tasks import ASSIGNMENTS
+from grader.assignments import ASSIGNMENTS
 from mutations.ps123 import DEPENDS, MUTATIONS
 from mutations.ps123_alternatives import ALTERNATIVES
 

@@ -25,7 +25,7 @@ from exercise_harness import autograde_many, mutate, replace_cell
 from test_exercises import shipped_files
 from grader import diagnose_perf
 from grader.release import release
-from grader.tasks import ASSIGNMENTS
+from grader.assignments import ASSIGNMENTS
 
 REPO = Path(__file__).resolve().parents[1]
 PS45 = ("ps4", "ps5")

@@ -153,7 +153,7 @@ def _ps3_student(mutate: bool) -> dict:
 
 @pytest.mark.slow
 def test_dropout_left_on_in_eval_loses_the_task_with_the_notebook_tests_message(tmp_path):
-    from grader.tasks import ASSIGNMENTS
+    from grader.assignments import ASSIGNMENTS
 
     subs = tmp_path / "class"
     for student, mutate in [("solution", False), ("dropout_in_eval", True)]:

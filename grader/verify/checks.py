@@ -254,17 +254,14 @@ def _check_dropout_placement(case: Case, folder: Path) -> None:
         if not np.allclose(kept, np.round(kept), atol=1e-3) or (kept < -1e-3).any() \
                 or (kept > visible + 1e-3).any():
             raise CaseFailure("in training mode the attention rows are not each a sum of dropped (0) or scaled "
-                              "(1/(1-p)) weights: " + _unknown_text(case))
+                              "(1/(1-p)) weights: not one of the known bugs the grader checks for dropout "
+                              "(grader/bugs.py)")
         dropped_any = True
     if not dropped_any:
         detail = "training mode with dropout=0.5 changed no attention weight"
         if case.params.get("heads"):
             detail += " (the wrapper must pass dropout on to every head)"
         raise CaseFailure(named("dropout_never", detail))
-
-
-def _unknown_text(case: Case) -> str:
-    return "not one of the known bugs the grader checks for dropout (grader/bugs.py)"
 
 
 def _check_raises(case: Case, meta: dict) -> None:

@@ -5,7 +5,7 @@
 from pathlib import Path
 
 from grader.release import given, markdown, solution, source_notebook, tests
-from grader.tasks import ASSIGNMENTS
+from grader.assignments import ASSIGNMENTS
 
 PS = ASSIGNMENTS["ps2"]
 
