@@ -300,7 +300,12 @@ class Cluster:
 
 
 def progress(cluster: Cluster, results: list, total: int) -> str:
+    """The instructor's progress line: done / running / queued / failed, and the worker that ran the last one.
+    `running` counts the submissions on the cluster up to its threads (every thread busy), `queued` the rest that
+    wait there (grade keeps PIPELINE per thread in flight)."""
     failed = sum(1 for r in results if r.status == "grader_error")
     where = cluster.worker_of.get(results[-1].student_id, "")
-    return (f"(done {len(results)}/{total}, running {cluster.running}, failed {failed}"
+    in_flight = cluster.running
+    running = min(in_flight, cluster.threads)
+    return (f"(done {len(results)}/{total}, running {running}, queued {in_flight - running}, failed {failed}"
             + (f"; on {where}" if where else "") + ")")

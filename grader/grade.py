@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -77,6 +78,9 @@ class Grading:
         content = hashlib.sha256(notebook_bytes or b"").hexdigest()
         digest = hmac.new(self.secret, f"{self.assignment}/{student_id}/{content}".encode(), hashlib.sha256).digest()
         return int.from_bytes(digest[:4], "big")
+
+
+PIPELINE = 2   # --cluster: submissions in flight per worker thread (one running, one queued)
 
 
 def source_notebook(assignment: str, source: str | None) -> Path:
@@ -209,7 +213,9 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
         from grader.cluster import Cluster
 
         sandbox = Cluster(cluster, limits=limits, isolate=isolate, preload=preload, kernel=kernel, hide=hide, log=log)
-        jobs = max(1, jobs or sandbox.threads)
+        # Twice the workers' threads in flight: while this machine verifies a notebook and writes its feedback,
+        # the worker that ran it already runs the next one (dask queues the extra ones), so no worker waits on us.
+        jobs = max(1, jobs or PIPELINE * sandbox.threads)
     else:
         jobs = max(1, jobs or len(os.sched_getaffinity(0)))
         if limits.threads <= 0:
@@ -239,27 +245,34 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
 
                     line += " " + progress(sandbox, results, len(students))
                 log(line)
-    finally:
+    except BaseException:
         sandbox.close()
-    replace = set(only) if only else None
-    write_csvs(out, results, replace)      # first: the rows must not depend on a database being reachable
+        raise
+    # A cluster's workers take seconds to stop: let them stop while the CSVs and the gradebook are written.
+    closing = threading.Thread(target=sandbox.close, name="grader-sandbox-close")
+    closing.start()
     try:
-        from grader.pipeline.lms import write_lms_files
+        replace = set(only) if only else None
+        write_csvs(out, results, replace)      # first: the rows must not depend on a database being reachable
+        try:
+            from grader.pipeline.lms import write_lms_files
 
-        for line in write_lms_files(out, results, students, assignment=assignment, replace=replace):
-            log(line)
-    except Exception as err:      # the LMS import files are a convenience: the rows are already written
-        log(f"LMS import files not written: {type(err).__name__}: {err}")
-    try:
-        prepared.result()
-        record(db_url, assignment, source_path.stem, g.cells, results)
-    except Exception as err:
-        raise GradebookError(f"grades.csv and tasks.csv are written, but the gradebook ({db_url}) was not "
-                             f"updated: {type(err).__name__}: {err}") from err
+            for line in write_lms_files(out, results, students, assignment=assignment, replace=replace):
+                log(line)
+        except Exception as err:      # the LMS import files are a convenience: the rows are already written
+            log(f"LMS import files not written: {type(err).__name__}: {err}")
+        try:
+            prepared.result()
+            record(db_url, assignment, source_path.stem, g.cells, results)
+        except Exception as err:
+            raise GradebookError(f"grades.csv and tasks.csv are written, but the gradebook ({db_url}) was not "
+                                 f"updated: {type(err).__name__}: {err}") from err
+        finally:
+            gradebook.shutdown()
+        log(f"done in {time.monotonic() - started:.1f} s: {out / 'grades.csv'}")
+        return results
     finally:
-        gradebook.shutdown()
-    log(f"done in {time.monotonic() - started:.1f} s: {out / 'grades.csv'}")
-    return results
+        closing.join()
 
 
 class GradebookError(RuntimeError):
@@ -287,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("assignment", help="assignment name, e.g. ps1 (its source is solutions/ps1/ps1.ipynb)")
     p.add_argument("submissions", type=Path, help="folder with one sub-folder per student, or an LMS zip")
     p.add_argument("--out", type=Path, required=True, help="output folder (grades.csv, tasks.csv, feedback/)")
-    p.add_argument("--jobs", type=int, default=None, help="notebooks graded at once (default: the cores)")
+    p.add_argument("--jobs", type=int, default=None, help="notebooks graded at once (default: the cores; with --cluster, twice the workers' threads, so each worker has the next one queued)")
     p.add_argument("--timeout", type=float, default=Limits.cell_timeout, help="seconds per cell")
     p.add_argument("--notebook-timeout", type=float, default=Limits.notebook_timeout, help="seconds per notebook")
     p.add_argument("--memory", type=float, default=Limits.memory_bytes / 2**30, help="GiB per notebook")

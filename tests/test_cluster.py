@@ -77,7 +77,7 @@ def test_local_cluster_gives_the_same_csvs_as_the_thread_pool(tmp_path):
     cluster = grade(subs, tmp_path / "cluster", "--cluster", "local:2")
     assert cluster.returncode == 0, cluster.stderr[-3000:]
     assert "cluster local:2: 2 worker(s)" in cluster.stderr
-    assert "(done 7/7, running 0, failed 0" in cluster.stderr
+    assert "(done 7/7, running 0, queued 0, failed 0" in cluster.stderr
     for name in ("grades.csv", "tasks.csv"):
         assert (tmp_path / "cluster" / name).read_bytes() == (tmp_path / "pool" / name).read_bytes(), name
     assert "ada,ps1,10,10,graded" in (tmp_path / "cluster" / "grades.csv").read_text()
@@ -251,4 +251,4 @@ def test_a_submission_that_kills_its_worker_every_time_ends_as_grader_error(tmp_
     assert rows["amy"].startswith("amy,ps1,0,10,grader_error,"), rows["amy"]
     assert "killed the workers that ran it repeatedly (3 times, on the cluster local:1)" in rows["amy"]
     assert rows["ada"] == "ada,ps1,10,10,graded,," and rows["ben"].startswith("ben,ps1,0,10,graded,")
-    assert "(done 3/3, running 0, failed 1" in log.read_text()
+    assert "(done 3/3, running 0, queued 0, failed 1" in log.read_text()

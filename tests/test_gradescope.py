@@ -72,6 +72,20 @@ def test_a_missing_submission_folder_is_named(tmp_path):
     assert not paths["results"].exists()
 
 
+def test_a_broken_assignment_contract_is_said_without_a_traceback(tmp_path):
+    # ps1's declared tasks against the tiny notebook's graded cells: the contract cannot hold.
+    source = tiny_source(tmp_path / "solutions")
+    paths = autograder(tmp_path / "autograder", {"tiny.ipynb": json.dumps(student(source)).encode()})
+    cmd = [sys.executable, "-m", "grader", "gradescope", "ps1", "--source", str(source), "--no-preload",
+           "--submission", str(paths["submission"]), "--results", str(paths["results"]),
+           "--metadata", str(paths["metadata"])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "the assignment's grading is incomplete" in proc.stderr and "upload the autograder zip again" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (paths["results"] / "results.json").exists()
+
+
 def test_run_autograder_calls_the_command():
     script = (REPO / "grader" / "gradescope" / "run_autograder").read_text()
     assert "python3 -m grader gradescope" in script and "cd /autograder/source" in script

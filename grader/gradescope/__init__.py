@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from grader.assignments import ContractError
     from grader.grade import grade_class
     from grader.pipeline.lms import write_gradescope_results
     from grader.sandbox import Limits
@@ -81,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
                                   log=log)
         except SandboxUnavailable as err:
             log(f"not grading: {err}")
+            return 2
+        except ContractError as err:
+            # The autograder zip is broken, not the submission: no results.json, so Gradescope reports the
+            # autograder as failed instead of showing the student a 0 that no notebook could change.
+            log(f"not grading: the assignment's grading is incomplete: {err}. Fix grader/assignments/ or the source "
+                f"notebook (see CONTRIBUTING.md) and upload the autograder zip again; every submission fails the "
+                f"same way until then.")
             return 2
         args.results.mkdir(parents=True, exist_ok=True)
         path = write_gradescope_results(args.results, results, visibility=args.visibility)
