@@ -223,10 +223,14 @@ def convert_mask(mask, source, target):
 ''')
 b.test("convert_mask", 3, '''
 padding = torch.tensor([[False, False, True]], device=device)                 # mha: the last key is padding
-assert torch.equal(convert_mask(padding, "mha", "sdpa"), torch.tensor([[True, True, False]], device=device)), \\
-    f"mha -> sdpa: {convert_mask(padding, 'mha', 'sdpa')}"
+as_sdpa = convert_mask(padding, "mha", "sdpa")
+assert not torch.equal(as_sdpa, padding), (f"{diagnose.BUGS['mask_polarity']}: mha -> sdpa returned the mask as "
+                                           f"it was; SDPA reads True as may attend")
+assert torch.equal(as_sdpa, ~padding), f"mha -> sdpa: {as_sdpa}, expected {~padding}"
 additive = convert_mask(padding, "mha", "additive")
 assert additive.dtype.is_floating_point, f"an additive mask is a float tensor, not {additive.dtype}"
+assert not (additive[0, 2] == 0 and torch.all(additive[0, :2] <= -1e9)), \\
+    f"{diagnose.BUGS['mask_polarity']}: mha -> additive hides the real keys and keeps the padded one"
 assert additive[0, :2].eq(0).all() and additive[0, 2] <= -1e9, f"mha -> additive: {additive}"
 print("the two small conversions: OK")
 ### BEGIN HIDDEN TESTS
