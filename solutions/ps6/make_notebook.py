@@ -557,7 +557,11 @@ def test_key_padding_polarity(mha_cls):
     ### END SOLUTION
 ''')
 b.test("polarity_test", 3, '''
-test_key_padding_polarity(TorchPaddedAttention)  # a correct module: the test must pass
+assert callable(test_key_padding_polarity), "define test_key_padding_polarity(mha_cls) as a function"
+try:
+    test_key_padding_polarity(TorchPaddedAttention)  # a correct module: the test must pass
+except Exception as err:
+    raise AssertionError(f"the test fails TorchPaddedAttention, a correct module: {type(err).__name__}: {err}") from None
 print("passes a correct module: OK")
 ### BEGIN HIDDEN TESTS
 for name in __CORRECT__:
