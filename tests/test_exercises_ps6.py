@@ -13,6 +13,7 @@ What is proved here:
 from __future__ import annotations
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -174,6 +175,38 @@ def test_conversion_check_accepts_either_fill_and_names_only_the_flipped_mask(tm
     assert "not one of the known bugs" in str(err.value) and BUGS["mask_polarity"] not in str(err.value)
     with pytest.raises(ExtraFailure, match="torch.bool"):
         _judge_conversion(to_sdpa, (~to_sdpa.arrays["mask"]).astype(np.float32), tmp_path)
+
+
+@pytest.mark.parametrize("bug, hidden_of, fill, keeps", [
+    ("mask_polarity", POLARITY, torch.finfo(torch.float64).min, {"padding": False, "no_mask": True, "gradients": True}),
+    ("padding_on_queries", ON_QUERIES, torch.finfo(torch.float64).min,
+     {"padding": False, "no_mask": True, "gradients": True}),
+    ("mask_neg_inf", CORRECT, float("-inf"), {"padding": True, "no_mask": True, "gradients": False}),
+])
+def test_verification_alone_charges_the_check_that_owns_the_bug(tmp_path, bug, hidden_of, fill, keeps):
+    """The probe files a module with the bug would write, judged outside any kernel: the bug's check loses its
+    points with the bug's name, and a failure elsewhere that the bug explains costs no other check."""
+    from grader.verify import verify_outputs
+
+    seed = 8
+    folder = tmp_path / "padded_attention"
+    folder.mkdir()
+    for case in PS6.probe_cases(seed, SOURCE):
+        if case.task != "padded_attention":
+            continue
+        if "key_padding_mask" in case.arrays:
+            forward, x = _module_from_case(case, hidden_of, fill)
+            outputs = _outputs(forward, x, case)
+        else:
+            outputs = reference.expected(case)
+        for index, array in enumerate(outputs):
+            np.save(folder / f"{case.name}.out{index}.npy", array.astype(np.float32))
+        meta = {"ok": True, "parameters": case.params["parameters"], "buffers": ["mask"], "state_dict": ["mask"]}
+        (folder / f"{case.name}.json").write_text(json.dumps(meta))
+    result = verify_outputs(PS6, SOURCE, seed, tmp_path)["padded_attention"]
+    assert {name: passed for name, (_, passed, _) in result.checks.items()} == keeps, result[2]
+    assert result[0] == sum(c.points for c in PS6.task("padded_attention").checks if keeps[c.name])
+    assert BUGS[bug] in result[2] and _named_codes(result[2]) == {bug}, result[2]
 
 
 def test_answer_key_is_not_shipped_and_the_student_notebook_is_current(tmp_path):
@@ -339,6 +372,9 @@ def graded(tmp_path_factory):
     with open(root / "out" / "tasks.csv", newline="") as handle:
         for row in csv.DictReader(handle):
             rows.setdefault(row["student_id"], {})[row["task"]] = row
+    with open(root / "out" / "grades.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            rows[row["student_id"]]["(flags)"] = row["flags"]
     return rows
 
 
@@ -346,23 +382,32 @@ def _named_codes(message: str) -> set[str]:
     return {bug.code for bug in CATALOGUE if bug.name in message and bug.code != "mismatch"}
 
 
+def _tasks(rows: dict) -> dict[str, dict]:
+    return {task: row for task, row in rows.items() if task != "(flags)"}
+
+
 @pytest.mark.slow
 def test_solution_full_marks_and_blank_zero(graded):
-    assert {t: float(r["score"]) for t, r in graded["honest"].items()} == {t.name: float(t.points) for t in PS6.tasks}
-    assert all("verified on" in r["message"] for r in graded["honest"].values()), graded["honest"]
-    assert {t: float(r["score"]) for t, r in graded["blank"].items()} == {t.name: 0.0 for t in PS6.tasks}
+    honest, blank = _tasks(graded["honest"]), _tasks(graded["blank"])
+    assert {t: float(r["score"]) for t, r in honest.items()} == {t.name: float(t.points) for t in PS6.tasks}
+    assert all("verified on" in r["message"] for r in honest.values()), honest
+    assert {t: float(r["score"]) for t, r in blank.items()} == {t.name: 0.0 for t in PS6.tasks}
+    assert all("verif" in r["message"] for r in blank.values()), blank
+    assert graded["honest"]["(flags)"] == graded["blank"]["(flags)"] == ""
 
 
 @pytest.mark.slow
 def test_correct_alternatives_keep_full_marks(graded):
-    lost = {t: r["message"] for t, r in graded["alternatives"].items() if float(r["score"]) != float(r["max_score"])}
+    lost = {t: r["message"] for t, r in _tasks(graded["alternatives"]).items()
+            if float(r["score"]) != float(r["max_score"])}
     assert not lost, lost
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("student", sorted(EXPECTED))
 def test_a_planted_bug_loses_the_right_points_with_its_name(graded, student):
-    rows = graded[student]
+    rows = _tasks(graded[student])
+    assert set(rows) == {t.name for t in PS6.tasks}
     for task, row in rows.items():
         if task not in EXPECTED[student]:
             assert float(row["score"]) == float(row["max_score"]), (student, task, row["message"])

@@ -309,7 +309,8 @@ class GroupedQueryAttention(nn.Module):
             return t.view(b, num_tokens, -1, self.head_dim).transpose(1, 2)
 
         queries = split(self.W_query(x))                                          # (b, num_heads, T, head_dim)
-        keys = split(self.W_key(x)).repeat_interleave(self.group_size, dim=1)     # (b, num_kv_heads, ...) -> (b, num_heads, ...)
+        # each K/V head group_size times in place: (b, num_kv_heads, T, head_dim) -> (b, num_heads, T, head_dim)
+        keys = split(self.W_key(x)).repeat_interleave(self.group_size, dim=1)
         values = split(self.W_value(x)).repeat_interleave(self.group_size, dim=1)
         scores = queries @ keys.transpose(2, 3) / self.head_dim**0.5
         scores = scores.masked_fill(self.mask[:num_tokens, :num_tokens], -torch.inf)
@@ -561,7 +562,8 @@ assert callable(test_key_padding_polarity), "define test_key_padding_polarity(mh
 try:
     test_key_padding_polarity(TorchPaddedAttention)  # a correct module: the test must pass
 except Exception as err:
-    raise AssertionError(f"the test fails TorchPaddedAttention, a correct module: {type(err).__name__}: {err}") from None
+    raise AssertionError(f"the test fails TorchPaddedAttention, a correct module: {type(err).__name__}: "
+                         f"{err}") from None
 print("passes a correct module: OK")
 ### BEGIN HIDDEN TESTS
 for name in __CORRECT__:
