@@ -178,11 +178,11 @@ def test_conversion_check_accepts_either_fill_and_names_only_the_flipped_mask(tm
 
 
 @pytest.mark.parametrize("bug, hidden_of, fill, keeps", [
-    ("mask_polarity", POLARITY, torch.finfo(torch.float64).min, {"padding": False, "no_mask": True, "gradients": True}),
+    ("mask_polarity", POLARITY, torch.finfo(torch.float64).min, {"padding": False, "no_mask": True, "finite": True}),
     ("padding_on_queries", ON_QUERIES, torch.finfo(torch.float64).min,
-     {"padding": False, "no_mask": True, "gradients": True}),
-    ("mask_neg_inf", CORRECT, float("-inf"), {"padding": True, "no_mask": True, "gradients": False}),
-])
+     {"padding": False, "no_mask": True, "finite": True}),
+    ("mask_neg_inf", CORRECT, float("-inf"), {"padding": True, "no_mask": True, "finite": False}),
+], ids=["polarity", "on_queries", "neg_inf"])
 def test_verification_alone_charges_the_check_that_owns_the_bug(tmp_path, bug, hidden_of, fill, keeps):
     """The probe files a module with the bug would write, judged outside any kernel: the bug's check loses its
     points with the bug's name, and a failure elsewhere that the bug explains costs no other check."""
@@ -241,6 +241,10 @@ PLANTED = {
     "neg_inf": {
         "padded_attention": [("torch.finfo(scores.dtype).min", "-torch.inf")],
     },
+    "neg_inf_nan_outputs": {   # and the padded outputs left as they are: NaN where a query has nothing to see
+        "padded_attention": [("torch.finfo(scores.dtype).min", "-torch.inf"),
+                             ("out = out.masked_fill(key_padding_mask[..., None], 0.0)", "pass")],
+    },
 }
 
 # student -> task -> (points it keeps, a phrase its message must hold, the catalogue codes it may name)
@@ -252,6 +256,7 @@ EXPECTED = {
                 "polarity_test": (0, "passes a module it must fail", {"mask_polarity"})},
     "on_queries": {"padded_attention": (2, BUGS["padding_on_queries"], {"padding_on_queries"})},
     "neg_inf": {"padded_attention": (4, BUGS["mask_neg_inf"], {"mask_neg_inf"})},
+    "neg_inf_nan_outputs": {"padded_attention": (4, BUGS["mask_neg_inf"], {"mask_neg_inf"})},
 }
 
 ALTERNATIVES = {

@@ -2,7 +2,8 @@
 
 - ``padded_attention``: the chapter's causal ``MultiHeadAttention`` with a ``key_padding_mask`` (True = padding),
   against ``nn.MultiheadAttention`` with padded outputs zeroed; its gradient against SDPA under autograd (a -inf
-  fill shows there even when the padded outputs are zeroed). Credit by check: padding, no mask, gradients.
+  fill shows there even when the padded outputs are zeroed). Credit by check: padding (the right keys hidden),
+  no_mask (the plain causal module), finite (no NaN from a row with nothing to see, in outputs or gradients).
 - ``convert_mask``: conversions between SDPA's boolean mask, ``nn.MultiheadAttention``'s and an additive float
   mask, judged by what PyTorch's own operators make of the input mask.
 - ``grouped_query``: ``GroupedQueryAttention`` against ``F.scaled_dot_product_attention(..., enable_gqa=True)`` for
@@ -97,7 +98,7 @@ ASSIGNMENT = Assignment(
              checks=(Check("padding", 3, ("left_padding", "right_padding", "scattered_padding"),
                            bugs=("mask_polarity", "padding_on_queries")),
                      Check("no_mask", 1, ("no_padding",)),
-                     Check("gradients", 1, ("gradients",), bugs=("mask_neg_inf",)))),
+                     Check("finite", 1, ("gradients",), bugs=("mask_neg_inf",)))),
         Task("convert_mask", 3, ("convert_mask",),
              "convert_mask(mask, source, target) between 'sdpa', 'mha' and 'additive' masks", from_scratch=False),
         Task("grouped_query", 3, ("GroupedQueryAttention",),
