@@ -80,9 +80,11 @@ The grader copies its own weights into `W_query`, `W_key`, `W_value` and `out_pr
 """)
 b.solution("padded_attention", '''
 class MultiHeadAttention(nn.Module):
-    """Causal multi-head attention with an optional key padding mask (True = padding); padded outputs are zeros.
+    """Causal multi-head attention with an optional key padding mask (chapter 11).
 
-    x: (batch, num_tokens, d_in), key_padding_mask: (batch, num_tokens) bool -> (batch, num_tokens, d_out).
+    x: (batch, num_tokens, d_in); key_padding_mask: (batch, num_tokens) bool, True = padding (nn.MultiheadAttention's
+    convention). Returns (batch, num_tokens, d_out), zeros at padded positions. Raises ValueError when d_out is not
+    divisible by num_heads.
     """
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
@@ -200,8 +202,9 @@ CONVENTIONS = ("sdpa", "mha", "additive")
 def convert_mask(mask, source, target):
     """`mask` written in convention `source` ("sdpa", "mha" or "additive"), rewritten in convention `target`.
 
-    Same shape and device; torch.bool for "sdpa"/"mha", float32 (0.0 or -inf) for "additive". ValueError for an
-    unknown convention.
+    Same shape and device; torch.bool for "sdpa"/"mha", float32 (0.0 or -inf) for "additive". Raises ValueError
+    for an unknown convention. The conventions are those of PyTorch's documentation of
+    F.scaled_dot_product_attention (attn_mask) and nn.MultiheadAttention (attn_mask, key_padding_mask).
     """
     ### BEGIN SOLUTION
     if source not in CONVENTIONS or target not in CONVENTIONS:
@@ -280,9 +283,11 @@ output `(batch, num_tokens, d_out)`. Query head `h` uses K/V head `h // (num_hea
 """)
 b.solution("grouped_query", '''
 class GroupedQueryAttention(nn.Module):
-    """Causal attention, num_heads query heads sharing num_kv_heads key/value heads.
+    """Causal attention, num_heads query heads sharing num_kv_heads key/value heads (Ainslie et al. 2023, GQA).
 
-    x: (batch, num_tokens, d_in) -> (batch, num_tokens, d_out). Query head h uses K/V head h // group_size.
+    x: (batch, num_tokens, d_in) -> (batch, num_tokens, d_out). Query head h uses K/V head h // group_size, as
+    F.scaled_dot_product_attention(..., enable_gqa=True) does. Raises ValueError when d_out is not divisible by
+    num_heads or num_heads by num_kv_heads.
     """
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, num_kv_heads, qkv_bias=False):
