@@ -342,6 +342,54 @@ def test_key_padding_polarity(mha_cls):
 ''',
 }
 
+# A second set: the chapter's own fix (SDPA with the boolean mask inverted) and SDPA sharing the K/V heads itself.
+ALTERNATIVES_SDPA = {
+    "padded_attention": '''
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+        super().__init__()
+        self.num_heads, self.head_dim, self.p = num_heads, d_out // num_heads, dropout
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.register_buffer("may_attend", torch.ones(context_length, context_length, dtype=torch.bool).tril())
+
+    def forward(self, x, key_padding_mask=None):
+        b, num_tokens, _ = x.shape
+        q, k, v = (layer(x).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+                   for layer in (self.W_query, self.W_key, self.W_value))
+        may_attend = self.may_attend[:num_tokens, :num_tokens]
+        if key_padding_mask is not None:
+            may_attend = may_attend & ~key_padding_mask[:, None, None, :]    # SDPA: True = take part
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=may_attend,
+                                                 dropout_p=self.p if self.training else 0.0)
+        out = self.out_proj(context.transpose(1, 2).flatten(2))
+        if key_padding_mask is not None:
+            out = out * (~key_padding_mask)[..., None].to(out.dtype)
+        return out
+''',
+    "grouped_query": '''
+class GroupedQueryAttention(nn.Module):
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, num_kv_heads, qkv_bias=False):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim, self.p = num_heads, num_kv_heads, d_out // num_heads, dropout
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, num_kv_heads * self.head_dim, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, num_kv_heads * self.head_dim, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+
+    def forward(self, x):
+        b, num_tokens, _ = x.shape
+        q = self.W_query(x).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+        k, v = (layer(x).unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)
+                for layer in (self.W_key, self.W_value))
+        context = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True,
+                                                 dropout_p=self.p if self.training else 0.0)
+        return self.out_proj(context.transpose(1, 2).flatten(2))
+''',
+}
+
 
 def _edited(nb: nbformat.NotebookNode, cell_id: str, replace) -> None:
     cell = next(c for c in nb.cells if c.get("id") == cell_id)
@@ -364,9 +412,10 @@ def graded(tmp_path_factory):
         for cell_id, replacements in edits.items():
             _edited(nb, cell_id, replacements)
         students[student] = nb
-    students["alternatives"] = honest_copy(source)
-    for cell_id, code in ALTERNATIVES.items():
-        _edited(students["alternatives"], cell_id, code)
+    for student, alternatives in (("alternatives", ALTERNATIVES), ("alternatives_sdpa", ALTERNATIVES_SDPA)):
+        students[student] = honest_copy(source)
+        for cell_id, code in alternatives.items():
+            _edited(students[student], cell_id, code)
     for student, nb in students.items():
         (root / "subs" / student).mkdir(parents=True)
         nbformat.write(nb, root / "subs" / student / "ps6.ipynb")
@@ -402,8 +451,9 @@ def test_solution_full_marks_and_blank_zero(graded):
 
 
 @pytest.mark.slow
-def test_correct_alternatives_keep_full_marks(graded):
-    lost = {t: r["message"] for t, r in _tasks(graded["alternatives"]).items()
+@pytest.mark.parametrize("student", ["alternatives", "alternatives_sdpa"])
+def test_correct_alternatives_keep_full_marks(graded, student):
+    lost = {t: r["message"] for t, r in _tasks(graded[student]).items()
             if float(r["score"]) != float(r["max_score"])}
     assert not lost, lost
 
