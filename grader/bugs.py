@@ -73,6 +73,12 @@ CATALOGUE: tuple[Bug, ...] = (
     Bug("seconds", "seconds instead of milliseconds", "chapter 9; ps5 timing"),
     # ---- no known bug
     Bug("mismatch", "output differs from PyTorch's reference", "every module task"),
+    # ---- masks and shared K/V heads (chapter 11, ps6)
+    Bug("mask_polarity", "boolean mask polarity flipped",
+        "chapter 11 (bug clinic III; rasbt #1061, pytorch #170400); ps6"),
+    Bug("padding_on_queries", "padding mask applied to queries instead of keys", "chapter 11; ps6"),
+    Bug("mask_neg_inf", "-inf fill on fully masked rows (NaN)", "chapter 11; ps6"),
+    Bug("kv_repeat", "K/V heads repeated with repeat where repeat_interleave belongs", "chapter 11; ps6"),
 )
 
 BY_CODE: dict[str, Bug] = {bug.code: bug for bug in CATALOGUE}

@@ -12,7 +12,7 @@ from grader.assignments.spec import (ANSWER_KEY_FILE, Assignment, Check, Contrac
                                      graded_cells_of)
 
 # The modules of grader/assignments/ that each define ASSIGNMENT, in the course's order.
-MODULES = ("ps1", "ps2", "ps3", "ps4", "ps5")
+MODULES = ("ps1", "ps2", "ps3", "ps4", "ps5", "ps6")
 
 ASSIGNMENTS: dict[str, Assignment] = {}
 for _module in MODULES:

@@ -9,11 +9,20 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
+import threading
 from pathlib import Path
 
 from grader.assignments.spec import Assignment, Check, Task
 from grader.verify.cases import Case, module_case, rng_for, with_params
+
+
+# Python 3.11's ast module keeps one recursion counter per interpreter: two threads building ASTs at once (grade
+# --jobs runs submissions in threads) can fail with "SystemError: AST constructor recursion depth mismatch"
+# (CPython issue gh-106905). The classes are the same for every submission of a run, so they are made once, under
+# a lock, and reused.
+_AST_LOCK = threading.Lock()
 
 
 def parity_classes(source_nb: Path, verdicts_by_class: dict[str, bool], seed: int) -> tuple[str, dict[str, bool]]:
@@ -21,8 +30,19 @@ def parity_classes(source_nb: Path, verdicts_by_class: dict[str, bool], seed: in
 
     The classes are read from the source notebook's non-solution code cells with ``ast`` (nothing is executed);
     ``verdicts_by_class`` says which must pass (True) and which must fail. Raises KeyError naming a class the
-    notebook does not define.
+    notebook does not define. The result is cached per notebook version, verdicts and seed.
     """
+    path = Path(source_nb)
+    stat = path.stat()
+    with _AST_LOCK:
+        source, verdicts = _parity_classes(str(path.resolve()), stat.st_mtime_ns, stat.st_size,
+                                           tuple(sorted(verdicts_by_class.items())), seed)
+    return source, dict(verdicts)
+
+
+@functools.lru_cache(maxsize=16)
+def _parity_classes(source_path: str, mtime_ns: int, size: int, verdict_items: tuple, seed: int):
+    source_nb, verdicts_by_class = Path(source_path), dict(verdict_items)
     definitions: dict[str, ast.ClassDef] = {}
     for cell in json.loads(Path(source_nb).read_text())["cells"]:
         meta = (cell.get("metadata") or {}).get("nbgrader") or {}

@@ -39,12 +39,16 @@ class Case:
 
     def kernel_spec(self) -> dict:
         """What the kernel needs to run the case (the grader-only ``params`` and ``check`` stay here)."""
-        return {
+        spec = {
             "name": self.name, "driver": self.driver, "callee": self.callee, "args": self.args,
             "kwargs": self.kwargs, "weights": self.weights, "train": self.train, "returns": self.returns,
             "input": self.params.get("input"),
             "arrays": {key: _encode(value) for key, value in self.arrays.items()},
         }
+        for key in ("forward_arrays", "grad_of"):  # "module": mask arguments, a gradient (grader/verify/cases_masks.py)
+            if self.params.get(key):
+                spec[key] = self.params[key]
+        return spec
 
 
 def _encode(array: np.ndarray) -> dict:

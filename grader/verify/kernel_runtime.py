@@ -155,9 +155,18 @@ def _mha_probe_build():
         meta["parameters"] = int(sum(p.numel() for p in module.parameters()))
         module = module.to(device)
         module.train(case["train"])
+        x = torch.from_numpy(arrays[case["input"]]).to(device)
+        # Forward arguments beyond x (a key_padding_mask), and optionally d(sum(output * g))/dx as a second result.
+        extra = {name: torch.from_numpy(arrays[key]).to(device)
+                 for name, key in (case.get("forward_arrays") or {}).items()}
         with torch.no_grad():
-            output = module(torch.from_numpy(arrays[case["input"]]).to(device))
+            output = module(x, **extra)
         meta["outputs"] = [save(folder, case["name"] + ".out0", output, "the forward output")]
+        if case.get("grad_of"):
+            x = x.clone().requires_grad_(True)
+            with torch.enable_grad():
+                (module(x, **extra) * torch.from_numpy(arrays[case["grad_of"]]).to(device)).sum().backward()
+            meta["outputs"].append(save(folder, case["name"] + ".out1", x.grad, "the gradient"))
         for head, attr, key, _ in case["weights"]:  # the weights the module holds after its forward
             save(folder, f"{case['name']}.used.{head}.{attr}", read_weight(find_owner(module, head), attr), attr)
         return meta

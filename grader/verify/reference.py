@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from grader.bugs import named
+from grader.verify import reference_masks
 from grader.verify.cases import Case
 
 DTYPE = torch.float64
@@ -152,10 +153,13 @@ def expected(case: Case) -> list[np.ndarray]:
     ``case.params["reference"]`` names the computation (the assignment's module sets it): ``scores`` (raw
     q k^T), ``sdpa`` (context and weights), ``causal_mask``, ``masked_softmax``, ``heads`` (single heads side by
     side, causal when the case has a context length), ``split_heads``, ``combine_heads``, ``mha`` (the chapter's
-    MultiHeadAttention, as nn.MultiheadAttention) and ``heads_out_proj`` (separate heads, then out_proj). Raises
+    MultiHeadAttention, as nn.MultiheadAttention), ``heads_out_proj`` (separate heads, then out_proj), and
+    ``mha_padding`` and ``gqa`` (in :mod:`grader.verify.reference_masks`). Raises
     KeyError for a case without a known reference.
     """
     a, kind = case.arrays, case.params.get("reference")
+    if kind in reference_masks.KINDS:  # padded and grouped-query attention (grader/verify/reference_masks.py)
+        return reference_masks.expected(case)
     if kind == "scores":
         return [(_t(a["queries"]) @ _t(a["keys"]).transpose(-2, -1)).numpy()]
     if kind == "sdpa":
@@ -188,6 +192,8 @@ def expected(case: Case) -> list[np.ndarray]:
 def hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
     """(bug name, what that bug outputs) for the bugs the course teaches, where a case can show them."""
     a, kind, found = case.arrays, case.params.get("reference"), []
+    if kind in reference_masks.KINDS:
+        return reference_masks.hypotheses(case)
     if kind == "scores":
         q, k = _t(a["queries"]), _t(a["keys"])
         found.append((named("raw_scores_scaled"),
