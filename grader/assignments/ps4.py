@@ -11,18 +11,15 @@ from __future__ import annotations
 import ast
 import functools
 import json
-import threading
 from pathlib import Path
 
+from grader.astlock import AST_LOCK
 from grader.assignments.spec import Assignment, Check, Task
 from grader.verify.cases import Case, module_case, rng_for, with_params
 
 
-# Python 3.11's ast module keeps one recursion counter per interpreter: two threads building ASTs at once (grade
-# --jobs runs submissions in threads) can fail with "SystemError: AST constructor recursion depth mismatch"
-# (CPython issue gh-106905). The classes are the same for every submission of a run, so they are made once, under
-# a lock, and reused.
-_AST_LOCK = threading.Lock()
+# The classes are the same for every submission of a run: made once, under the grader's AST lock (see
+# grader/astlock.py: two threads building ASTs at once can fail on Python 3.11), and reused.
 
 
 def parity_classes(source_nb: Path, verdicts_by_class: dict[str, bool], seed: int) -> tuple[str, dict[str, bool]]:
@@ -34,7 +31,7 @@ def parity_classes(source_nb: Path, verdicts_by_class: dict[str, bool], seed: in
     """
     path = Path(source_nb)
     stat = path.stat()
-    with _AST_LOCK:
+    with AST_LOCK:
         source, verdicts = _parity_classes(str(path.resolve()), stat.st_mtime_ns, stat.st_size,
                                            tuple(sorted(verdicts_by_class.items())), seed)
     return source, dict(verdicts)

@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+from grader import astlock
 from grader.verify.loading import ProbeDataError, load_json, safe_dir
 
 
@@ -252,7 +253,7 @@ def scan_source(source: str) -> tuple[list[str], list[str], set[str]]:
     scanner = _Scanner()
     code = _strip_ipython(source, scanner.notes)
     try:
-        scanner.visit(ast.parse(code))
+        scanner.visit(astlock.parse(code))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         # Unparsable: it cannot run either, but a text scan still reports what it reaches for.
         for word in sorted(BUILTIN_ATTENTION):
