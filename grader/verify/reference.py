@@ -273,3 +273,42 @@ def _multi_head_hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
     except Exception:  # a diagnosis is a courtesy: without one the message still says what differs
         return []
 
+
+
+# ---------------------------------------------------------------- one module instance, called several times
+RAISES = "raises"   # what a bug's reference predicts for a call that the bug makes fail
+
+
+def call_cases(case: Case) -> list[Case]:
+    """The case's forward calls as cases of their own (call 0 is the case itself), each with its input as ``x``
+    and its mode in ``train``, so that :func:`expected` and :func:`hypotheses` apply to each call."""
+    found = [case]
+    for index, later in enumerate(case.calls, start=1):
+        found.append(dataclasses.replace(case, name=f"{case.name}.call{index}", train=bool(later["train"]),
+                                         arrays={**case.arrays, "x": case.arrays[later["input"]]}, calls=[],
+                                         params=dict(case.params)))
+    return found
+
+
+def sequence_hypotheses(case: Case) -> list[tuple[str, list]]:
+    """(bug name, [what that bug gives at each call: an array, or RAISES]) for a case with several calls.
+
+    A stateless bug is one whose reference (:func:`hypotheses`) gives every call's output. The mask made at the
+    first call's length and reused (``mask_cached``) is right wherever that mask still fits and raises elsewhere:
+    written as the chapter's module with ``mask = self.mask[:T, :T]`` computed once, then either sliced again
+    (``cached[:T, :T]``: right for T up to the first length) or used as it is (right only at the first length).
+    """
+    calls = call_cases(case)
+    per_call = [hypotheses(call) for call in calls]
+    found = []
+    for name, outputs in per_call[0]:
+        later = [next((o for n, o in hyps if n == name), None) for hyps in per_call[1:]]
+        if all(o is not None and o[0] is not None for o in later) and outputs[0] is not None:
+            found.append((name, [outputs[0]] + [o[0] for o in later]))
+    right = [expected(call)[0] for call in calls]
+    lengths = [call.arrays["x"].shape[-2] for call in calls]
+    for fits in (lambda n: n <= lengths[0], lambda n: n == lengths[0]):
+        predicted = [want if fits(n) else RAISES for want, n in zip(right, lengths)]
+        if any(isinstance(want, str) for want in predicted):
+            found.append((named("mask_cached", f"it fits only the first call's {lengths[0]} tokens"), predicted))
+    return found

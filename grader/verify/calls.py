@@ -1,0 +1,148 @@
+"""Checks of one module instance called several times (``Case.calls``): what a single call cannot show.
+
+- ``calls``: every call must equal the reference for its own input. Behaviour that depends on earlier calls (a mask
+  made at the first call's length, state changed by a call or by ``.train()``) and sequences of a batch that affect
+  each other show here; a bug is named only when its reference reproduces every call, errors included
+  (:func:`grader.verify.reference.sequence_hypotheses`).
+- ``eval_twice``: two calls in eval mode with dropout 0.5 on the same input must both be the reference's; dropout
+  left on is named when each output is one that dropout on the weights (or after them) can produce.
+
+Runs in the grader's process and reads the probe's files as data, like :mod:`grader.verify.checks`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from grader.bugs import code_of, named
+from grader.verify import reference
+from grader.verify.cases import Case
+from grader.verify.checks import (ATOL, CaseFailure, _close, _looks_like, _shape_diagnosis, _unknown,
+                                  _weight_diagnosis, _weights_moved, _where_it_differs, probe_error_text)
+from grader.verify.loading import ProbeDataError, load_array
+
+
+def _outputs(case: Case, folder: Path, meta: dict) -> list:
+    """Each call's output as an array, or ``reference.RAISES`` with the error's type for a call that failed."""
+    found = [load_array(folder / f"{case.name}.out0.npy", allow_nonfinite=True)]
+    records = meta.get("calls") if isinstance(meta.get("calls"), list) else []
+    for index in range(1, len(case.calls) + 1):
+        record = records[index - 1] if index - 1 < len(records) and isinstance(records[index - 1], dict) else {}
+        if record.get("ok") is True:
+            found.append(load_array(folder / f"{case.name}.out{index}.npy", allow_nonfinite=True))
+        else:
+            found.append((reference.RAISES, probe_error_text(record.get("error") or "the call did not run")))
+    return found
+
+
+def _raised(output) -> bool:
+    return isinstance(output, tuple)
+
+
+def _reproduces(predicted: list, outputs: list) -> bool:
+    for want, got in zip(predicted, outputs):
+        if isinstance(want, str):               # the bug's reference raises at this call
+            if not _raised(got):
+                return False
+        elif _raised(got) or not _close(got, np.asarray(want, dtype=np.float64)):
+            return False
+    return True
+
+
+def _name_the_bug(case: Case, outputs: list) -> str:
+    """Every catalogued bug whose reference reproduces all the calls (joined with " or "), else ""."""
+    found = []
+    for bug, predicted in reference.sequence_hypotheses(case):
+        if _reproduces(predicted, outputs) and bug not in found:
+            found.append(bug)
+    return " or ".join(found)
+
+
+def _describe(case: Case, calls: list[Case], outputs: list, wanted: list) -> str:
+    """What went wrong, call by call, in the probe's own terms (lengths, modes, the changed sequence)."""
+    def label(index: int) -> str:
+        call = calls[index]
+        mode = "training mode" if call.train else "eval mode"
+        return f"call {index + 1} ({call.arrays['x'].shape[-2]} tokens, {mode})"
+
+    raised = [i for i, got in enumerate(outputs) if _raised(got)]
+    if raised:
+        first = raised[0]
+        return (f"{label(first)} {outputs[first][1]} after {label(0)} ran: the module must work at every length up "
+                f"to context_length, whatever it was called with before")
+    changed = case.params.get("changed_sequence")
+    if changed is not None and len(outputs) == 2 and outputs[0].shape == outputs[1].shape == wanted[0].shape:
+        moved = [b for b in range(outputs[0].shape[0]) if b != changed and not _close(outputs[0][b], outputs[1][b])]
+        if moved:
+            return (f"changing sequence {changed} of the batch changed the output of sequence(s) {moved}: each "
+                    f"sequence's output must depend on that sequence only")
+    repeated = [i for i, call in enumerate(calls) if i and call.arrays["x"] is case.arrays["x"]]
+    if repeated and _close(outputs[0], wanted[0]) and not _close(outputs[repeated[-1]], wanted[0]):
+        return (f"{label(repeated[-1])} is the first input again and its output changed: the module keeps state "
+                f"between calls (something set by an earlier call or by .train())")
+    wrong = next(i for i, (got, want) in enumerate(zip(outputs, wanted)) if not _close(got, want))
+    where = _where_it_differs(calls[wrong], outputs[wrong], wanted[wrong])
+    return f"{label(wrong)} differs from PyTorch's" + (f"; {where}" if where else "")
+
+
+def check_calls(case: Case, folder: Path, meta: dict) -> None:
+    """Raise CaseFailure unless every call of ``case`` equals the reference for its input (see the module doc)."""
+    calls = reference.call_cases(case)
+    outputs = _outputs(case, folder, meta)
+    wanted = [reference.expected(call)[0] for call in calls]
+    for got, want in zip(outputs, wanted):
+        if not _raised(got) and got.shape != want.shape:
+            bug = _shape_diagnosis(case, got, want) or _weight_diagnosis(case, meta)
+            raise CaseFailure(f"an output has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+                              + _looks_like(bug))
+    if all(not _raised(got) and _close(got, want) for got, want in zip(outputs, wanted)):
+        return
+    what = _describe(case, calls, outputs, wanted)
+    bug = _name_the_bug(case, outputs) or _weight_diagnosis(case, meta) or _weights_moved(case, folder)
+    if not bug:
+        wrong = next(i for i, (got, want) in enumerate(zip(outputs, wanted))
+                     if _raised(got) or not _close(got, want))
+        checked = len(reference.sequence_hypotheses(case))
+        bug = (f"not one of the {checked} known bugs the grader checked for this case (grader/bugs.py)"
+               if _raised(outputs[wrong]) else _unknown(calls[wrong], outputs[wrong], wanted[wrong]).split(";")[0])
+    raise CaseFailure(f"{what}" + (f"; looks like {bug}" if code_of(bug) else f"; {bug}"))
+
+
+def _dropout_on_in_eval(output: np.ndarray, keep: float) -> bool:
+    """Whether ``output`` (1, T, d) is one that dropout left on could give on the eval_twice inputs (all-ones
+    values): in row t every entry a whole number of kept keys times 1 / ((t + 1) keep), at most t + 1 of them."""
+    if output.ndim != 3 or not np.isfinite(output).all():
+        return False
+    rows = output[0].astype(np.float64) * np.arange(1, output.shape[1] + 1)[:, None] * keep
+    return bool(np.allclose(rows, np.round(rows), atol=1e-3) and (rows > -1e-3).all()
+                and (rows <= np.arange(1, output.shape[1] + 1)[:, None] + 1e-3).all())
+
+
+def check_eval_twice(case: Case, folder: Path, meta: dict) -> None:
+    """Raise CaseFailure unless both eval-mode calls give the reference's output (see the module doc)."""
+    outputs = _outputs(case, folder, meta)
+    want = reference.expected(case)[0]
+    if any(_raised(got) for got in outputs):
+        raise CaseFailure(f"the second call in eval mode {outputs[1][1]}")
+    for got in outputs:
+        if got.shape != want.shape:
+            raise CaseFailure(f"an output has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+                              + _looks_like(_shape_diagnosis(case, got, want) or _weight_diagnosis(case, meta)))
+    if all(_close(got, want) for got in outputs):
+        return
+    differ = not _close(outputs[0], outputs[1])
+    said = ("two calls in eval mode on the same input gave different outputs" if differ else
+            "in eval mode the output is not the reference's")
+    if all(_dropout_on_in_eval(got, 1.0 - case.params["dropout"]) for got in outputs):
+        raise CaseFailure(named("dropout_eval", f"{said}, each one dropout with p={case.params['dropout']} can "
+                                                f"give (nn.Dropout follows .eval(); F.dropout needs "
+                                                f"training=self.training)"))
+    bug = _weight_diagnosis(case, meta) or _weights_moved(case, folder)
+    error = max(float(np.abs(got.astype(np.float64) - want).max()) for got in outputs if got.shape == want.shape)
+    raise CaseFailure(f"{said} (largest error {error:.3g})"
+                      + _looks_like(bug or f"not one of the known bugs the grader checks for dropout in eval mode "
+                                           f"(grader/bugs.py)"))
+
+
+__all__ = ["check_calls", "check_eval_twice", "ATOL", "ProbeDataError"]
