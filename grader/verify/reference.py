@@ -233,6 +233,10 @@ def hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
         found.append((named("view_no_transpose", "transpose back before the view, or tokens of different heads "
                                                  "are mixed"),
                       [x.reshape(b, t, h * hd)]))
+    if kind == "heads_out_proj" and case.arrays["x"].shape[0] > 1:
+        found.append((named("batch", "the batch was laid out as one long sequence"),
+                      [_flattened(case, lambda c: F.linear(_head_outputs(c, causal=True), _t(a["out_proj"]),
+                                                           _t(a["out_proj_bias"]))).numpy()]))
     if kind == "mha":
         found += _multi_head_hypotheses(case)
         found.append((named("mask_diagonal"), [_mha_mask_diagonal(case).numpy()]))
