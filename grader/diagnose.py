@@ -29,6 +29,7 @@ API
 ``sdpa_reference(queries, keys, values, causal=False, scale=None)``  (context, weights) from PyTorch's SDPA
 ``mha_reference(x, qkv, out, num_heads, causal, ...)``  nn.MultiheadAttention computing with given weights
 ``softmax_wrong_dim_reference(x, qkv, out, num_heads, causal)``  the same module with softmax over dim=-2
+``attention_variant_reference(x, qkv, out, num_heads, mask=, softmax_dim=, merge=)``  the module, one bug switched on
 
 Module checks find the projections by the course's names: ``W_query``, ``W_key``, ``W_value`` (or one fused
 ``W_qkv``/``qkv`` with the query rows first) and ``out_proj`` (or ``proj``); they compare in eval mode, float32.
@@ -151,7 +152,15 @@ def check_finite_output(output: torch.Tensor) -> None:
 
 
 def check_no_future_leakage(forward: Callable, x: torch.Tensor) -> None:
-    """forward(x) -> (b, T, d). Changing the last token may change only the last position."""
+    """forward(x) -> (b, T, d), x (b, T, d_in). Changing the last token may change only the last position.
+
+    Also runs forward twice on x: two different outputs are dropout left on (``dropout_eval``). When earlier
+    positions move, the bug is named only if its reference, computed with the module's own weights (a module with
+    the course's projection names, see ``_projections``), reproduces both outputs: the mask missing (``future``),
+    the mask applied after the softmax (``mask_after_softmax``), softmax over the queries (``softmax_dim``), heads
+    merged with view but no transpose back (``view_no_transpose``). Otherwise the AssertionError says that no known
+    bug reproduces it, and which positions moved. Raises AssertionError (see above), or what ``forward`` raises.
+    """
     num_tokens = x.shape[-2]
     with torch.no_grad():
         before = call(forward, x)
@@ -166,26 +175,46 @@ def check_no_future_leakage(forward: Callable, x: torch.Tensor) -> None:
     moved = [t for t in range(num_tokens - 1) if not _close(before[..., t, :], after[..., t, :])]
     if not moved:
         return
-    if len(moved) == num_tokens - 1:
-        # softmax over the queries also lets the last token reach every position (through the column sums).
-        if _matches_wrong_dim(forward, x, before):
-            _fail("softmax_dim", "the output equals the module computed with softmax(dim=-2): normalise each "
-                                 "query's scores over the keys, softmax(dim=-1)")
-        _fail("future", f"changing the last token changed every earlier position (0..{num_tokens - 2})")
-    _fail("view_no_transpose", f"changing the last token changed earlier positions {moved} but not the others: "
-                               f"rows of the output mix tokens (heads concatenated with view but no transpose back)")
+    for code, reference in _leak_references(forward):
+        if _close(before, reference(x)) and _close(after, reference(changed_x)):
+            _fail(code, f"changing the last token changed earlier positions {moved}, and the outputs equal the "
+                        f"module computed with your weights and {_LEAKS[code]}")
+    _fail("mismatch", f"not one of the known bugs: changing the last token changed earlier positions {moved} "
+                      f"(a causal module may change only the last), and no bug this check knows "
+                      f"({', '.join(_LEAKS)}) reproduces the output")
 
 
-def _matches_wrong_dim(forward: Callable, x: torch.Tensor, actual: torch.Tensor) -> bool:
-    """Whether a module with the course's projection names computes softmax over dim=-2 (False if unsure)."""
+# The bugs check_no_future_leakage can reproduce, and what each one's reference computes.
+_LEAKS = {"future": "no causal mask",
+          "mask_after_softmax": "the future weights zeroed after the softmax (rows no longer sum to 1): mask the "
+                                "scores with -inf before it",
+          "softmax_dim": "softmax(dim=-2): normalise each query's scores over the keys, softmax(dim=-1)",
+          "view_no_transpose": "the heads merged by view without transposing back: transpose(1, 2) first"}
+
+
+def _leak_references(forward: Callable) -> list:
+    """[(bug code, x -> that bug's output)] computed with ``forward``'s own weights; [] when forward is not a module
+    with the course's projection names (nothing can then be reproduced)."""
     if not isinstance(forward, nn.Module):
-        return False
+        return []
     try:
         qkv, out = _projections(forward)
-        expected = softmax_wrong_dim_reference(x, qkv, out, int(getattr(forward, "num_heads", 1)), causal=True)
-        return _close(actual, expected)
-    except Exception:  # noqa: BLE001 - only a hypothesis: anything unexpected means "not this bug"
-        return False
+    except AssertionError:
+        return []
+    num_heads = int(getattr(forward, "num_heads", 1) or 1)
+    variants = [("future", {"mask": "none"}), ("mask_after_softmax", {"mask": "after"}),
+                ("softmax_dim", {"softmax_dim": -2})]
+    if num_heads > 1:
+        variants.append(("view_no_transpose", {"merge": "view"}))
+
+    def reference(change):
+        def run(inputs):
+            try:
+                return attention_variant_reference(inputs, qkv, out, num_heads, **change)
+            except Exception:  # noqa: BLE001 - a reference that cannot run reproduces nothing
+                return torch.full((1,), float("nan"), device=inputs.device)
+        return run
+    return [(code, reference(change)) for code, change in variants]
 
 
 def check_batch_independence(forward: Callable, x: torch.Tensor) -> None:
@@ -282,8 +311,17 @@ def mha_reference(x: torch.Tensor, qkv, out, num_heads: int, causal: bool, query
 
 
 @torch.no_grad()
-def softmax_wrong_dim_reference(x: torch.Tensor, qkv, out, num_heads: int, causal: bool = True) -> torch.Tensor:
-    """The chapter's module with one bug: softmax over the queries (dim=-2) instead of the keys (dim=-1)."""
+def attention_variant_reference(x: torch.Tensor, qkv, out, num_heads: int, mask: str = "before",
+                                softmax_dim: int = -1, merge: str = "transpose") -> torch.Tensor:
+    """The chapter's causal module written out with the given weights and one bug switched on, for differential
+    diagnosis (the right computation is ``mha_reference``, PyTorch's own module).
+
+    x (b, T, d_in); qkv [(weight (d_out, d_in), bias or None)] * 3; out (weight, bias) or None (no out_proj).
+    ``mask``: "before" (scores masked with -inf before the softmax), "none" (no mask) or "after" (future weights
+    zeroed after the softmax, not renormalised); ``softmax_dim``: -1 or -2 (over the queries); ``merge``:
+    "transpose" (heads transposed back before the merge) or "view" (viewed straight to (b, T, d_out)).
+    Returns (b, T, d_out); raises RuntimeError when the weights do not fit x.
+    """
     queries, keys, values = (F.linear(x, weight, bias) for weight, bias in qkv)
     batch, num_tokens, d_out = queries.shape
     head_dim = d_out // num_heads
@@ -292,12 +330,23 @@ def softmax_wrong_dim_reference(x: torch.Tensor, qkv, out, num_heads: int, causa
         return t.reshape(batch, num_tokens, num_heads, -1).transpose(1, 2)
 
     scores = split(queries) @ split(keys).transpose(-2, -1) / math.sqrt(head_dim)
-    if causal:
-        future = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=x.device).triu(1)
+    future = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=x.device).triu(1)
+    if mask == "before":
         scores = scores.masked_fill(future, float("-inf"))
-    context = torch.softmax(scores, dim=-2) @ split(values)
-    context = context.transpose(1, 2).reshape(batch, num_tokens, -1)
+    weights = torch.softmax(scores, dim=softmax_dim)
+    if mask == "after":
+        weights = weights.masked_fill(future, 0.0)
+    context = weights @ split(values)                                  # (b, num_heads, T, head_dim)
+    if merge == "transpose":
+        context = context.transpose(1, 2)                              # (b, T, num_heads, head_dim)
+    context = context.reshape(batch, num_tokens, d_out)
     return context if out is None else F.linear(context, out[0], out[1])
+
+
+@torch.no_grad()
+def softmax_wrong_dim_reference(x: torch.Tensor, qkv, out, num_heads: int, causal: bool = True) -> torch.Tensor:
+    """The chapter's module with one bug: softmax over the queries (dim=-2) instead of the keys (dim=-1)."""
+    return attention_variant_reference(x, qkv, out, num_heads, mask="before" if causal else "none", softmax_dim=-2)
 
 
 def _named_variants(qkv, out, num_heads: int, causal: bool, head_dim: int, d_out: int, d_in: int | None = None):

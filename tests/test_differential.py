@@ -216,3 +216,58 @@ def test_the_notebooks_check_does_not_guess_a_name_for_an_unknown_bug():
         diagnose.check_d_in_not_d_out(lambda d_in, d_out: _Head(d_in, d_out, extra=0.3), 3, 6, causal=False)
     assert str(err.value).startswith(BUGS["mismatch"]) and "no bug this course knows" in str(err.value)
     assert named_bugs(str(err.value)) == {"mismatch"}, str(err.value)
+
+
+class _Leaky(torch.nn.Module):
+    """The chapter's causal multi-head module written here, with one way of letting the future in switched on."""
+
+    def __init__(self, d_in=6, d_out=8, num_heads=2, leak="none"):
+        super().__init__()
+        self.num_heads, self.leak = num_heads, leak
+        self.W_query, self.W_key, self.W_value = (torch.nn.Linear(d_in, d_out) for _ in range(3))
+        self.out_proj = torch.nn.Linear(d_out, d_out)
+
+    def forward(self, x):
+        b, t, d_in = x.shape
+        q, k, v = (w(x).view(b, t, self.num_heads, -1).transpose(1, 2) for w in (self.W_query, self.W_key,
+                                                                                  self.W_value))
+        future = torch.ones(t, t, dtype=torch.bool).triu(1)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if self.leak != "mask_after_softmax":
+            scores = scores.masked_fill(future, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        if self.leak == "mask_after_softmax":
+            weights = weights.masked_fill(future, 0.0)     # zeroed after the softmax, not renormalised
+        context = weights @ v
+        if self.leak != "view_no_transpose":
+            context = context.transpose(1, 2)
+        out = self.out_proj(context.reshape(b, t, -1))
+        if self.leak == "mean_of_the_sequence":            # no catalogued bug: every token sees the sequence mean
+            out = out + x.mean(dim=1, keepdim=True)[..., :1]
+        return out
+
+
+@pytest.mark.parametrize("leak", ["mask_after_softmax", "view_no_transpose"])
+def test_the_notebooks_leakage_check_names_a_bug_only_when_its_reference_reproduces_it(leak):
+    from grader import diagnose
+
+    torch.manual_seed(0)
+    diagnose.check_no_future_leakage(_Leaky().eval(), torch.randn(2, 7, 6))          # the right module passes
+    with pytest.raises(AssertionError) as err:
+        diagnose.check_no_future_leakage(_Leaky(leak=leak).eval(), torch.randn(2, 7, 6))
+    assert str(err.value).startswith(BUGS[leak]) and named_bugs(str(err.value)) == {leak}, str(err.value)
+
+
+def test_the_notebooks_leakage_check_says_when_no_known_bug_reproduces_the_leak():
+    from grader import diagnose
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 6)
+    for forward in (_Leaky(leak="mean_of_the_sequence").eval(),
+                    lambda inputs: inputs + inputs.mean(dim=1, keepdim=True)):   # not a module: nothing to rerun
+        with pytest.raises(AssertionError) as err:
+            diagnose.check_no_future_leakage(forward, x)
+        message = str(err.value)
+        assert message.startswith(BUGS["mismatch"] + ": not one of the known bugs"), message
+        assert "changed earlier positions [0, 1, 2, 3, 4, 5]" in message
+        assert named_bugs(message) == {"mismatch"}, message

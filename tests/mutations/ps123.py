@@ -58,7 +58,7 @@ MUTATIONS = [
               ("weights = self.dropout(weights)",
                "weights = weights.masked_fill(self.mask.bool()[:num_tokens, :num_tokens], 0.0)\n"
                "        weights = self.dropout(weights)")),
-             ("causal_attention",), BUGS["future"]),
+             ("causal_attention",), BUGS["mask_after_softmax"]),
     Mutation("mask_not_buffer", "ps2", "causal_attention",
              (('self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))',
                "self.mask = torch.triu(torch.ones(context_length, context_length), diagonal=1)"),),
