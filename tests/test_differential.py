@@ -271,3 +271,56 @@ def test_the_notebooks_leakage_check_says_when_no_known_bug_reproduces_the_leak(
         assert message.startswith(BUGS["mismatch"] + ": not one of the known bugs"), message
         assert "changed earlier positions [0, 1, 2, 3, 4, 5]" in message
         assert named_bugs(message) == {"mismatch"}, message
+
+
+class _Flattened(_Leaky):
+    """The right module, run on the batch laid end to end as one sequence."""
+
+    def forward(self, x):
+        b, t, d_in = x.shape
+        return super().forward(x.reshape(1, b * t, d_in)).reshape(b, t, -1)
+
+
+class _DiagonalMasked(_Leaky):
+    """The right module with a mask that also hides each token from itself (its first token's output is NaN)."""
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = (w(x).view(b, t, self.num_heads, -1).transpose(1, 2) for w in (self.W_query, self.W_key,
+                                                                                  self.W_value))
+        scores = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(
+            torch.ones(t, t, dtype=torch.bool).triu(0), float("-inf"))
+        return self.out_proj((torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, t, -1))
+
+
+def test_the_notebooks_batch_check_names_a_flattened_batch_only_when_reproduced():
+    from grader import diagnose
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 6)
+    diagnose.check_batch_independence(_Leaky().eval(), x)
+    with pytest.raises(AssertionError) as err:
+        diagnose.check_batch_independence(_Flattened().eval(), x)
+    assert named_bugs(str(err.value)) == {"batch"}, str(err.value)
+    # Sequences mixed some other way (every sequence shifted by the batch mean): no name.
+    with pytest.raises(AssertionError) as err:
+        diagnose.check_batch_independence(lambda inputs: inputs + inputs.mean(dim=0), x)
+    assert named_bugs(str(err.value)) == {"mismatch"} and "not one of the known bugs" in str(err.value)
+
+
+def test_nan_in_the_first_token_is_named_only_when_the_diagonal_mask_reproduces_it():
+    from grader import diagnose
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 6)
+    with pytest.raises(AssertionError) as err:
+        diagnose.check_no_future_leakage(_DiagonalMasked().eval(), x)
+    assert str(err.value).startswith(BUGS["mask_diagonal"]), str(err.value)
+
+    def first_token_nan(inputs):
+        out = inputs[..., :4].clone()
+        out[:, 0] = float("nan")
+        return out
+    with pytest.raises(AssertionError) as err:
+        diagnose.check_no_future_leakage(first_token_nan, x)
+    assert named_bugs(str(err.value)) == {"mismatch"} and "not one of the known bugs" in str(err.value)

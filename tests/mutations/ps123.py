@@ -47,7 +47,8 @@ MUTATIONS = [
     # ---- ps2
     Mutation("mask_after_softmax", "ps2", "masked_softmax",
              (('torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)',
-               "torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)"),), ("masked_softmax",), BUGS["future"]),
+               "torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)"),), ("masked_softmax",),
+             BUGS["mask_after_softmax"]),
     Mutation("softmax_dim_masked", "ps2", "masked_softmax",
              (("dim=-1)", "dim=-2)"),), ("masked_softmax",), BUGS["softmax_dim"]),
     Mutation("no_mask", "ps2", "causal_attention",
