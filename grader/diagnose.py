@@ -111,7 +111,8 @@ def check_parameter_count(module: nn.Module, d_in: int, d_out: int, num_heads: i
         _fail("d_in_d_out", f"{count:,} parameters: the output projection looks like nn.Linear(d_in, d_out)")
     if num_heads > 1 and count >= num_heads * qkv_only:
         _fail("width", f"{count:,} parameters, at least {num_heads} x the {qkv_only:,} of the Q, K, V projections")
-    raise AssertionError(f"{count:,} parameters, expected {expected:,} for d_in={d_in}, d_out={d_out}")
+    raise AssertionError(f"{count:,} parameters, expected {expected:,} for d_in={d_in}, d_out={d_out}: not one of "
+                         f"the known bugs (no out_proj, out_proj built with d_in, d_out not divided) gives that count")
 
 
 # --------------------------------------------------------------------------------------- attention weights

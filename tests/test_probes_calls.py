@@ -167,8 +167,8 @@ def test_a_batch_laid_end_to_end_is_seen_by_changing_one_sequence(probe, assignm
     message = result[2]
     assert result.checks["equivalence"][1] is False, message
     said = result.checks["equivalence"][2]
-    assert "case batch_independence: changing sequence 1 of the batch changed the output of sequence(s) [2]" \
-        in said, said
+    assert "case batch_independence: changing sequence 1 of the batch changed the output of sequence(s) [2]: " \
+           "looks like " + BUGS["batch"] in said, said
     assert named(said) == {"batch"}, said
 
 
@@ -177,7 +177,8 @@ def test_a_batch_laid_end_to_end_is_seen_by_changing_one_sequence(probe, assignm
 def test_a_mask_cached_from_the_first_call_is_named(probe, assignment, task, bug):
     result = probe(assignment, task, bug)
     said = result.checks["equivalence"][2]
-    assert "case lengths_and_modes: call 2 (6 tokens, eval mode) raised RuntimeError" in said, said
+    assert "case lengths_and_modes: call 2 (6 tokens) raised RuntimeError after call 1 (4 tokens) ran: looks like " \
+           + BUGS["mask_cached"] in said, said
     assert named(said) == {"mask_cached"} and BUGS["mask_cached"] in said, said
     assert result[0] == result[1] - result.checks["equivalence"][0], result   # the other checks keep their points
 
@@ -186,7 +187,7 @@ def test_a_mask_cached_from_the_first_call_is_named(probe, assignment, task, bug
 def test_state_changed_in_training_mode_is_seen_and_not_given_a_name(probe, assignment, task):
     result = probe(assignment, task, "train_clears_mask")
     said = result.checks["equivalence"][2]
-    assert "call 5 (4 tokens, eval mode) is the first input again and its output changed" in said, said
+    assert "call 5 (4 tokens) repeats call 1's input and its output changed: state kept between calls" in said, said
     assert named(said) == set() and "not one of the" in said, said
 
 
@@ -197,7 +198,7 @@ def test_dropout_left_on_in_eval_mode_is_named_by_two_eval_calls(probe, assignme
     said = result.checks[check][2]
     assert result.checks[check][1] is False, result[2]
     assert said.startswith("case eval_twice: " + BUGS["dropout_eval"]), said
-    assert "two calls in eval mode on the same input gave different outputs" in said
+    assert "two eval-mode calls on one input differ" in said
     if check == "dropout":   # the dropout check answers for it; the module is otherwise right
         assert result[0] == result[1] - result.checks["dropout"][0], result
 
