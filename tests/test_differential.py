@@ -71,7 +71,7 @@ def one_head(case, *, scale=None, diagonal=1, causal=True, flatten=False, scale_
     return (weights @ v).reshape(batch, tokens, -1)
 
 
-def many_heads(case, *, diagonal=1, flatten=False, shared_small_projection=False):
+def many_heads(case, *, diagonal=1, flatten=False, shared_small_projection=False, transpose_back=True):
     """The chapter's MultiHeadAttention written out by hand (split, attend, merge, out_proj)."""
     x = t(case.arrays["x"])
     batch, tokens, width = x.shape
@@ -90,7 +90,8 @@ def many_heads(case, *, diagonal=1, flatten=False, shared_small_projection=False
                    for name in ("W_query", "W_key", "W_value"))
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(diagonal), float("-inf"))
-    context = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, n, -1)
+    context = torch.softmax(scores, dim=-1) @ v
+    context = (context.transpose(1, 2) if transpose_back else context).reshape(b, n, -1)
     if context.shape[-1] != t(case.arrays["out_proj"]).shape[1]:
         return context.reshape(batch, tokens, -1)
     return linear(case, "out_proj", context).reshape(batch, tokens, -1)
@@ -137,6 +138,12 @@ def test_a_mask_that_hides_each_token_from_itself_is_named(tmp_path, assignment,
     assert torch.isnan(output).any()  # the first token has no key left
     message = failure(case, tmp_path, [output])
     assert named_bugs(message) == {"mask_diagonal"}, message
+
+
+def test_heads_merged_without_transposing_back_are_named_in_verification(tmp_path):
+    case = case_of("ps3", "multi_head_attention", "d_in_ne_d_out")
+    message = failure(case, tmp_path, [many_heads(case, transpose_back=False)])
+    assert named_bugs(message) == {"view_no_transpose"}, message
 
 
 def test_a_shared_small_projection_after_splitting_is_not_given_a_wrong_name(tmp_path):

@@ -273,6 +273,11 @@ def _multi_head_hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
             found.append((diagnose.BUGS[code], [produced.numpy()]))
         wrong_dim = diagnose.softmax_wrong_dim_reference(x, qkv, out, heads, causal=True)
         found.append((diagnose.BUGS["softmax_dim"], [wrong_dim.numpy()]))
+        written_out = [("mask_after_softmax", {"mask": "after"})] + (
+            [("view_no_transpose", {"merge": "view"})] if heads > 1 else [])
+        for code, change in written_out:
+            produced = diagnose.attention_variant_reference(x, qkv, out, heads, **change)
+            found.append((diagnose.BUGS[code], [produced.numpy()]))
         return found
     except Exception:  # a diagnosis is a courtesy: without one the message still says what differs
         return []
