@@ -71,6 +71,9 @@ CATALOGUE: tuple[Bug, ...] = (
     Bug("autograd_timing", "autograd on while timing", "chapter 9; ps5 timing"),
     Bug("no_sync", "no synchronisation on CUDA", "chapter 9; ps5 timing"),
     Bug("seconds", "seconds instead of milliseconds", "chapter 9; ps5 timing"),
+    # ---- state kept between calls (chapter 2; ps2-ps4, seen by calling one module several times)
+    Bug("mask_cached", "mask made for the first call's length and reused on later calls",
+        "chapter 2 (slice the buffer to num_tokens on every call); ps2-ps4"),
     # ---- no known bug
     Bug("mismatch", "output differs from PyTorch's reference", "every module task"),
     # ---- masks and shared K/V heads (chapter 11, ps6)

@@ -14,7 +14,7 @@ API
 ``call(fn, *args)``                             fn(*args), with errors whose cause is known renamed to the bug
 ``check_shape(actual, expected, num_heads=None, what="output")``
 ``check_parameter_count(module, d_in, d_out, num_heads=1, qkv_bias=False)``
-``check_attention_weights(weights, causal=False)``   rows sum to 1, nothing on a future key
+``check_attention_weights(weights, causal=False, scores=None)``   rows sum to 1, nothing on a future key
 ``check_no_future_leakage(forward, x)``        changing a future token must not change an earlier position
 ``check_batch_independence(forward, x)``       each sequence's output depends on that sequence only
 ``check_scaled_dot_product(fn)``               fn(queries, keys, values) -> (context, weights) vs SDPA
@@ -29,6 +29,7 @@ API
 ``sdpa_reference(queries, keys, values, causal=False, scale=None)``  (context, weights) from PyTorch's SDPA
 ``mha_reference(x, qkv, out, num_heads, causal, ...)``  nn.MultiheadAttention computing with given weights
 ``softmax_wrong_dim_reference(x, qkv, out, num_heads, causal)``  the same module with softmax over dim=-2
+``attention_variant_reference(x, qkv, out, num_heads, mask=, softmax_dim=, merge=)``  the module, one bug switched on
 
 Module checks find the projections by the course's names: ``W_query``, ``W_key``, ``W_value`` (or one fused
 ``W_qkv``/``qkv`` with the query rows first) and ``out_proj`` (or ``proj``); they compare in eval mode, float32.
@@ -110,53 +111,109 @@ def check_parameter_count(module: nn.Module, d_in: int, d_out: int, num_heads: i
         _fail("d_in_d_out", f"{count:,} parameters: the output projection looks like nn.Linear(d_in, d_out)")
     if num_heads > 1 and count >= num_heads * qkv_only:
         _fail("width", f"{count:,} parameters, at least {num_heads} x the {qkv_only:,} of the Q, K, V projections")
-    raise AssertionError(f"{count:,} parameters, expected {expected:,} for d_in={d_in}, d_out={d_out}")
+    raise AssertionError(f"{count:,} parameters, expected {expected:,} for d_in={d_in}, d_out={d_out}: not one of "
+                         f"the known bugs (no out_proj, out_proj built with d_in, d_out not divided) gives that count")
 
 
 # --------------------------------------------------------------------------------------- attention weights
-def check_attention_weights(weights: torch.Tensor, causal: bool = False) -> None:
-    """Weights (..., T_q, T_k): finite, non-negative, each row sums to 1, zero on future keys when causal."""
+def check_attention_weights(weights: torch.Tensor, causal: bool = False, scores: torch.Tensor | None = None) -> None:
+    """Weights (..., T_q, T_k): finite, each row sums to 1, zero on future keys when causal.
+
+    ``scores`` (..., T_q, T_k): the scores the weights were computed from (after any scaling). With them the
+    weights must be softmax(scores), masked when causal, and a wrong result is named only when a known bug's
+    reference computed from those scores reproduces it: the mask missing (``future``), the future weights zeroed
+    after the softmax (``mask_after_softmax``), a mask that hides each token from itself (``mask_diagonal``),
+    softmax over the queries (``softmax_dim``). Otherwise, and always without scores, the AssertionError says what
+    is wrong without naming a bug. Raises AssertionError.
+    """
     weights = weights.detach().float()
+    problem = _weights_problem(weights, causal)
+    if scores is not None:
+        scores = scores.detach().float().to(weights.device)
+        future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).triu(1)
+        masked = scores.masked_fill(future, float("-inf")) if causal else scores
+        if weights.shape == scores.shape and _close(weights, torch.softmax(masked, dim=-1)) and not problem:
+            return
+        for code, produced, what in _weight_variants(scores, masked, future, causal):
+            if weights.shape == produced.shape and torch.allclose(weights, produced, atol=1e-4, rtol=1e-3,
+                                                                  equal_nan=True):
+                _fail(code, f"the weights equal {what}")
+        _fail("mismatch", f"not one of the known bugs: {problem or 'the weights are not softmax of the scores'}, "
+                          f"and no known bug reproduces them from the scores")
+    if problem:
+        _fail("mismatch", f"{problem} (no bug is named without the scores the weights came from: "
+                          f"check_attention_weights(weights, causal, scores=...))")
+
+
+def _weights_problem(weights: torch.Tensor, causal: bool) -> str:
+    """What is wrong with attention weights on their own (not finite, weight on the future, rows not summing to
+    1), or "" when nothing is."""
     if not torch.isfinite(weights).all():
-        if causal and bool(torch.isnan(weights[..., 0, :]).all()) and bool(torch.isfinite(weights[..., 1:, :]).all()):
-            _fail("mask_diagonal", "the first query's row is NaN: every one of its keys is masked, itself included")
-        _fail("mismatch", "the weights contain NaN or inf (a whole row masked, or dropout/softmax applied to "
-                          "-inf scores); no bug this course knows gives exactly that")
+        first_row_only = weights.shape[-2] > 1 and bool(torch.isnan(weights[..., 0, :]).all()) \
+            and bool(torch.isfinite(weights[..., 1:, :]).all())
+        return "the first query's row is NaN" if first_row_only else "the weights contain NaN or inf"
+    if causal:
+        future = torch.ones(weights.shape[-2:], dtype=torch.bool, device=weights.device).triu(1)
+        if weights[..., future].numel() and weights[..., future].abs().max() > 1e-6:
+            return f"a query puts weight {weights[..., future].abs().max():.3g} on a future key"
     rows = weights.sum(-1)
-    future = torch.ones(weights.shape[-2:], dtype=torch.bool, device=weights.device).triu(1)
-    if causal and weights[..., future].abs().max() > 1e-6:
-        _fail("future", f"a query puts weight {weights[..., future].abs().max():.3g} on a future key")
-    if torch.allclose(rows, torch.ones_like(rows), atol=1e-4):
-        return
-    cols = weights.sum(-2)
-    if torch.allclose(cols, torch.ones_like(cols), atol=1e-4):
-        _fail("softmax_dim", "the columns sum to 1 but the rows do not: softmax(dim=-1) normalises over keys")
-    if causal and bool((rows <= 1 + 1e-4).all()):
-        _fail("future", "future weights are zero but the rows sum to less than 1: the mask was applied after "
-                        "softmax without renormalising")
-    _fail("mismatch", f"the attention rows sum to {rows.min():.3g}..{rows.max():.3g}, not 1, and no bug this "
-                      f"course knows gives that: look at what happens to the weights after the softmax")
+    if not torch.allclose(rows, torch.ones_like(rows), atol=1e-4):
+        return f"the attention rows sum to {rows.min():.3g}..{rows.max():.3g}, not 1"
+    return ""
 
 
-def check_finite_output(output: torch.Tensor) -> None:
-    """An attention output (b, T, d) must be finite. NaN in the first token only is what a causal mask that also
-    hides each token from itself gives (the first query has no key left); other NaN is said as it is."""
+def _weight_variants(scores, masked, future, causal):
+    """(bug code, the weights that bug computes from the scores, what it computes) for the known weight bugs."""
+    yield "softmax_dim", torch.softmax(masked, dim=-2), "softmax over the queries (dim=-2): use softmax(dim=-1)"
+    if causal:
+        yield "future", torch.softmax(scores, dim=-1), "softmax of the scores without the causal mask"
+        yield "mask_after_softmax", torch.softmax(scores, dim=-1).masked_fill(future, 0.0), \
+            "softmax of the unmasked scores with the future zeroed afterwards (rows no longer sum to 1): mask the " \
+            "scores with -inf before the softmax"
+        diagonal = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).triu(0)
+        yield "mask_diagonal", torch.softmax(scores.masked_fill(diagonal, float("-inf")), dim=-1), \
+            "softmax with each token hidden from itself too (triu with diagonal=0): the first row is NaN"
+
+
+def check_finite_output(output: torch.Tensor, diagonal_reference: torch.Tensor | None = None) -> None:
+    """An attention output (b, T, d) must be finite.
+
+    ``diagonal_reference``: what the module gives with a causal mask that also hides each token from itself (NaN
+    in the first token, whose query has no key left), computed with the module's weights; ``mask_diagonal`` is
+    named only when it reproduces the output. Raises AssertionError, without a bug's name otherwise.
+    """
     output = output.detach()
     if torch.isfinite(output).all():
         return
-    if output.shape[-2] > 1 and bool(torch.isnan(output[..., 0, :]).all()) \
-            and bool(torch.isfinite(output[..., 1:, :]).all()):
-        _fail("mask_diagonal", "the first token's output is NaN: its query has no key left to attend to")
-    _fail("mismatch", "the output contains NaN or inf, and no bug this course knows gives it in that place")
+    if diagonal_reference is not None and diagonal_reference.shape == output.shape \
+            and torch.allclose(output.float(), diagonal_reference.float(), atol=1e-4, rtol=1e-3, equal_nan=True):
+        _fail("mask_diagonal", "the first token's output is NaN: its query has no key left to attend to, and the "
+                               "module computed with a mask that hides each token from itself gives the same")
+    _fail("mismatch", "not one of the known bugs: the output contains NaN or inf, and no bug this check knows "
+                      "reproduces it")
+
+
+def _diagonal_reference(forward: Callable, x: torch.Tensor) -> torch.Tensor | None:
+    """forward (a module with the course's projection names) computed on x with the mask_diagonal bug, or None."""
+    references = _leak_references(forward, {"mask_diagonal": {"mask": "diagonal"}})
+    return references[0][1](x) if references else None
 
 
 def check_no_future_leakage(forward: Callable, x: torch.Tensor) -> None:
-    """forward(x) -> (b, T, d). Changing the last token may change only the last position."""
+    """forward(x) -> (b, T, d), x (b, T, d_in). Changing the last token may change only the last position.
+
+    Also runs forward twice on x: two different outputs are dropout left on (``dropout_eval``). When earlier
+    positions move, the bug is named only if its reference, computed with the module's own weights (a module with
+    the course's projection names, see ``_projections``), reproduces both outputs: the mask missing (``future``),
+    the mask applied after the softmax (``mask_after_softmax``), softmax over the queries (``softmax_dim``), heads
+    merged with view but no transpose back (``view_no_transpose``). Otherwise the AssertionError says that no known
+    bug reproduces it, and which positions moved. Raises AssertionError (see above), or what ``forward`` raises.
+    """
     num_tokens = x.shape[-2]
     with torch.no_grad():
         before = call(forward, x)
         again = call(forward, x)
-        check_finite_output(before)
+        check_finite_output(before, _diagonal_reference(forward, x))
         if not _close(before, again):
             _fail("dropout_eval", "the same input gave two different outputs (nn.Dropout follows .eval(); "
                                   "F.dropout needs training=self.training)")
@@ -166,34 +223,73 @@ def check_no_future_leakage(forward: Callable, x: torch.Tensor) -> None:
     moved = [t for t in range(num_tokens - 1) if not _close(before[..., t, :], after[..., t, :])]
     if not moved:
         return
-    if len(moved) == num_tokens - 1:
-        # softmax over the queries also lets the last token reach every position (through the column sums).
-        if _matches_wrong_dim(forward, x, before):
-            _fail("softmax_dim", "the output equals the module computed with softmax(dim=-2): normalise each "
-                                 "query's scores over the keys, softmax(dim=-1)")
-        _fail("future", f"changing the last token changed every earlier position (0..{num_tokens - 2})")
-    _fail("view_no_transpose", f"changing the last token changed earlier positions {moved} but not the others: "
-                               f"rows of the output mix tokens (heads concatenated with view but no transpose back)")
+    for code, reference in _leak_references(forward):
+        if _close(before, reference(x)) and _close(after, reference(changed_x)):
+            _fail(code, f"changing the last token changed earlier positions {moved}, and the outputs equal the "
+                        f"module computed with your weights and {_LEAKS[code]}")
+    _fail("mismatch", f"not one of the known bugs: changing the last token changed earlier positions {moved} "
+                      f"(a causal module may change only the last), and no bug this check knows "
+                      f"({', '.join(_LEAKS)}) reproduces the output")
 
 
-def _matches_wrong_dim(forward: Callable, x: torch.Tensor, actual: torch.Tensor) -> bool:
-    """Whether a module with the course's projection names computes softmax over dim=-2 (False if unsure)."""
+# The bugs check_no_future_leakage can reproduce, and what each one's reference computes.
+_LEAKS = {"future": "no causal mask",
+          "mask_after_softmax": "the future weights zeroed after the softmax (rows no longer sum to 1): mask the "
+                                "scores with -inf before it",
+          "softmax_dim": "softmax(dim=-2): normalise each query's scores over the keys, softmax(dim=-1)",
+          "view_no_transpose": "the heads merged by view without transposing back: transpose(1, 2) first"}
+
+
+def _leak_references(forward: Callable, changes: dict | None = None) -> list:
+    """[(bug code, x -> that bug's output)] computed with ``forward``'s own weights (``changes``: {code: keyword
+    arguments of attention_variant_reference}, by default the leaks check_no_future_leakage knows); [] when forward
+    is not a module with the course's projection names (nothing can then be reproduced)."""
     if not isinstance(forward, nn.Module):
-        return False
+        return []
     try:
         qkv, out = _projections(forward)
-        expected = softmax_wrong_dim_reference(x, qkv, out, int(getattr(forward, "num_heads", 1)), causal=True)
-        return _close(actual, expected)
-    except Exception:  # noqa: BLE001 - only a hypothesis: anything unexpected means "not this bug"
-        return False
+    except AssertionError:
+        return []
+    num_heads = int(getattr(forward, "num_heads", 1) or 1)
+    variants = [("future", {"mask": "none"}), ("mask_after_softmax", {"mask": "after"}),
+                ("softmax_dim", {"softmax_dim": -2})]
+    if num_heads > 1:
+        variants.append(("view_no_transpose", {"merge": "view"}))
+    if changes is not None:
+        variants = list(changes.items())
+
+    def reference(change):
+        def run(inputs):
+            try:
+                return attention_variant_reference(inputs, qkv, out, num_heads, **change)
+            except Exception:  # noqa: BLE001 - a reference that cannot run reproduces nothing
+                return torch.full((1,), float("nan"), device=inputs.device)
+        return run
+    return [(code, reference(change)) for code, change in variants]
 
 
 def check_batch_independence(forward: Callable, x: torch.Tensor) -> None:
+    """forward(x) -> (b, T, d), x (b, T, d_in): each sequence alone must give what it gives inside the batch (every
+    one is tried: in a causal module laid end to end only the later sequences see the others).
+
+    When it does not, ``batch`` is named only if the module (with the course's projection names) computed on the
+    batch laid end to end as one sequence, causal or not, reproduces the batch's output; otherwise the
+    AssertionError says no known bug reproduces it. Raises AssertionError, or what ``forward`` raises.
+    """
     with torch.no_grad():
         together = call(forward, x)
-        alone = call(forward, x[:1])
-    if not _close(together[:1], alone):
-        _fail("batch", "sequence 0 gives a different output alone than inside a batch (an op over dim 0?)")
+        moved = [b for b in range(x.shape[0]) if not _close(together[b:b + 1], call(forward, x[b:b + 1]))]
+    if not moved:
+        return
+    batch, num_tokens, width = x.shape
+    for code, reference in _leak_references(forward, {"flat_causal": {}, "flat": {"mask": "none"}}):
+        produced = reference(x.reshape(1, batch * num_tokens, width))
+        if produced.numel() == together.numel() and _close(together, produced.reshape(together.shape)):
+            _fail("batch", f"sequence(s) {moved} give a different output alone than inside the batch, and the "
+                           f"batch's output equals the module computed on the batch laid end to end as one sequence")
+    _fail("mismatch", f"not one of the known bugs: sequence(s) {moved} give a different output alone than inside "
+                      f"the batch (an operation over dim 0?), and the module computed on the batch laid end to end "
+                      f"as one sequence does not reproduce it")
 
 
 # -------------------------------------------------------------------------------------------- references
@@ -282,8 +378,17 @@ def mha_reference(x: torch.Tensor, qkv, out, num_heads: int, causal: bool, query
 
 
 @torch.no_grad()
-def softmax_wrong_dim_reference(x: torch.Tensor, qkv, out, num_heads: int, causal: bool = True) -> torch.Tensor:
-    """The chapter's module with one bug: softmax over the queries (dim=-2) instead of the keys (dim=-1)."""
+def attention_variant_reference(x: torch.Tensor, qkv, out, num_heads: int, mask: str = "before",
+                                softmax_dim: int = -1, merge: str = "transpose") -> torch.Tensor:
+    """The chapter's causal module written out with the given weights and one bug switched on, for differential
+    diagnosis (the right computation is ``mha_reference``, PyTorch's own module).
+
+    x (b, T, d_in); qkv [(weight (d_out, d_in), bias or None)] * 3; out (weight, bias) or None (no out_proj).
+    ``mask``: "before" (scores masked with -inf before the softmax), "none" (no mask), "after" (future weights
+    zeroed after the softmax, not renormalised) or "diagonal" (the diagonal masked too: NaN in the first row); ``softmax_dim``: -1 or -2 (over the queries); ``merge``:
+    "transpose" (heads transposed back before the merge) or "view" (viewed straight to (b, T, d_out)).
+    Returns (b, T, d_out); raises RuntimeError when the weights do not fit x.
+    """
     queries, keys, values = (F.linear(x, weight, bias) for weight, bias in qkv)
     batch, num_tokens, d_out = queries.shape
     head_dim = d_out // num_heads
@@ -292,12 +397,25 @@ def softmax_wrong_dim_reference(x: torch.Tensor, qkv, out, num_heads: int, causa
         return t.reshape(batch, num_tokens, num_heads, -1).transpose(1, 2)
 
     scores = split(queries) @ split(keys).transpose(-2, -1) / math.sqrt(head_dim)
-    if causal:
-        future = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=x.device).triu(1)
-        scores = scores.masked_fill(future, float("-inf"))
-    context = torch.softmax(scores, dim=-2) @ split(values)
-    context = context.transpose(1, 2).reshape(batch, num_tokens, -1)
+    future = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=x.device).triu(1)
+    if mask in ("before", "diagonal"):
+        # "diagonal": triu(diagonal=0) also hides each token from itself, so the first row is all -inf (NaN)
+        hidden = future | torch.eye(num_tokens, dtype=torch.bool, device=x.device) if mask == "diagonal" else future
+        scores = scores.masked_fill(hidden, float("-inf"))
+    weights = torch.softmax(scores, dim=softmax_dim)
+    if mask == "after":
+        weights = weights.masked_fill(future, 0.0)
+    context = weights @ split(values)                                  # (b, num_heads, T, head_dim)
+    if merge == "transpose":
+        context = context.transpose(1, 2)                              # (b, T, num_heads, head_dim)
+    context = context.reshape(batch, num_tokens, d_out)
     return context if out is None else F.linear(context, out[0], out[1])
+
+
+@torch.no_grad()
+def softmax_wrong_dim_reference(x: torch.Tensor, qkv, out, num_heads: int, causal: bool = True) -> torch.Tensor:
+    """The chapter's module with one bug: softmax over the queries (dim=-2) instead of the keys (dim=-1)."""
+    return attention_variant_reference(x, qkv, out, num_heads, mask="before" if causal else "none", softmax_dim=-2)
 
 
 def _named_variants(qkv, out, num_heads: int, causal: bool, head_dim: int, d_out: int, d_in: int | None = None):
@@ -329,7 +447,7 @@ def check_attention_module(module: nn.Module, d_in: int, num_heads: int = 1, cau
     with torch.no_grad():
         actual = call(module, x)
     check_shape(actual, (batch, num_tokens, d_out), num_heads)
-    check_finite_output(actual)
+    check_finite_output(actual, _diagonal_reference(module, x) if causal else None)
     expected = mha_reference(x, qkv, out, num_heads, causal)
     if _close(actual, expected):
         return

@@ -248,6 +248,20 @@ def write_perfect_probe(assignment: str, seed: int, probe: Path) -> None:
             kept = visible - (visible > 1)
             np.save(folder / f"{case.name}.out0.npy",
                     np.repeat((kept * 2 / visible)[:, None], 8, axis=1)[None].astype(np.float32))
+        if case.check == "calls":
+            # A correct module: every call equals the reference for its own input.
+            from grader.verify.reference import call_cases
+
+            for index, call in enumerate(call_cases(case)):   # the first call's output, then each later call's
+                np.save(folder / f"{case.name}.{'out0' if index == 0 else f'call{index}'}.npy",
+                        expected(call)[0].astype(np.float32))
+            meta["calls"] = [{"ok": True} for _ in case.calls]
+        if case.check == "eval_twice":
+            # Dropout off in eval mode: both calls give the reference (all ones on these inputs).
+            for index in range(1 + len(case.calls)):
+                np.save(folder / f"{case.name}.{'out0' if index == 0 else f'call{index}'}.npy",
+                        expected(case)[0].astype(np.float32))
+            meta["calls"] = [{"ok": True} for _ in case.calls]
         if case.check == "raises":
             meta.update(raised="ValueError", raised_bases=["ValueError", "Exception"])
         if case.driver == "module":
@@ -268,7 +282,7 @@ def test_results_are_bound_to_the_seed(tmp_path, assignment):
     # and the ValueError for an indivisible d_out. Under credit by check a task keeps the points of a check made
     # only of such cases, and nothing else.
     unseeded = {c.name for c in make_cases(assignment, 11)
-                if c.driver == "raises" or c.check in ("dropout_pattern", "dropout_placement")}
+                if c.driver == "raises" or c.check in ("dropout_pattern", "dropout_placement", "eval_twice")}
     fixed_inputs = {t.name: sum(c.points for c in t.checks if set(c.cases) <= unseeded)
                     for t in ASSIGNMENTS[assignment].tasks}
     assert all(other[t][0] == fixed_inputs[t] for t in seeded), other

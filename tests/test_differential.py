@@ -71,7 +71,7 @@ def one_head(case, *, scale=None, diagonal=1, causal=True, flatten=False, scale_
     return (weights @ v).reshape(batch, tokens, -1)
 
 
-def many_heads(case, *, diagonal=1, flatten=False, shared_small_projection=False):
+def many_heads(case, *, diagonal=1, flatten=False, shared_small_projection=False, transpose_back=True):
     """The chapter's MultiHeadAttention written out by hand (split, attend, merge, out_proj)."""
     x = t(case.arrays["x"])
     batch, tokens, width = x.shape
@@ -90,7 +90,8 @@ def many_heads(case, *, diagonal=1, flatten=False, shared_small_projection=False
                    for name in ("W_query", "W_key", "W_value"))
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(diagonal), float("-inf"))
-    context = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, n, -1)
+    context = torch.softmax(scores, dim=-1) @ v
+    context = (context.transpose(1, 2) if transpose_back else context).reshape(b, n, -1)
     if context.shape[-1] != t(case.arrays["out_proj"]).shape[1]:
         return context.reshape(batch, tokens, -1)
     return linear(case, "out_proj", context).reshape(batch, tokens, -1)
@@ -137,6 +138,12 @@ def test_a_mask_that_hides_each_token_from_itself_is_named(tmp_path, assignment,
     assert torch.isnan(output).any()  # the first token has no key left
     message = failure(case, tmp_path, [output])
     assert named_bugs(message) == {"mask_diagonal"}, message
+
+
+def test_heads_merged_without_transposing_back_are_named_in_verification(tmp_path):
+    case = case_of("ps3", "multi_head_attention", "d_in_ne_d_out")
+    message = failure(case, tmp_path, [many_heads(case, transpose_back=False)])
+    assert named_bugs(message) == {"view_no_transpose"}, message
 
 
 def test_a_shared_small_projection_after_splitting_is_not_given_a_wrong_name(tmp_path):
@@ -216,3 +223,111 @@ def test_the_notebooks_check_does_not_guess_a_name_for_an_unknown_bug():
         diagnose.check_d_in_not_d_out(lambda d_in, d_out: _Head(d_in, d_out, extra=0.3), 3, 6, causal=False)
     assert str(err.value).startswith(BUGS["mismatch"]) and "no bug this course knows" in str(err.value)
     assert named_bugs(str(err.value)) == {"mismatch"}, str(err.value)
+
+
+class _Leaky(torch.nn.Module):
+    """The chapter's causal multi-head module written here, with one way of letting the future in switched on."""
+
+    def __init__(self, d_in=6, d_out=8, num_heads=2, leak="none"):
+        super().__init__()
+        self.num_heads, self.leak = num_heads, leak
+        self.W_query, self.W_key, self.W_value = (torch.nn.Linear(d_in, d_out) for _ in range(3))
+        self.out_proj = torch.nn.Linear(d_out, d_out)
+
+    def forward(self, x):
+        b, t, d_in = x.shape
+        q, k, v = (w(x).view(b, t, self.num_heads, -1).transpose(1, 2) for w in (self.W_query, self.W_key,
+                                                                                  self.W_value))
+        future = torch.ones(t, t, dtype=torch.bool).triu(1)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if self.leak != "mask_after_softmax":
+            scores = scores.masked_fill(future, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        if self.leak == "mask_after_softmax":
+            weights = weights.masked_fill(future, 0.0)     # zeroed after the softmax, not renormalised
+        context = weights @ v
+        if self.leak != "view_no_transpose":
+            context = context.transpose(1, 2)
+        out = self.out_proj(context.reshape(b, t, -1))
+        if self.leak == "mean_of_the_sequence":            # no catalogued bug: every token sees the sequence mean
+            out = out + x.mean(dim=1, keepdim=True)[..., :1]
+        return out
+
+
+@pytest.mark.parametrize("leak", ["mask_after_softmax", "view_no_transpose"])
+def test_the_notebooks_leakage_check_names_a_bug_only_when_its_reference_reproduces_it(leak):
+    from grader import diagnose
+
+    torch.manual_seed(0)
+    diagnose.check_no_future_leakage(_Leaky().eval(), torch.randn(2, 7, 6))          # the right module passes
+    with pytest.raises(AssertionError) as err:
+        diagnose.check_no_future_leakage(_Leaky(leak=leak).eval(), torch.randn(2, 7, 6))
+    assert str(err.value).startswith(BUGS[leak]) and named_bugs(str(err.value)) == {leak}, str(err.value)
+
+
+def test_the_notebooks_leakage_check_says_when_no_known_bug_reproduces_the_leak():
+    from grader import diagnose
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 6)
+    for forward in (_Leaky(leak="mean_of_the_sequence").eval(),
+                    lambda inputs: inputs + inputs.mean(dim=1, keepdim=True)):   # not a module: nothing to rerun
+        with pytest.raises(AssertionError) as err:
+            diagnose.check_no_future_leakage(forward, x)
+        message = str(err.value)
+        assert message.startswith(BUGS["mismatch"] + ": not one of the known bugs"), message
+        assert "changed earlier positions [0, 1, 2, 3, 4, 5]" in message
+        assert named_bugs(message) == {"mismatch"}, message
+
+
+class _Flattened(_Leaky):
+    """The right module, run on the batch laid end to end as one sequence."""
+
+    def forward(self, x):
+        b, t, d_in = x.shape
+        return super().forward(x.reshape(1, b * t, d_in)).reshape(b, t, -1)
+
+
+class _DiagonalMasked(_Leaky):
+    """The right module with a mask that also hides each token from itself (its first token's output is NaN)."""
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = (w(x).view(b, t, self.num_heads, -1).transpose(1, 2) for w in (self.W_query, self.W_key,
+                                                                                  self.W_value))
+        scores = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(
+            torch.ones(t, t, dtype=torch.bool).triu(0), float("-inf"))
+        return self.out_proj((torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, t, -1))
+
+
+def test_the_notebooks_batch_check_names_a_flattened_batch_only_when_reproduced():
+    from grader import diagnose
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 6)
+    diagnose.check_batch_independence(_Leaky().eval(), x)
+    with pytest.raises(AssertionError) as err:
+        diagnose.check_batch_independence(_Flattened().eval(), x)
+    assert named_bugs(str(err.value)) == {"batch"}, str(err.value)
+    # Sequences mixed some other way (every sequence shifted by the batch mean): no name.
+    with pytest.raises(AssertionError) as err:
+        diagnose.check_batch_independence(lambda inputs: inputs + inputs.mean(dim=0), x)
+    assert named_bugs(str(err.value)) == {"mismatch"} and "not one of the known bugs" in str(err.value)
+
+
+def test_nan_in_the_first_token_is_named_only_when_the_diagonal_mask_reproduces_it():
+    from grader import diagnose
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 6)
+    with pytest.raises(AssertionError) as err:
+        diagnose.check_no_future_leakage(_DiagonalMasked().eval(), x)
+    assert str(err.value).startswith(BUGS["mask_diagonal"]), str(err.value)
+
+    def first_token_nan(inputs):
+        out = inputs[..., :4].clone()
+        out[:, 0] = float("nan")
+        return out
+    with pytest.raises(AssertionError) as err:
+        diagnose.check_no_future_leakage(first_token_nan, x)
+    assert named_bugs(str(err.value)) == {"mismatch"} and "not one of the known bugs" in str(err.value)

@@ -215,19 +215,31 @@ def test_diagnose_names_the_9216_width_and_the_missing_projection():
 
 
 def test_diagnose_tells_wrong_softmax_dim_from_mask_after_softmax():
+    """Each weight bug is named when its reference, computed from the scores, reproduces the weights; without
+    the scores nothing is named."""
     import torch
 
     from grader import diagnose
 
     scores = torch.randn(2, 5, 5)
     future = torch.ones(5, 5, dtype=torch.bool).triu(1)
-    diagnose.check_attention_weights(torch.softmax(scores.masked_fill(future, -torch.inf), -1), causal=True)
-    with pytest.raises(AssertionError, match=re.escape(diagnose.BUGS["softmax_dim"])):
-        diagnose.check_attention_weights(torch.softmax(scores.masked_fill(future, -torch.inf), -2), causal=True)
-    with pytest.raises(AssertionError, match=re.escape(diagnose.BUGS["future"])):
-        diagnose.check_attention_weights(torch.softmax(scores, -1).masked_fill(future, 0.0), causal=True)
-    with pytest.raises(AssertionError, match=re.escape(diagnose.BUGS["future"])):
-        diagnose.check_attention_weights(torch.softmax(scores, -1), causal=True)
+    check = diagnose.check_attention_weights
+    check(torch.softmax(scores.masked_fill(future, -torch.inf), -1), causal=True, scores=scores)
+    with pytest.raises(AssertionError, match="^" + re.escape(diagnose.BUGS["softmax_dim"])):
+        check(torch.softmax(scores.masked_fill(future, -torch.inf), -2), causal=True, scores=scores)
+    with pytest.raises(AssertionError, match="^" + re.escape(diagnose.BUGS["mask_after_softmax"])):
+        check(torch.softmax(scores, -1).masked_fill(future, 0.0), causal=True, scores=scores)
+    with pytest.raises(AssertionError, match="^" + re.escape(diagnose.BUGS["future"])):
+        check(torch.softmax(scores, -1), causal=True, scores=scores)
+    with pytest.raises(AssertionError, match="^" + re.escape(diagnose.BUGS["mask_diagonal"])):
+        check(torch.softmax(scores.masked_fill(future | torch.eye(5, dtype=torch.bool), -torch.inf), -1),
+              causal=True, scores=scores)
+    # Not a known bug: the right weights, squared.
+    with pytest.raises(AssertionError, match="^" + re.escape(diagnose.BUGS["mismatch"]) + ": not one of"):
+        check(torch.softmax(scores.masked_fill(future, -torch.inf), -1) ** 2, causal=True, scores=scores)
+    # Without the scores the symptom is said, and no bug is named from it.
+    with pytest.raises(AssertionError, match="^" + re.escape(diagnose.BUGS["mismatch"]) + ": a query puts"):
+        check(torch.softmax(scores, -1), causal=True)
 
 
 def test_diagnose_reference_weights_are_pytorchs():

@@ -3,7 +3,8 @@
 Each student of a small class is the honest solution with one bug planted by text replacement. The grade must
 take the points of the right task and say the right thing: the bug's catalogue name when its reference reproduces
 the output, or an honest "not one of the known bugs". No message may name a catalogued bug other than the one
-planted, and no task may say "verified" beside a failing test. One ``grade`` run per assignment.
+planted, and no task may say "verified" beside a failing test. Correct implementations written differently from
+the solution (``ALTERNATIVES``) must keep full marks in the same run: one ``grade`` run per assignment.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 from grader.bench_grading import honest_copy
 from grader.bugs import BUGS, CATALOGUE
 from mutations.ps123 import DEPENDS
+from mutations.ps123_alternatives import MHA_FUSED_QKV
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -32,6 +34,7 @@ class Planted:
     loses: str                                  # the task that must lose its points
     says: str                                   # a phrase its message must hold
     names: frozenset = frozenset()              # the catalogued bugs the message may name (all of them must be)
+    score: float | None = None                  # the exact score the task must keep, when the bug costs one check
 
 
 PLANTED = {
@@ -62,8 +65,38 @@ PLANTED = {
                 (("        weights = self.dropout(weights)\n        return weights @ values",
                   "        return self.dropout(weights @ values)"),),
                 "causal_attention", BUGS["dropout_context"], frozenset({"dropout_context"})),
+        # The mask cut to the first call's length once and kept: the notebook's own tests call one length at a
+        # time, the probe calls one instance at several lengths. Only the equivalence check's points go.
+        Planted("mask_cached_first_call", "causal_attention",
+                (("        scores = scores.masked_fill(self.mask.bool()[:num_tokens, :num_tokens], -torch.inf)\n",
+                  "        if getattr(self, 'first_mask', None) is None:\n"
+                  "            self.first_mask = self.mask.bool()[:num_tokens, :num_tokens]\n"
+                  "        scores = scores.masked_fill(self.first_mask[:num_tokens, :num_tokens], -torch.inf)\n"),),
+                "causal_attention", BUGS["mask_cached"], frozenset({"mask_cached"}), score=2.0),
     ],
     "ps3": [
+        # Public code's bug: the *input* split into heads first, then one small projection shared by all heads
+        # (nn.Linear(d_in // num_heads, head_dim)). No catalogued bug's reference gives it: said as unknown.
+        Planted("split_input_then_shared_projection", "multi_head_attention",
+                tuple((f"self.{name} = nn.Linear(d_in, d_out, bias=qkv_bias)",
+                       f"self.{name} = nn.Linear(d_in // num_heads, d_out // num_heads, bias=qkv_bias)")
+                      for name in ("W_query", "W_key", "W_value")) + (
+                    ("        queries = self.W_query(x).view(batch, num_tokens, self.num_heads, self.head_dim)"
+                     ".transpose(1, 2)\n",
+                     "        parts = x.view(batch, num_tokens, self.num_heads, -1).transpose(1, 2)\n"
+                     "        queries = self.W_query(parts)\n"),
+                    ("self.W_key(x).view(batch, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)",
+                     "self.W_key(parts)"),
+                    ("self.W_value(x).view(batch, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)",
+                     "self.W_value(parts)")),
+                "multi_head_attention", "not one of the known bugs"),
+        # The textbook's own line: an assert where the docstring asks for a ValueError. Only the divisibility
+        # check's point goes.
+        Planted("textbook_assert", "multi_head_attention",
+                (('        if d_out % num_heads != 0:\n'
+                  '            raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")',
+                  '        assert d_out % num_heads == 0, "d_out must be divisible by num_heads"'),),
+                "multi_head_attention", BUGS["divisibility"], frozenset({"divisibility"}), score=4.0),
         Planted("dropout_after_out_proj", "multi_head_attention",
                 (("        weights = self.dropout(weights)\n", ""),
                  ("return self.out_proj(context)", "return self.dropout(self.out_proj(context))")),
@@ -82,6 +115,110 @@ PLANTED = {
                 frozenset({"dropout_eval"})),
     ],
 }
+
+
+# Correct implementations written differently: each replaces a whole solution cell and must keep full marks.
+CAUSAL_WHERE_TRUE_ATTENDS = '''
+class CausalAttention(nn.Module):
+    def __init__(self, d_in, d_out, context_length, dropout, qkv_bias=False):
+        super().__init__()
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.dropout = nn.Dropout(dropout)
+        # True means "may attend" here (the opposite of the chapter's mask)
+        self.register_buffer("mask", torch.tril(torch.ones(context_length, context_length, dtype=torch.bool)))
+
+    def forward(self, x):
+        t = x.shape[1]
+        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
+        scores = q @ k.transpose(1, 2) / math.sqrt(k.shape[-1])
+        scores = torch.where(self.mask[:t, :t], scores, torch.full_like(scores, float("-inf")))
+        return self.dropout(torch.softmax(scores, dim=-1)) @ v
+'''
+
+_MHA_INIT = '''
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+        super().__init__()
+        if d_out % num_heads:
+            raise ValueError("d_out must be divisible by num_heads")
+        self.d_out, self.num_heads, self.head_dim = d_out, num_heads, d_out // num_heads
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.dropout = nn.Dropout(dropout)
+'''
+
+MHA_HEADS_IN_THE_BATCH = '''
+def fold_heads(t, num_heads):
+    """(b, T, d_out) -> (b * num_heads, T, head_dim): each head becomes a batch entry."""
+    b, n, d = t.shape
+    return t.view(b, n, num_heads, d // num_heads).transpose(1, 2).reshape(b * num_heads, n, d // num_heads)
+
+
+def unfold_heads(t, num_heads):
+    """(b * num_heads, T, head_dim) -> (b, T, num_heads * head_dim)."""
+    bh, n, hd = t.shape
+    return t.view(bh // num_heads, num_heads, n, hd).transpose(1, 2).reshape(bh // num_heads, n, num_heads * hd)
+
+
+class MultiHeadAttention(nn.Module):''' + _MHA_INIT + '''        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
+
+    def forward(self, x):
+        t = x.shape[1]
+        q, k, v = (fold_heads(layer(x), self.num_heads) for layer in (self.W_query, self.W_key, self.W_value))
+        scores = torch.bmm(q, k.transpose(1, 2)) / math.sqrt(self.head_dim)
+        scores = scores.masked_fill(self.mask[:t, :t].bool(), float("-inf"))
+        weights = self.dropout(torch.softmax(scores, dim=-1))
+        return self.out_proj(unfold_heads(torch.bmm(weights, v), self.num_heads))
+'''
+
+MHA_ATTENTION_HELPER = '''
+def attention(queries, keys, values, mask, dropout):
+    """softmax(q k^T / sqrt(d_k)) v with a large negative number (not -inf) where mask is True."""
+    scores = queries @ keys.transpose(-2, -1) / math.sqrt(queries.shape[-1])
+    scores = scores.masked_fill(mask, -1e9)
+    return dropout(torch.softmax(scores, dim=-1)) @ values
+
+
+class MultiHeadAttention(nn.Module):''' + _MHA_INIT + '''        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1).bool())
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        split = lambda y: y.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        context = attention(split(self.W_query(x)), split(self.W_key(x)), split(self.W_value(x)),
+                            self.mask[:t, :t], self.dropout)
+        return self.out_proj(context.transpose(1, 2).reshape(b, t, self.d_out))
+'''
+
+MHA_WHERE_TRUE_ATTENDS = '''
+class MultiHeadAttention(nn.Module):''' + _MHA_INIT + '''        self.register_buffer("mask", torch.ones(context_length, context_length, dtype=torch.bool).tril())
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        split = lambda y: y.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        q, k, v = split(self.W_query(x)), split(self.W_key(x)), split(self.W_value(x))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+        scores = torch.where(self.mask[:t, :t], scores, float("-inf"))
+        context = self.dropout(torch.softmax(scores, dim=-1)) @ v
+        return self.out_proj(context.transpose(1, 2).reshape(b, t, self.d_out))
+'''
+
+ALTERNATIVES = {
+    "ps2": {"where_true_attends": ("causal_attention", CAUSAL_WHERE_TRUE_ATTENDS)},
+    "ps3": {"fused_qkv": ("multi_head_attention", MHA_FUSED_QKV),
+            "heads_in_the_batch": ("multi_head_attention", MHA_HEADS_IN_THE_BATCH),
+            "attention_helper_minus_1e9": ("multi_head_attention", MHA_ATTENTION_HELPER),
+            "where_true_attends": ("multi_head_attention", MHA_WHERE_TRUE_ATTENDS)},
+}
+
+
+def alternative_notebook(assignment: str, cell_id: str, code: str) -> nbformat.NotebookNode:
+    source = nbformat.read(REPO / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+    nb = honest_copy(source)
+    next(c for c in nb.cells if c.get("id") == cell_id).source = code.strip() + "\n"
+    return nb
 
 
 def planted_notebook(assignment: str, plant: Planted) -> nbformat.NotebookNode:
@@ -107,6 +244,8 @@ def graded(tmp_path_factory):
         source = nbformat.read(REPO / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
         students = {"honest": honest_copy(source)}
         students.update({p.student: planted_notebook(assignment, p) for p in PLANTED[assignment]})
+        students.update({f"alt_{name}": alternative_notebook(assignment, cell, code)
+                         for name, (cell, code) in ALTERNATIVES.get(assignment, {}).items()})
         for student, nb in students.items():
             (subs / student).mkdir(parents=True)
             nbformat.write(nb, subs / student / f"{assignment}.ipynb")
@@ -134,8 +273,20 @@ def test_a_planted_bug_loses_the_right_points_with_the_right_words(graded, assig
     message = lost["message"]
     assert plant.says in message, message
     assert named_codes(message) <= set(plant.names), f"names a bug that was not planted: {message}"
+    assert set(plant.names) <= named_codes(message), f"does not name the planted bug: {message}"
+    if plant.score is not None:
+        assert float(lost["score"]) == plant.score, lost
     if "the notebook's test failed" in message:
         assert "verified on" not in message
     for task, row in mine.items():          # no collateral damage beyond the tasks whose tests use the cell
         if task != plant.loses and plant.cell not in DEPENDS[assignment].get(task, set()):
             assert float(row["score"]) == float(row["max_score"]), (task, row)
+
+
+@pytest.mark.parametrize("assignment, name", [(a, n) for a, alts in ALTERNATIVES.items() for n in alts])
+def test_a_correct_alternative_keeps_full_marks(graded, assignment, name):
+    """Fused QKV, heads folded into the batch by helper functions, an attention() helper masking with -1e9, masks
+    where True means "may attend" (torch.where): behaviour is what is graded, so each keeps every point."""
+    rows = graded(assignment)[f"alt_{name}"]
+    for task, row in rows.items():
+        assert float(row["score"]) == float(row["max_score"]), (name, task, row)

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 from grader.assignments.spec import Assignment, Check, Task
 from grader.bugs import DROPOUT_BUGS
-from grader.verify.cases import (Case, call_case, dropout_case, dropout_placement_case, module_case,
-                                 with_params)
+from grader.verify.cases import (Case, batch_case, call_case, dropout_case, dropout_placement_case,
+                                 eval_twice_case, lengths_case, module_case, with_params)
 
 
 def cases(seed: int, source_nb=None, keys=None) -> list:
     """The wrapper (d_out per head) at d_in != d_out, shorter than its context, with biases and with dropout passed
     on to its heads; split/combine at two head
     counts; MultiHeadAttention square, at d_in != d_out, with biases, in training mode, and with an indivisible
-    d_out (it must raise ValueError)."""
+    d_out (it must raise ValueError); for both classes one instance called at several lengths, in training then
+    eval mode, and on a batch with one sequence changed, and eval mode with dropout 0.5 twice."""
     found = with_params([
         module_case("wrapper", "d_in_ne_d_out", "MultiHeadAttentionWrapper", seed, batch=2, num_tokens=5, d_in=6,
                     d_out=4, heads=3, kwargs={"d_in": 6, "d_out": 4, "context_length": 5, "dropout": 0.0,
@@ -25,6 +26,12 @@ def cases(seed: int, source_nb=None, keys=None) -> list:
     ], reference="heads", per_head_d_out=True)
     found.append(dropout_placement_case("wrapper", "MultiHeadAttentionWrapper", seed, num_heads=2,
                                         separate_heads=True))
+    found += with_params([lengths_case("wrapper", "MultiHeadAttentionWrapper", seed, d_in=5, d_out=3, heads=2,
+                                       kwargs={"d_in": 5, "d_out": 3, "num_heads": 2}),
+                          batch_case("wrapper", "MultiHeadAttentionWrapper", seed, d_in=4, d_out=2, heads=3,
+                                     kwargs={"d_in": 4, "d_out": 2, "num_heads": 3})],
+                         reference="heads", per_head_d_out=True)
+    found.append(eval_twice_case("wrapper", "MultiHeadAttentionWrapper", seed, num_heads=2, separate_heads=True))
     split = [call_case("split_heads", "three_heads", "split_heads", seed, {"x": (2, 5, 12)}, [{"value": 3}]),
              call_case("split_heads", "four_heads", "split_heads", seed, {"x": (1, 3, 8)}, [{"value": 4}])]
     for case in split:
@@ -51,6 +58,12 @@ def cases(seed: int, source_nb=None, keys=None) -> list:
              kwargs={"d_in": 6, "d_out": 10, "context_length": 4, "dropout": 0.0, "num_heads": 3}, check="raises",
              params={"exception": "ValueError"}),
     ]
+    found += with_params([lengths_case("multi_head_attention", "MultiHeadAttention", seed, d_in=6, d_out=8,
+                                       out_proj=True, kwargs={"d_in": 6, "d_out": 8, "num_heads": 2}),
+                          batch_case("multi_head_attention", "MultiHeadAttention", seed, d_in=5, d_out=6,
+                                     out_proj=True, kwargs={"d_in": 5, "d_out": 6, "num_heads": 3})],
+                         reference="mha")
+    found.append(eval_twice_case("multi_head_attention", "MultiHeadAttention", seed, num_heads=2, out_proj=True))
     return found
 
 
@@ -63,8 +76,9 @@ ASSIGNMENT = Assignment(
              "MultiHeadAttentionWrapper(d_in, d_out, context_length, dropout, num_heads, qkv_bias=False), "
              "d_out per head, output width num_heads * d_out; heads in self.heads (nn.ModuleList of the "
              "student's CausalAttention, pasted from ps2 into the ungraded cell causal_attention_from_ps2)",
-             checks=(Check("equivalence", 2, ("d_in_ne_d_out", "short_input", "with_bias")),
-                     Check("dropout", 1, ("dropout_placement",), bugs=DROPOUT_BUGS))),
+             checks=(Check("equivalence", 2, ("d_in_ne_d_out", "short_input", "with_bias", "lengths_and_modes",
+                                              "batch_independence")),
+                     Check("dropout", 1, ("dropout_placement", "eval_twice"), bugs=DROPOUT_BUGS))),
         Task("split_heads", 2, ("split_heads",),
              "split_heads(x, num_heads): (b, T, d_out) -> (b, num_heads, T, head_dim)"),
         Task("combine_heads", 2, ("combine_heads",),
@@ -72,9 +86,10 @@ ASSIGNMENT = Assignment(
         Task("multi_head_attention", 5, ("MultiHeadAttention",),
              "MultiHeadAttention(d_in, d_out, context_length, dropout, num_heads, qkv_bias=False) with "
              "W_query, W_key, W_value, out_proj; ValueError when d_out % num_heads != 0",
-             checks=(Check("equivalence", 2, ("square", "d_in_ne_d_out", "with_bias")),
+             checks=(Check("equivalence", 2, ("square", "d_in_ne_d_out", "with_bias", "lengths_and_modes",
+                                              "batch_independence")),
                      Check("mask_buffer", 1, ("square", "d_in_ne_d_out", "with_bias"), bugs=("mask_buffer",)),
-                     Check("dropout", 1, ("dropout_train", "dropout_placement"), bugs=DROPOUT_BUGS),
+                     Check("dropout", 1, ("dropout_train", "dropout_placement", "eval_twice"), bugs=DROPOUT_BUGS),
                      Check("divisibility", 1, ("indivisible_d_out",), bugs=("divisibility",)))),
     ),
     cases=cases,

@@ -4,7 +4,9 @@
 - ``parity_test``: the student's ``passes_parity_test`` judges classes taken from the source notebook (the correct
   and camouflaged classes the answer key lists, with the mystery modules they use), renamed from the seed and
   stripped of docstrings, so an answer keyed on class names or docs cannot work.
-- ``fixed_wrapper`` / ``fixed_projection``: the same seeded module checks as ps3, with heads for the wrapper.
+- ``fixed_wrapper`` / ``fixed_projection``: the same seeded module checks as ps3, with heads for the wrapper; the
+  wrapper also called at several lengths, in training then eval mode, on a batch with one sequence changed, and in
+  eval mode with dropout 0.5 twice (its equivalence check: the task has no dropout check).
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from pathlib import Path
 
 from grader.astlock import AST_LOCK
 from grader.assignments.spec import Assignment, Check, Task
-from grader.verify.cases import Case, module_case, rng_for, with_params
+from grader.verify.cases import (Case, batch_case, eval_twice_case, lengths_case, module_case, rng_for,
+                                 with_params)
 
 
 # The classes are the same for every submission of a run: made once, under the grader's AST lock (see
@@ -111,6 +114,13 @@ def cases(seed: int, source_nb: Path | None = None, keys: dict | None = None) ->
     found.append(Case("fixed_wrapper", "indivisible_d_out", "raises", wrapper, check="raises",
                       kwargs={"d_in": 8, "d_out": 10, "context_length": 8, "dropout": 0.0, "num_heads": 4},
                       params={"exception": "ValueError"}))
+    found += with_params([lengths_case("fixed_wrapper", wrapper, seed, d_in=6, d_out=2, heads=3, out_proj=True,
+                                       kwargs={"d_in": 6, "d_out": 6, "num_heads": 3}),
+                          batch_case("fixed_wrapper", wrapper, seed, d_in=5, d_out=3, heads=2, out_proj=True,
+                                     kwargs={"d_in": 5, "d_out": 6, "num_heads": 2})],
+                         reference="heads_out_proj")
+    found.append(eval_twice_case("fixed_wrapper", wrapper, seed, num_heads=2, separate_heads=True, out_proj=True,
+                                 d_out_is_total=True))
     for name, d_in, d_out, heads, bias in (("square", 12, 12, 3, False), ("d_in_ne_d_out", 8, 12, 3, False),
                                            ("wide_input_with_bias", 20, 6, 2, True)):
         found += with_params([module_case("fixed_projection", name, "FixedMultiHeadAttention", seed, batch=2,
@@ -139,7 +149,8 @@ ASSIGNMENT = Assignment(
              from_scratch=False),
         Task("fixed_wrapper", 3, ("FixedMultiHeadAttentionWrapper",),
              "the 9216 wrapper fixed: d_out total, d_out // num_heads per head, out_proj after the concat",
-             checks=(Check("equivalence", 2, ("d_in_ne_d_out", "square_with_bias")),
+             checks=(Check("equivalence", 2, ("d_in_ne_d_out", "square_with_bias", "lengths_and_modes",
+                                              "batch_independence", "eval_twice")),
                      Check("divisibility", 1, ("indivisible_d_out",), bugs=("divisibility",)))),
         Task("fixed_projection", 3, ("FixedMultiHeadAttention",),
              "the module without a final projection, fixed: equals nn.MultiheadAttention"),

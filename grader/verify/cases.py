@@ -36,13 +36,15 @@ class Case:
     returns: int = 1  # "call": how many tensors the callee returns
     check: str = "reference"  # how the grader judges it: "reference", "dropout_pattern", "raises", "answer"
     params: dict = field(default_factory=dict)  # what the reference needs that the kernel does not
+    # "module": forward calls on the same instance after the first one, in order: [{"input": key, "train": bool}]
+    calls: list = field(default_factory=list)
 
     def kernel_spec(self) -> dict:
         """What the kernel needs to run the case (the grader-only ``params`` and ``check`` stay here)."""
         spec = {
             "name": self.name, "driver": self.driver, "callee": self.callee, "args": self.args,
             "kwargs": self.kwargs, "weights": self.weights, "train": self.train, "returns": self.returns,
-            "input": self.params.get("input"),
+            "input": self.params.get("input"), "calls": self.calls,
             "arrays": {key: _encode(value) for key, value in self.arrays.items()},
         }
         for key in ("forward_arrays", "grad_of"):  # "module": mask arguments, a gradient (grader/verify/cases_masks.py)
@@ -156,6 +158,79 @@ def dropout_placement_case(task: str, callee: str, seed: int, num_heads: int = 0
         case.arrays["out_proj"] = np.eye(size, dtype=np.float32)
         case.arrays["out_proj_bias"] = np.zeros(size, np.float32)
     case.params.update(dropout=0.5, blocks=heads)
+    return case
+
+
+def lengths_case(task: str, callee: str, seed: int, *, d_in: int, d_out: int, kwargs: dict, heads: int = 0,
+                 out_proj: bool = False, first: int = 4, context_length: int = 7) -> Case:
+    """One module instance called five times (dropout 0.0): ``first`` tokens, then longer but short of the
+    context, then shorter, then the full context in training mode, then the first input again in eval mode.
+
+    Every call must equal the reference for its own input, so behaviour that depends on earlier calls shows: a
+    mask made at the first call's length and reused (an error on the longer input), state changed by a call or
+    by ``.train()`` (the first input, called again last, gives a different output). Raises ValueError unless
+    ``first + 1 < context_length`` (the lengths must all differ). Inputs ``x`` (2, first, d_in), ``x_longer``
+    (2, context_length - 1, d_in), ``x_shorter`` (2, 2, d_in), ``x_full`` (2, context_length, d_in).
+    """
+    if not 2 < first < context_length - 1:
+        raise ValueError(f"need 2 < first ({first}) < context_length - 1 ({context_length - 1})")
+    case = module_case(task, "lengths_and_modes", callee, seed, batch=2, num_tokens=first, d_in=d_in, d_out=d_out,
+                       kwargs={**kwargs, "context_length": context_length, "dropout": 0.0}, heads=heads,
+                       out_proj=out_proj, check="calls")
+    rng = rng_for(seed, task, "lengths_and_modes/inputs")
+    for key, tokens in (("x_longer", context_length - 1), ("x_shorter", 2), ("x_full", context_length)):
+        case.arrays[key] = _normal(rng, 2, tokens, d_in)
+    case.calls = [{"input": "x_longer", "train": False}, {"input": "x_shorter", "train": False},
+                  {"input": "x_full", "train": True}, {"input": "x", "train": False}]
+    return case
+
+
+def batch_case(task: str, callee: str, seed: int, *, d_in: int, d_out: int, kwargs: dict, heads: int = 0,
+               out_proj: bool = False, num_tokens: int = 5) -> Case:
+    """The same module called on a batch of three sequences, then on the batch with sequence 1 replaced: the
+    outputs of sequences 0 and 2 must not move (inputs ``x`` and ``x_changed``, (3, num_tokens, d_in)).
+
+    ``context_length`` is 3 * num_tokens + 1 (set here, dropout 0.0): a module that lays the batch end to end as
+    one sequence still finds a mask long enough, so it runs and its output is compared (and named)."""
+    kwargs = {**kwargs, "context_length": 3 * num_tokens + 1, "dropout": 0.0}
+    case = module_case(task, "batch_independence", callee, seed, batch=3, num_tokens=num_tokens, d_in=d_in,
+                       d_out=d_out, kwargs=kwargs, heads=heads, out_proj=out_proj, check="calls")
+    changed = case.arrays["x"].copy()
+    changed[1] = _normal(rng_for(seed, task, "batch_independence/changed"), num_tokens, d_in)
+    case.arrays["x_changed"] = changed
+    case.calls = [{"input": "x_changed", "train": False}]
+    case.params["changed_sequence"] = 1
+    return case
+
+
+def eval_twice_case(task: str, callee: str, seed: int, *, num_heads: int = 0, separate_heads: bool = False,
+                    out_proj: bool = False, d_out_is_total: bool = False) -> Case:
+    """Eval mode with dropout 0.5, called twice on the same input: both outputs must be the reference's.
+
+    The inputs of :func:`dropout_placement_case` (every score 0, every value vector all ones, out_proj the
+    identity): the right output is all ones whatever the heads; dropout left on in eval mode leaves in each row t
+    only multiples of 2 / (t + 1) (kept keys, or single entries 0 or 2), which is what that bug's reference can
+    produce. ``separate_heads``: one module per head (the wrappers); ``d_out_is_total``: the class's d_out is the
+    total width (ps4's fixed wrapper), else the width of one head.
+    """
+    size, heads = 8, max(num_heads, 1)
+    per_head = size // heads if separate_heads else size
+    kwargs = {"d_in": size, "d_out": size if d_out_is_total or not separate_heads else per_head,
+              "context_length": size, "dropout": 0.5}
+    if num_heads:
+        kwargs["num_heads"] = num_heads
+    case = module_case(task, "eval_twice", callee, seed, batch=1, num_tokens=size, d_in=size, d_out=per_head,
+                       kwargs=kwargs, heads=heads if separate_heads else 0, out_proj=out_proj, check="eval_twice")
+    case.arrays["x"] = np.eye(size, dtype=np.float32)[None]
+    for prefix in ([f"h{h}_" for h in range(heads)] if separate_heads else [""]):
+        case.arrays[prefix + "W_query"] = np.zeros((per_head, size), np.float32)
+        case.arrays[prefix + "W_value"] = np.ones((per_head, size), np.float32)
+    if out_proj:
+        case.arrays["out_proj"] = np.eye(size, dtype=np.float32)
+        case.arrays["out_proj_bias"] = np.zeros(size, np.float32)
+    case.calls = [{"input": "x", "train": False}]
+    case.params.update(dropout=0.5, reference=("heads_out_proj" if separate_heads and out_proj else
+                                               "mha" if out_proj else "heads"))
     return case
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.bugs import code_of, named
+from grader.bugs import CATALOGUE, code_of, named
 from grader.verify import reference
 from grader.verify.cases import Case
 from grader.verify.loading import ProbeDataError, load_array, load_json, safe_dir
@@ -316,6 +316,10 @@ def judge_case(case: Case, folder: Path) -> float:
         _check_dropout_placement(case, folder)
     elif case.check == "raises":
         _check_raises(case, meta)
+    elif case.check in ("calls", "eval_twice"):
+        from grader.verify.calls import check_calls, check_eval_twice
+
+        (check_calls if case.check == "calls" else check_eval_twice)(case, folder, meta)
     else:
         from grader.verify.answers import AnswerFailure, check_answer
         from grader.verify.extra import ExtraFailure, check_extra
@@ -419,6 +423,9 @@ def _by_check(task, cases, failures) -> Verified:
     """Credit by check: each check keeps its points unless one of its cases failed (or a failure elsewhere was
     diagnosed as one of its bugs)."""
     failed: dict[str, str] = {}
+    # A failure that names a catalogued bug speaks for its check before one that does not know the bug.
+    failures = sorted(failures, key=lambda failure: not any(bug.name in failure[1] for bug in CATALOGUE
+                                                            if bug.code != "mismatch"))
     for case_name, text in failures:
         for check in _checks_of(task, case_name, text):
             failed.setdefault(check.name, text)

@@ -167,6 +167,20 @@ def _mha_probe_build():
             with torch.enable_grad():
                 (module(x, **extra) * torch.from_numpy(arrays[case["grad_of"]]).to(device)).sum().backward()
             meta["outputs"].append(save(folder, case["name"] + ".out1", x.grad, "the gradient"))
+        # Later calls on the same instance (other lengths, .train()/.eval(), a changed batch): each one's error is
+        # kept apart (files .callN, beside .out0 and a gradient's .out1), so that behaviour depending on earlier calls shows call by call.
+        meta["calls"] = []
+        for index, later in enumerate(case.get("calls") or [], start=1):
+            try:
+                module.train(later["train"])
+                with torch.no_grad():
+                    output = module(torch.from_numpy(arrays[later["input"]]).to(device))
+                save(folder, f"{case['name']}.call{index}", output, "the forward output")
+                meta["calls"].append({"ok": True})
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                meta["calls"].append({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]})
         for head, attr, key, _ in case["weights"]:  # the weights the module holds after its forward
             save(folder, f"{case['name']}.used.{head}.{attr}", read_weight(find_owner(module, head), attr), attr)
         return meta

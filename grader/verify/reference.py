@@ -239,6 +239,10 @@ def hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
         found.append((named("view_no_transpose", "transpose back before the view, or tokens of different heads "
                                                  "are mixed"),
                       [x.reshape(b, t, h * hd)]))
+    if kind == "heads_out_proj" and case.arrays["x"].shape[0] > 1:
+        found.append((named("batch", "the batch was laid out as one long sequence"),
+                      [_flattened(case, lambda c: F.linear(_head_outputs(c, causal=True), _t(a["out_proj"]),
+                                                           _t(a["out_proj_bias"]))).numpy()]))
     if kind == "mha":
         found += _multi_head_hypotheses(case)
         found.append((named("mask_diagonal"), [_mha_mask_diagonal(case).numpy()]))
@@ -275,7 +279,51 @@ def _multi_head_hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
             found.append((diagnose.BUGS[code], [produced.numpy()]))
         wrong_dim = diagnose.softmax_wrong_dim_reference(x, qkv, out, heads, causal=True)
         found.append((diagnose.BUGS["softmax_dim"], [wrong_dim.numpy()]))
+        written_out = [("mask_after_softmax", {"mask": "after"})] + (
+            [("view_no_transpose", {"merge": "view"})] if heads > 1 else [])
+        for code, change in written_out:
+            produced = diagnose.attention_variant_reference(x, qkv, out, heads, **change)
+            found.append((diagnose.BUGS[code], [produced.numpy()]))
         return found
     except Exception:  # a diagnosis is a courtesy: without one the message still says what differs
         return []
 
+
+
+# ---------------------------------------------------------------- one module instance, called several times
+RAISES = "raises"   # what a bug's reference predicts for a call that the bug makes fail
+
+
+def call_cases(case: Case) -> list[Case]:
+    """The case's forward calls as cases of their own (call 0 is the case itself), each with its input as ``x``
+    and its mode in ``train``, so that :func:`expected` and :func:`hypotheses` apply to each call."""
+    found = [case]
+    for index, later in enumerate(case.calls, start=1):
+        found.append(dataclasses.replace(case, name=f"{case.name}.call{index}", train=bool(later["train"]),
+                                         arrays={**case.arrays, "x": case.arrays[later["input"]]}, calls=[],
+                                         params=dict(case.params)))
+    return found
+
+
+def sequence_hypotheses(case: Case) -> list[tuple[str, list]]:
+    """(bug name, [what that bug gives at each call: an array, or RAISES]) for a case with several calls.
+
+    A stateless bug is one whose reference (:func:`hypotheses`) gives every call's output. The mask made at the
+    first call's length and reused (``mask_cached``) is right wherever that mask still fits and raises elsewhere:
+    written as the chapter's module with ``mask = self.mask[:T, :T]`` computed once, then either sliced again
+    (``cached[:T, :T]``: right for T up to the first length) or used as it is (right only at the first length).
+    """
+    calls = call_cases(case)
+    per_call = [hypotheses(call) for call in calls]
+    found = []
+    for name, outputs in per_call[0]:
+        later = [next((o for n, o in hyps if n == name), None) for hyps in per_call[1:]]
+        if all(o is not None and o[0] is not None for o in later) and outputs[0] is not None:
+            found.append((name, [outputs[0]] + [o[0] for o in later]))
+    right = [expected(call)[0] for call in calls]
+    lengths = [call.arrays["x"].shape[-2] for call in calls]
+    for fits in (lambda n: n <= lengths[0], lambda n: n == lengths[0]):
+        predicted = [want if fits(n) else RAISES for want, n in zip(right, lengths)]
+        if any(isinstance(want, str) for want in predicted):
+            found.append((named("mask_cached", f"it fits only the first call's {lengths[0]} tokens"), predicted))
+    return found

@@ -76,7 +76,7 @@ keys = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0,
 values = torch.tensor([[1.0], [2.0], [3.0]])
 context, weights = scaled_dot_product(queries, keys, values)
 assert torch.isclose(weights[0, 0], weights[0, 1]), weights
-diagnose.check_attention_weights(weights)
+diagnose.check_attention_weights(weights, scores=queries @ keys.T / math.sqrt(keys.shape[-1]))
 assert torch.allclose(context, weights @ values), "context must be the weighted sum of the values"
 
 # Against PyTorch's F.scaled_dot_product_attention (names the bug when it finds one).

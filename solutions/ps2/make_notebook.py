@@ -65,7 +65,7 @@ scores = torch.tensor([[1.0, 2.0, 3.0],
                        [1.0, 2.0, 3.0],
                        [1.0, 2.0, 3.0]], device=device)
 weights = masked_softmax(scores, causal_mask(3).to(device))
-diagnose.check_attention_weights(weights, causal=True)
+diagnose.check_attention_weights(weights, causal=True, scores=scores)
 # Row 0 sees only key 0; row 1 splits between keys 0 and 1 like softmax([1, 2]).
 assert torch.allclose(weights[0], torch.tensor([1.0, 0.0, 0.0], device=device)), weights
 assert torch.allclose(weights[1, :2], torch.softmax(torch.tensor([1.0, 2.0], device=device), 0)), weights
@@ -73,13 +73,15 @@ assert torch.allclose(weights[1, :2], torch.softmax(torch.tensor([1.0, 2.0], dev
 # Against F.scaled_dot_product_attention(is_causal=True) on batched, multi-head scores.
 queries = torch.randn(2, 3, 5, 4, device=device)
 keys = torch.randn(2, 3, 5, 4, device=device)
-weights = masked_softmax(queries @ keys.transpose(-2, -1) / 2.0, causal_mask(5).to(device))
-diagnose.check_attention_weights(weights, causal=True)
+scores = queries @ keys.transpose(-2, -1) / 2.0
+weights = masked_softmax(scores, causal_mask(5).to(device))
+diagnose.check_attention_weights(weights, causal=True, scores=scores)
 _, reference = diagnose.sdpa_reference(queries, keys, keys, causal=True)
 assert torch.allclose(weights, reference, atol=1e-5), "weights differ from PyTorch's causal attention weights"
 # Large scores must not overflow: rows still sum to 1 and hidden keys still get 0.
-diagnose.check_attention_weights(masked_softmax(1e4 * torch.randn(4, 4, device=device),
-                                                causal_mask(4).to(device)), causal=True)
+scores = 1e4 * torch.randn(4, 4, device=device)
+weights = masked_softmax(scores, causal_mask(4).to(device))
+diagnose.check_attention_weights(weights, causal=True, scores=scores)
 ### END HIDDEN TESTS
 '''
 

@@ -47,7 +47,8 @@ MUTATIONS = [
     # ---- ps2
     Mutation("mask_after_softmax", "ps2", "masked_softmax",
              (('torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)',
-               "torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)"),), ("masked_softmax",), BUGS["future"]),
+               "torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)"),), ("masked_softmax",),
+             BUGS["mask_after_softmax"]),
     Mutation("softmax_dim_masked", "ps2", "masked_softmax",
              (("dim=-1)", "dim=-2)"),), ("masked_softmax",), BUGS["softmax_dim"]),
     Mutation("no_mask", "ps2", "causal_attention",
@@ -58,7 +59,7 @@ MUTATIONS = [
               ("weights = self.dropout(weights)",
                "weights = weights.masked_fill(self.mask.bool()[:num_tokens, :num_tokens], 0.0)\n"
                "        weights = self.dropout(weights)")),
-             ("causal_attention",), BUGS["future"]),
+             ("causal_attention",), BUGS["mask_after_softmax"]),
     Mutation("mask_not_buffer", "ps2", "causal_attention",
              (('self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))',
                "self.mask = torch.triu(torch.ones(context_length, context_length), diagonal=1)"),),
