@@ -160,8 +160,9 @@ def _safe_grade_one(sub: Submission, g: Grading) -> Result:
         why = " ".join(str(err).split())[:300]
         return rejected(sub, g, "grader_error", f"The grader failed on this submission ({type(err).__name__}: "
                                                 f"{why}). This is a fault of the grader, not of the notebook: "
-                                                "grading again gives the same result until it is fixed; "
-                                                "please report it with this message.")
+                                                "please report it with this message (the student need not "
+                                                "change anything; `grade --student ID` regrades this one "
+                                                "submission once the fault is fixed).")
 
 
 def _grade_and_report(sub: Submission, g: Grading, out: Path) -> Result:

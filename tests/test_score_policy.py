@@ -79,6 +79,11 @@ def test_a_failed_test_keeps_what_verification_found_but_never_says_verified():
          f"the notebook's test failed: AssertionError: {DROPOUT_EVAL}"),
         ((2.5, 5.0, "verified on 4 case(s) drawn at grading time; 2.5 of 5.0 points"),
          f"the notebook's test failed: AssertionError: {DROPOUT_EVAL}"),
+        # Credit by check: what failed is kept, the list of checks that passed is not.
+        ((1.0, 5.0, "verification: checks padding, finite (4 of 5 points) failed, case right_padding: not one of "
+                    "the known bugs; verified: no_mask (1)"),
+         f"the notebook's test failed: AssertionError: {DROPOUT_EVAL}; verification: checks padding, finite "
+         f"(4 of 5 points) failed, case right_padding: not one of the known bugs"),
     ]:
         mha = _by_task(score(nb, Execution(ran={0, 1, 2, 3, 4}), CELLS, {"mha": verified}))["mha"]
         assert (mha.score, mha.message) == (0.0, expected)

@@ -85,7 +85,9 @@ def score(nb: NotebookNode, execution: Execution, cells: list[GradedCell],
                 # Both are needed; a failing test outweighs the probes. Keep what verification found wrong, if
                 # anything, but never a "verified" beside the failing test.
                 points = 0.0
-                found = "" if "verified" in v_message.lower() else f"; {v_message}"
+                # (What failed stays; the "; verified: ..." list of checks that passed goes.)
+                said = v_message.split("; verified: ")[0]
+                found = "" if said.lower().startswith(("verified", "not verified")) else f"; {said}"
                 # The test's words first, shortened so that what verification found still fits.
                 test_words = message if not found or len(message) <= 120 else message[:117] + "..."
                 message = _short(f"the notebook's test failed: {test_words}{found}")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from grader.astlock import AST_LOCK
+
 MAX_ARRAY_BYTES = 8 * 1024 * 1024
 MAX_JSON_BYTES = 256 * 1024
 MAX_NDIM = 6
@@ -77,7 +79,10 @@ def load_array(path: Path, allow_nonfinite: bool = False) -> np.ndarray:
     ``allow_nonfinite`` (NaN is plain data too: the caller compares it with what a known bug produces)."""
     raw = _read_regular(path, MAX_ARRAY_BYTES)
     try:
-        array = np.load(io.BytesIO(raw), allow_pickle=False)
+        # numpy reads the .npy header with ast.literal_eval: under the grader's AST lock (grader/astlock.py),
+        # or a SystemError from another thread's AST would pass here for a malformed file.
+        with AST_LOCK:
+            array = np.load(io.BytesIO(raw), allow_pickle=False)
     except Exception:  # ValueError (pickle refused), EOFError, bad header...: all mean "not a plain array"
         raise ProbeDataError(f"{path.name} is not a plain .npy array") from None
     if not isinstance(array, np.ndarray):  # an .npz archive loads as NpzFile
