@@ -473,3 +473,36 @@ def test_a_planted_bug_loses_the_right_points_with_its_name(graded, student):
         assert phrase in message, (student, task, message)
         assert _named_codes(message) <= may_name, f"{student}/{task} names a bug that was not planted: {message}"
         assert "verified on" not in message
+
+
+# ------------------------------------------------------------------ diagnoses from probe files (fast, no kernel)
+@pytest.mark.parametrize("plan", ["grouped_4_2", "grouped_6_3_d_in_ne_d_out", "grouped_6_2", "multi_query_4_1"])
+def test_full_size_kv_projections_are_described_not_named(tmp_path, plan):
+    """A GQA module with one K/V head per query head (W_key, W_value d_out rows) is not any catalogued bug: its
+    weight shapes are said as they are, never as 'd_in where d_out belongs' or 'd_out not divided by num_heads'."""
+    from grader.verify.checks import CaseFailure, judge_case
+
+    case = next(c for c in PS6.probe_cases(4, SOURCE) if c.task == "grouped_query" and c.name == plan)
+    d_out, d_in = case.arrays["W_query"].shape
+    shapes = {f"-1.{attr}": list(case.arrays[attr].shape) for attr in ("W_query", "out_proj")}
+    shapes.update({f"-1.{attr}": [d_out, d_in] for attr in ("W_key", "W_value")})
+    meta = {"ok": False, "error": "RuntimeError: The size of tensor a (4) must match", "weight_shapes": shapes}
+    (tmp_path / f"{case.name}.json").write_text(json.dumps(meta))
+    with pytest.raises(CaseFailure) as failure:
+        judge_case(case, tmp_path)
+    message = str(failure.value)
+    assert _named_codes(message) == set(), message
+    kv_rows = case.arrays["W_key"].shape[0]
+    assert f"W_key is ({d_out}, {d_in}), expected ({kv_rows}, {d_in}): K/V heads not shared" in message, message
+
+
+def test_a_test_function_that_is_not_defined_is_said_so(tmp_path):
+    from grader.verify.checks import CaseFailure, judge_case
+
+    case = next(c for c in PS6.probe_cases(4, SOURCE) if c.task == "polarity_test")
+    verdicts = {name: {"error": "KeyError: 'test_key_padding_polarity'"} for name in case.params["verdicts"]}
+    (tmp_path / f"{case.name}.json").write_text(json.dumps({"ok": True, "verdicts": verdicts}))
+    with pytest.raises(CaseFailure) as failure:
+        judge_case(case, tmp_path)
+    assert "test_key_padding_polarity was not defined when the probe ran" in str(failure.value)
+    assert "too strict" not in str(failure.value)

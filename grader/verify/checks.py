@@ -114,6 +114,16 @@ def _weight_diagnosis(case: Case, meta: dict) -> str:
         if not isinstance(have, list) or have == want:
             continue
         d_in = case.arrays["x"].shape[-1]
+        kv_heads = case.params.get("num_kv_heads")
+        if kv_heads and attr in ("W_key", "W_value") and case.params.get("num_heads", 1) != kv_heads \
+                and have == [want[0] // kv_heads * case.params["num_heads"], d_in]:
+            # One K/V head per query head: no catalogued bug makes this shape in grouped-query attention.
+            return (f"{attr} is {tuple(have)}, expected {tuple(want)}: K/V heads not shared, {attr} must project "
+                    f"to num_kv_heads * head_dim (not one of the known bugs the grader checks, grader/bugs.py)")
+        if kv_heads and attr in ("W_key", "W_value") and have != want[::-1]:
+            # The catalogue's shape bugs are about query-sized projections; K/V ones here are described as they are.
+            return f"{attr} has shape {tuple(have)} where the course's layout has {tuple(want)} (num_kv_heads * " \
+                   f"head_dim rows; not one of the known bugs the grader checks, grader/bugs.py)"
         if attr == "out_proj":
             if have == [want[0], d_in]:
                 return named("out_proj_d_in")
