@@ -575,3 +575,52 @@ def test_padding_mistakes_are_named_only_by_what_reproduces_them(tmp_path, varia
     result = verify_outputs(PS6, SOURCE, seed, tmp_path)["padded_attention"]
     assert {name: passed for name, (_, passed, _) in result.checks.items()} == keeps, result[2]
     assert must_name <= _named_codes(result[2]) <= may_name, result[2]
+
+
+CHEATING_TESTS = {
+    "buffer_name": '''
+def test_key_padding_polarity(mha_cls):
+    assert "visible" not in dict(mha_cls(6, 8, 8, 0.0, 2).named_buffers())
+''',
+    "attribute_name": '''
+def test_key_padding_polarity(mha_cls):
+    assert not hasattr(mha_cls(6, 8, 8, 0.0, 2), "visible")
+''',
+    "layout": '''
+def test_key_padding_polarity(mha_cls):
+    assert len(list(mha_cls(6, 8, 8, 0.0, 2).children())) != 4
+''',
+}
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_the_polarity_candidates_tell_only_a_behavioural_test(seed):
+    """The classes the probe hands the student's test differ from the notebook's in their members' names too, and
+    a correct class laid out as the buggy one is among them: a test reading buffer or attribute names, or the
+    module's layout, passes the buggy class or fails a correct one; behavioural tests still tell them apart."""
+    case = next(c for c in PS6.probe_cases(seed, SOURCE) if c.task == "polarity_test")
+    verdicts = case.params["verdicts"]
+    assert len(verdicts) == 4 and sum(not v for v in verdicts.values()) == 1
+    source = case.kwargs["source"]
+    assert not any(member in source for member in ("'visible'", "'blocked'", "self.visible", "self.W_query",
+                                                   "self.out_proj"))
+    candidates = {"torch": torch, "nn": torch.nn, "F": F, "math": math}
+    exec(source, candidates)
+
+    def right_verdicts(test_source: str) -> bool:
+        space = {"torch": torch, "nn": torch.nn, "F": F, "math": math, "device": "cpu"}
+        exec(test_source, space)
+        for name, must_pass in verdicts.items():
+            torch.manual_seed(0)
+            try:
+                space["test_key_padding_polarity"](candidates[name])
+                passed = True
+            except Exception:
+                passed = False
+            if passed != must_pass:
+                return False
+        return True
+
+    assert right_verdicts(ALTERNATIVES["polarity_test"])
+    for name, cheat in CHEATING_TESTS.items():
+        assert not right_verdicts(cheat), name
