@@ -14,8 +14,10 @@ Correct results come from PyTorch's operators in float64, never from a solution 
   attention weights (zero scores, identity values), so a mask's meaning is PyTorch's, not the course's.
 
 :func:`hypotheses` writes each catalogued mask bug out (polarity flipped, padding applied to the queries, a -inf
-fill on rows with nothing to see, K/V heads tiled with ``repeat``), in the forms it takes in real code, so that a
-wrong output is named only when one of them reproduces it.
+fill on rows with nothing to see, padded outputs not zeroed or zeroed before out_proj, padding applied after the
+softmax, with or without renormalising, K/V heads tiled with ``repeat``), in the forms it takes in real code, so
+that a wrong output is named only when one of them reproduces it; a form that produces NaN by its nature (a -inf
+fill, 0/0) is evidence only on a case where it does, and forms a case cannot tell apart are all named.
 """
 from __future__ import annotations
 
