@@ -81,6 +81,9 @@ CATALOGUE: tuple[Bug, ...] = (
         "chapter 11 (bug clinic III; rasbt #1061, pytorch #170400); ps6"),
     Bug("padding_on_queries", "padding mask applied to queries instead of keys", "chapter 11; ps6"),
     Bug("mask_neg_inf", "-inf fill on fully masked rows (NaN)", "chapter 11; ps6"),
+    Bug("padded_not_zeroed", "outputs of padded queries not zero (zero them after out_proj)", "chapter 11; ps6"),
+    Bug("padding_renormalised", "padding applied to the weights after the softmax, then renormalised (0/0 on rows "
+        "with nothing to see)", "chapter 11; ps6"),
     Bug("kv_repeat", "K/V heads repeated with repeat where repeat_interleave belongs", "chapter 11; ps6"),
 )
 

@@ -25,8 +25,14 @@ from grader.verify.cases import (Case, batch_case, eval_twice_case, lengths_case
 # grader/astlock.py: two threads building ASTs at once can fail on Python 3.11), and reused.
 
 
-def parity_classes(source_nb: Path, verdicts_by_class: dict[str, bool], seed: int) -> tuple[str, dict[str, bool]]:
+def parity_classes(source_nb: Path, verdicts_by_class: dict[str, bool], seed: int,
+                   members: bool = False, extra: str = "") -> tuple[str, dict[str, bool]]:
     """(class definitions renamed from the seed, {new name: verdict a correct test gives}).
+
+    With ``members`` the classes' own members are renamed from the seed too: the attributes each class sets on
+    ``self``, its buffers (``register_buffer``'s name) and its helper methods (not ``forward``, not dunders), so
+    that a test which reads a buffer's or an attribute's name instead of the module's behaviour tells nothing.
+    ``extra``: source of more classes (the grader's own), taken as if the notebook defined them.
 
     The classes are read from the source notebook's non-solution code cells with ``ast`` (nothing is executed);
     ``verdicts_by_class`` says which must pass (True) and which must fail. Raises KeyError naming a class the
@@ -36,12 +42,53 @@ def parity_classes(source_nb: Path, verdicts_by_class: dict[str, bool], seed: in
     stat = path.stat()
     with AST_LOCK:
         source, verdicts = _parity_classes(str(path.resolve()), stat.st_mtime_ns, stat.st_size,
-                                           tuple(sorted(verdicts_by_class.items())), seed)
+                                           tuple(sorted(verdicts_by_class.items())), seed, members, extra)
     return source, dict(verdicts)
 
 
+# nn.Module's own attributes a class may set or read on self: never renamed.
+_MODULE_OWN = {"training", "forward"}
+
+
+def _rename_members(node: ast.ClassDef, numbers) -> ast.ClassDef:
+    """``node`` with the members it defines renamed (``self.X = ...``, ``register_buffer("X", ...)``, methods
+    other than forward and dunders), every ``self.X`` that reads them following."""
+    own = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Store) and isinstance(sub.value, ast.Name) \
+                and sub.value.id == "self":
+            own.add(sub.attr)
+        if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr == "register_buffer" \
+                and sub.args and isinstance(sub.args[0], ast.Constant) and isinstance(sub.args[0].value, str):
+            own.add(sub.args[0].value)
+    own |= {f.name for f in node.body if isinstance(f, ast.FunctionDef) and not f.name.startswith("__")}
+    own = {name for name in own if name not in _MODULE_OWN and not name.startswith("__")}
+    new = {name: f"m{next(numbers)}" for name in sorted(own)}
+
+    class Members(ast.NodeTransformer):
+        def visit_Attribute(self, sub):
+            self.generic_visit(sub)
+            if isinstance(sub.value, ast.Name) and sub.value.id == "self" and sub.attr in new:
+                sub.attr = new[sub.attr]
+            return sub
+
+        def visit_Call(self, sub):
+            self.generic_visit(sub)
+            if isinstance(sub.func, ast.Attribute) and sub.func.attr == "register_buffer" and sub.args \
+                    and isinstance(sub.args[0], ast.Constant) and sub.args[0].value in new:
+                sub.args[0] = ast.copy_location(ast.Constant(new[sub.args[0].value]), sub.args[0])
+            return sub
+
+    node = Members().visit(node)
+    for f in node.body:
+        if isinstance(f, ast.FunctionDef) and f.name in new:
+            f.name = new[f.name]
+    return node
+
+
 @functools.lru_cache(maxsize=16)
-def _parity_classes(source_path: str, mtime_ns: int, size: int, verdict_items: tuple, seed: int):
+def _parity_classes(source_path: str, mtime_ns: int, size: int, verdict_items: tuple, seed: int,
+                    members: bool = False, extra: str = ""):
     source_nb, verdicts_by_class = Path(source_path), dict(verdict_items)
     definitions: dict[str, ast.ClassDef] = {}
     for cell in json.loads(Path(source_nb).read_text())["cells"]:
@@ -56,6 +103,9 @@ def _parity_classes(source_path: str, mtime_ns: int, size: int, verdict_items: t
         for node in tree.body:
             if isinstance(node, ast.ClassDef):
                 definitions[node.name] = node
+    for node in ast.parse(extra).body:
+        if isinstance(node, ast.ClassDef):
+            definitions[node.name] = node
     absent = sorted(set(verdicts_by_class) - set(definitions))
     if absent:
         raise KeyError(f"the source notebook defines no class {absent}")
@@ -78,11 +128,14 @@ def _parity_classes(source_path: str, mtime_ns: int, size: int, verdict_items: t
             node.name = renamed.get(node.name, node.name)
             return node
 
+    member_numbers = iter(rng_for(seed, "parity_test", "members").permutation(90000) + 10000)
     pieces = []
     for name in order:
         if name not in needed:
             continue
         node = Rename().visit(ast.parse(ast.unparse(definitions[name])).body[0])
+        if members:
+            node = _rename_members(node, member_numbers)
         for holder in [node] + [n for n in ast.walk(node) if isinstance(n, ast.FunctionDef)]:
             body = holder.body
             if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):

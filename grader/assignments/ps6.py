@@ -10,7 +10,8 @@
   several (query heads, K/V heads) pairs.
 - ``polarity_clinic`` (an answer task): which mystery module mixes up the polarity, against ``answer_key.json``.
 - ``polarity_test``: the student's test function, run outside the notebook's own cells on classes taken from the
-  source notebook (renamed from the seed, docstrings stripped): it must pass the correct ones and fail the one with
+  source notebook (renamed from the seed, their attributes, buffers and helper methods too, docstrings
+  stripped): it must pass the correct ones and fail the one with
   the polarity bug.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ MODULE = "MultiHeadAttention"
 
 def _padded_cases(seed: int) -> list[Case]:
     rng = rng_for(seed, "padded_attention", "lengths")
-    short, middle = int(rng.integers(1, 4)), int(rng.integers(2, 6))
+    short, middle = int(rng.integers(1, 4)), int(rng.integers(2, 5))   # right padding always pads
     found = [
         # a full sequence, a short one and one that is padding from start to end: rows with nothing to see
         padded_module_case("padded_attention", "left_padding", MODULE, seed, batch=3, num_tokens=6, d_in=8, d_out=8,
@@ -67,6 +68,37 @@ def _gqa_cases(seed: int) -> list[Case]:
             for name, d_in, d_out, heads, kv_heads, bias in plans]
 
 
+# A correct module written as the polarity bug's module is (separate projections, a lower-triangular "may attend"
+# buffer, SDPA, torch.where): with it among the candidates, a test can only tell the buggy one apart by what it
+# does, never by its layout (how many submodules, which buffers, their shapes).
+_POLARITY_TWIN = '''
+class PolarityTwin(nn.Module):
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+        super().__init__()
+        self.num_heads, self.head_dim, self.dropout = num_heads, d_out // num_heads, dropout
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        ones = torch.ones(context_length, context_length, dtype=torch.bool)
+        self.register_buffer("visible", torch.tril(ones))
+
+    def forward(self, x, key_padding_mask=None):
+        b, num_tokens, _ = x.shape
+        q, k, v = (layer(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+                   for layer in (self.W_query, self.W_key, self.W_value))
+        visible = self.visible[:num_tokens, :num_tokens]
+        if key_padding_mask is not None:
+            visible = visible & ~key_padding_mask[:, None, None, :]
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=visible,
+                                                 dropout_p=self.dropout if self.training else 0.0)
+        out = self.out_proj(context.transpose(1, 2).reshape(b, num_tokens, -1))
+        if key_padding_mask is not None:
+            out = torch.where(key_padding_mask[..., None], torch.zeros_like(out), out)
+        return out
+'''
+
+
 def cases(seed: int, source_nb: Path | None = None, keys: dict | None = None) -> list:
     keys = keys or {}
     found = _padded_cases(seed) + _conversion_cases(seed) + _gqa_cases(seed)
@@ -79,7 +111,8 @@ def cases(seed: int, source_nb: Path | None = None, keys: dict | None = None) ->
         key = keys["polarity_test"]
         verdicts = {name: True for name in key["correct_classes"]}
         verdicts.update({name: False for name in key["buggy_classes"]})
-        source, renamed = parity_classes(source_nb, verdicts, seed)
+        verdicts["PolarityTwin"] = True
+        source, renamed = parity_classes(source_nb, verdicts, seed, members=True, extra=_POLARITY_TWIN)
         found.append(verdicts_case("polarity_test", "test_key_padding_polarity", source, renamed,
                                    missed=f"it does not expose the bug '{named('mask_polarity')}': give the module "
                                           f"a key_padding_mask with padding and check that real tokens ignore the "
@@ -96,9 +129,9 @@ ASSIGNMENT = Assignment(
              "MultiHeadAttention.forward(x, key_padding_mask=None): causal, True = padding, padded outputs zero",
              from_scratch=False,
              checks=(Check("padding", 3, ("left_padding", "right_padding", "scattered_padding"),
-                           bugs=("mask_polarity", "padding_on_queries")),
+                           bugs=("mask_polarity", "padding_on_queries", "padded_not_zeroed", "mask_after_softmax")),
                      Check("no_mask", 1, ("no_padding",)),
-                     Check("finite", 1, ("gradients",), bugs=("mask_neg_inf",)))),
+                     Check("finite", 1, ("gradients",), bugs=("mask_neg_inf", "padding_renormalised")))),
         Task("convert_mask", 3, ("convert_mask",),
              "convert_mask(mask, source, target) between 'sdpa', 'mha' and 'additive' masks", from_scratch=False),
         Task("grouped_query", 3, ("GroupedQueryAttention",),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.bugs import CATALOGUE, code_of, named
+from grader.bugs import BY_CODE, CATALOGUE, code_of, named
 from grader.verify import reference
 from grader.verify.cases import Case
 from grader.verify.loading import ProbeDataError, load_array, load_json, safe_dir
@@ -44,6 +44,9 @@ def _name_the_bug(case: Case, outputs: list[np.ndarray]) -> str:
         if pairs and all(_close(got, np.asarray(want, dtype=np.float64)) for got, want in pairs) \
                 and bug not in found:
             found.append(bug)
+    if len(found) > 1:     # the case cannot tell them apart: the bare names, each of which fits
+        bare = list(dict.fromkeys(BY_CODE[code_of(bug)].name if code_of(bug) else bug for bug in found))
+        return " or ".join(bare) + (" (this case's inputs cannot tell them apart)" if len(bare) > 1 else "")
     return " or ".join(found)
 
 
@@ -114,6 +117,16 @@ def _weight_diagnosis(case: Case, meta: dict) -> str:
         if not isinstance(have, list) or have == want:
             continue
         d_in = case.arrays["x"].shape[-1]
+        kv_heads = case.params.get("num_kv_heads")
+        if kv_heads and attr in ("W_key", "W_value") and case.params.get("num_heads", 1) != kv_heads \
+                and have == [want[0] // kv_heads * case.params["num_heads"], d_in]:
+            # One K/V head per query head: no catalogued bug makes this shape in grouped-query attention.
+            return (f"{attr} is {tuple(have)}, expected {tuple(want)}: K/V heads not shared, {attr} must project "
+                    f"to num_kv_heads * head_dim (not one of the known bugs the grader checks, grader/bugs.py)")
+        if kv_heads and attr in ("W_key", "W_value") and have != want[::-1]:
+            # The catalogue's shape bugs are about query-sized projections; K/V ones here are described as they are.
+            return f"{attr} has shape {tuple(have)} where the course's layout has {tuple(want)} (num_kv_heads * " \
+                   f"head_dim rows; not one of the known bugs the grader checks, grader/bugs.py)"
         if attr == "out_proj":
             if have == [want[0], d_in]:
                 return named("out_proj_d_in")
@@ -363,9 +376,9 @@ class Verified(tuple):
 def _checks_of(task, case_name: str, failure: str) -> list:
     """The task's checks a failure costs: the check whose bugs include the failure's diagnosis, else every check
     that judges the case (a case that fails for an unknown reason proves none of the checks built on it)."""
-    for check in task.checks:
-        if any(named(code) in failure for code in check.bugs):
-            return [check]
+    owning = [check for check in task.checks if any(named(code) in failure for code in check.bugs)]
+    if owning:      # several when a failure names bugs of several checks ("A or B": either may be the cause)
+        return owning
     listing = [check for check in task.checks if case_name in check.cases]
     return listing or [check for check in task.checks if check.cases == ("*",)]
 
@@ -423,9 +436,13 @@ def _by_check(task, cases, failures) -> Verified:
     """Credit by check: each check keeps its points unless one of its cases failed (or a failure elsewhere was
     diagnosed as one of its bugs)."""
     failed: dict[str, str] = {}
-    # A failure that names a catalogued bug speaks for its check before one that does not know the bug.
-    failures = sorted(failures, key=lambda failure: not any(bug.name in failure[1] for bug in CATALOGUE
-                                                            if bug.code != "mismatch"))
+    # A failure that names one catalogued bug speaks for its check first, then one that names several (a case
+    # whose inputs cannot tell them apart), then one that does not know the bug.
+    def named_count(failure) -> int:
+        count = sum(bug.name in failure[1] for bug in CATALOGUE if bug.code != "mismatch")
+        return {0: 2, 1: 0}.get(count, 1)
+
+    failures = sorted(failures, key=named_count)
     for case_name, text in failures:
         for check in _checks_of(task, case_name, text):
             failed.setdefault(check.name, text)

@@ -66,6 +66,9 @@ def _check_test_verdicts(case: Case, folder: Path, meta: dict) -> None:
         if not isinstance(result, dict):
             raise ExtraFailure(f"no verdict for candidate class {number}")
         error = str(result.get("error") or "")
+        if error == f"KeyError: {case.callee!r}":   # the probe looked the function up and found nothing
+            raise ExtraFailure(f"the function {case.callee} was not defined when the probe ran (renamed, or its "
+                               f"cell did not run): define it with that name")
         if must_pass and error:
             kind = error.split(":", 1)[0].strip()[:60]
             raise ExtraFailure(f"the test fails a correct module (candidate class {number}: {kind}): it is too "

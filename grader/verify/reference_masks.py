@@ -14,8 +14,10 @@ Correct results come from PyTorch's operators in float64, never from a solution 
   attention weights (zero scores, identity values), so a mask's meaning is PyTorch's, not the course's.
 
 :func:`hypotheses` writes each catalogued mask bug out (polarity flipped, padding applied to the queries, a -inf
-fill on rows with nothing to see, K/V heads tiled with ``repeat``), in the forms it takes in real code, so that a
-wrong output is named only when one of them reproduces it.
+fill on rows with nothing to see, padded outputs not zeroed or zeroed before out_proj, padding applied after the
+softmax, with or without renormalising, K/V heads tiled with ``repeat``), in the forms it takes in real code, so
+that a wrong output is named only when one of them reproduces it; a form that produces NaN by its nature (a -inf
+fill, 0/0) is evidence only on a case where it does, and forms a case cannot tell apart are all named.
 """
 from __future__ import annotations
 
@@ -115,12 +117,15 @@ def padded_gradient(case: Case) -> torch.Tensor:
     return _gradient(case, forward)
 
 
-def _written_out(case: Case, hidden: torch.Tensor, fill: float, empty_rows: str, padded_rows: str):
+def _written_out(case: Case, hidden: torch.Tensor, fill: float, empty_rows: str, padded_rows: str,
+                 after_softmax: torch.Tensor | None = None, renormalise: bool = False):
     """The chapter's module written out with one choice per place a mask bug can sit: ``hidden`` (True = may not
     attend, broadcast to (b, heads, T, T)), the ``fill`` of hidden scores, what a row with nothing visible gives
     (``empty_rows``: "softmax" of the fill, or "zero" as SDPA's CPU kernel returns) and what happens to padded
-    outputs (``padded_rows``: "zero", "keep" or "multiply" by 0, which keeps a NaN). Returns [output] and, for a
-    gradient case, the gradient too."""
+    outputs (``padded_rows``: "zero", "keep", "multiply" by 0, which keeps a NaN, or "zero_context": the context
+    zeroed before out_proj, which leaves out_proj's bias). ``after_softmax``: a mask (True = hide) applied to the
+    weights after the softmax, the rows then divided by their sums when ``renormalise``. Returns [output] and, for
+    a gradient case, the gradient too."""
     padding = torch.from_numpy(case.arrays["key_padding_mask"])
     head_dim = case.arrays["W_query"].shape[0] // case.params["num_heads"]
 
@@ -130,7 +135,14 @@ def _written_out(case: Case, hidden: torch.Tensor, fill: float, empty_rows: str,
         weights = torch.softmax(scores, dim=-1)
         if empty_rows == "zero":
             weights = weights.masked_fill(hidden.expand_as(weights).all(dim=-1, keepdim=True), 0.0)
-        out = _out_proj(case, _merge(weights @ values))
+        if after_softmax is not None:
+            weights = weights.masked_fill(after_softmax, 0.0)
+            if renormalise:
+                weights = weights / weights.sum(dim=-1, keepdim=True)
+        context = _merge(weights @ values)
+        if padded_rows == "zero_context":
+            context = context.masked_fill(padding[..., None], 0.0)
+        out = _out_proj(case, context)
         if padded_rows == "zero":
             out = out.masked_fill(padding[..., None], 0.0)
         elif padded_rows == "multiply":
@@ -160,12 +172,31 @@ def _padding_hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
         forms.append(("mask_polarity", ~(causal | keys_padded), finite, "zero", padded))
     for padded in ("zero", "keep", "multiply"):
         forms.append(("mask_neg_inf", causal | keys_padded, float("-inf"), "softmax", padded))
+    # Right mask and fill, but the padded queries' outputs left as they come, or zeroed before out_proj.
+    for empty in ("softmax", "zero"):
+        forms.append(("padded_not_zeroed", causal | keys_padded, finite, empty, "keep"))
+    forms.append(("padded_not_zeroed", causal | keys_padded, finite, "softmax", "zero_context"))
     details = {"mask_polarity": "True in key_padding_mask means padding (may not attend)",
                "padding_on_queries": "the mask must hide padded keys, (batch, 1, 1, T), not padded queries",
                "mask_neg_inf": "a query with nothing to see gets NaN; fill with torch.finfo(dtype).min and zero "
-                               "the padded outputs"}
-    return [(named(code, details[code]), _written_out(case, hidden, fill, empty, padded))
-            for code, hidden, fill, empty, padded in forms]
+                               "the padded outputs",
+               "padded_not_zeroed": "a padded position's output must be exactly 0",
+               "mask_after_softmax": "the padding must hide the keys in the scores, before the softmax",
+               "padding_renormalised": "a query with nothing to see gets NaN; hide padded keys in the scores "
+                                       "with torch.finfo(dtype).min and zero the padded outputs"}
+    found = [(code, _written_out(case, hidden, fill, empty, padded)) for code, hidden, fill, empty, padded in forms]
+    # The padding applied to the weights after the causal softmax: as they are, or renormalised (0/0 where a row
+    # keeps nothing).
+    for padded in ("zero", "keep", "multiply"):
+        found.append(("mask_after_softmax", _written_out(case, causal, finite, "softmax", padded,
+                                                         after_softmax=keys_padded)))
+        found.append(("padding_renormalised", _written_out(case, causal, finite, "softmax", padded,
+                                                           after_softmax=keys_padded, renormalise=True)))
+    # A form is evidence only where it shows: a -inf fill (or 0/0) that yields no NaN on this case's inputs is the
+    # finite fill's output, and naming it would say NaN of an output that has none.
+    shows = lambda code, outs: code not in ("mask_neg_inf", "padding_renormalised") or any(  # noqa: E731
+        not np.isfinite(out).all() for out in outs)
+    return [(named(code, details[code]), outs) for code, outs in found if shows(code, outs)]
 
 
 # ------------------------------------------------------------------------------------- grouped-query attention
