@@ -258,7 +258,12 @@ def graded(tmp_path_factory):
                 rows.setdefault(row["student_id"], {})[row["task"]] = row
         return rows
     cache: dict[str, dict] = {}
-    return lambda assignment: cache.setdefault(assignment, run(assignment))
+
+    def graded_once(assignment: str) -> dict[str, dict[str, dict]]:
+        if assignment not in cache:      # (setdefault would evaluate run() again for every test)
+            cache[assignment] = run(assignment)
+        return cache[assignment]
+    return graded_once
 
 
 @pytest.mark.parametrize("assignment, plant", [(a, p) for a, plants in PLANTED.items() for p in plants],
