@@ -385,8 +385,9 @@ def attention_variant_reference(x: torch.Tensor, qkv, out, num_heads: int, mask:
 
     x (b, T, d_in); qkv [(weight (d_out, d_in), bias or None)] * 3; out (weight, bias) or None (no out_proj).
     ``mask``: "before" (scores masked with -inf before the softmax), "none" (no mask), "after" (future weights
-    zeroed after the softmax, not renormalised) or "diagonal" (the diagonal masked too: NaN in the first row); ``softmax_dim``: -1 or -2 (over the queries); ``merge``:
-    "transpose" (heads transposed back before the merge) or "view" (viewed straight to (b, T, d_out)).
+    zeroed after the softmax, not renormalised) or "diagonal" (the diagonal masked too: NaN in the first row);
+    ``softmax_dim``: -1 or -2 (over the queries); ``merge``: "transpose" (heads transposed back before the merge)
+    or "view" (viewed straight to (b, T, d_out)).
     Returns (b, T, d_out); raises RuntimeError when the weights do not fit x.
     """
     queries, keys, values = (F.linear(x, weight, bias) for weight, bias in qkv)
