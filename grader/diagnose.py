@@ -119,30 +119,30 @@ def check_parameter_count(module: nn.Module, d_in: int, d_out: int, num_heads: i
 def check_attention_weights(weights: torch.Tensor, causal: bool = False, scores: torch.Tensor | None = None) -> None:
     """Weights (..., T_q, T_k): finite, each row sums to 1, zero on future keys when causal.
 
-    ``scores`` (..., T_q, T_k): the scores the weights were computed from (after any scaling). With them the
-    weights must be softmax(scores), masked when causal, and a wrong result is named only when a known bug's
-    reference computed from those scores reproduces it: the mask missing (``future``), the future weights zeroed
-    after the softmax (``mask_after_softmax``), a mask that hides each token from itself (``mask_diagonal``),
-    softmax over the queries (``softmax_dim``). Otherwise, and always without scores, the AssertionError says what
-    is wrong without naming a bug. Raises AssertionError.
+    Only these properties are checked (whether the weights are the right ones is for the checks that compare with
+    PyTorch). ``scores`` (..., T_q, T_k): the scores the weights were computed from (after any scaling); with
+    them, weights that break a property are named only when a known bug's reference computed from those scores
+    reproduces them: the mask missing (``future``), the future weights zeroed after the softmax
+    (``mask_after_softmax``), a mask that hides each token from itself (``mask_diagonal``), softmax over the
+    queries (``softmax_dim``). Otherwise, and always without scores, the AssertionError says what is wrong without
+    naming a bug. Raises AssertionError.
     """
     weights = weights.detach().float()
     problem = _weights_problem(weights, causal)
+    if not problem:
+        return
     if scores is not None:
         scores = scores.detach().float().to(weights.device)
         future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).triu(1)
         masked = scores.masked_fill(future, float("-inf")) if causal else scores
-        if weights.shape == scores.shape and _close(weights, torch.softmax(masked, dim=-1)) and not problem:
-            return
         for code, produced, what in _weight_variants(scores, masked, future, causal):
             if weights.shape == produced.shape and torch.allclose(weights, produced, atol=1e-4, rtol=1e-3,
                                                                   equal_nan=True):
                 _fail(code, f"the weights equal {what}")
-        _fail("mismatch", f"not one of the known bugs: {problem or 'the weights are not softmax of the scores'}, "
-                          f"and no known bug reproduces them from the scores")
-    if problem:
-        _fail("mismatch", f"{problem} (no bug is named without the scores the weights came from: "
-                          f"check_attention_weights(weights, causal, scores=...))")
+        _fail("mismatch", f"not one of the known bugs: {problem}, and no known bug reproduces the weights from the "
+                          f"scores")
+    _fail("mismatch", f"{problem} (no bug is named without the scores the weights came from: "
+                      f"check_attention_weights(weights, causal, scores=...))")
 
 
 def _weights_problem(weights: torch.Tensor, causal: bool) -> str:
@@ -385,8 +385,9 @@ def attention_variant_reference(x: torch.Tensor, qkv, out, num_heads: int, mask:
 
     x (b, T, d_in); qkv [(weight (d_out, d_in), bias or None)] * 3; out (weight, bias) or None (no out_proj).
     ``mask``: "before" (scores masked with -inf before the softmax), "none" (no mask), "after" (future weights
-    zeroed after the softmax, not renormalised) or "diagonal" (the diagonal masked too: NaN in the first row); ``softmax_dim``: -1 or -2 (over the queries); ``merge``:
-    "transpose" (heads transposed back before the merge) or "view" (viewed straight to (b, T, d_out)).
+    zeroed after the softmax, not renormalised) or "diagonal" (the diagonal masked too: NaN in the first row);
+    ``softmax_dim``: -1 or -2 (over the queries); ``merge``: "transpose" (heads transposed back before the merge)
+    or "view" (viewed straight to (b, T, d_out)).
     Returns (b, T, d_out); raises RuntimeError when the weights do not fit x.
     """
     queries, keys, values = (F.linear(x, weight, bias) for weight, bias in qkv)

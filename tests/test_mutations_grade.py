@@ -163,7 +163,8 @@ def unfold_heads(t, num_heads):
     return t.view(bh // num_heads, num_heads, n, hd).transpose(1, 2).reshape(bh // num_heads, n, num_heads * hd)
 
 
-class MultiHeadAttention(nn.Module):''' + _MHA_INIT + '''        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
+class MultiHeadAttention(nn.Module):''' + _MHA_INIT + '''\
+        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
 
     def forward(self, x):
         t = x.shape[1]
@@ -182,7 +183,8 @@ def attention(queries, keys, values, mask, dropout):
     return dropout(torch.softmax(scores, dim=-1)) @ values
 
 
-class MultiHeadAttention(nn.Module):''' + _MHA_INIT + '''        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1).bool())
+class MultiHeadAttention(nn.Module):''' + _MHA_INIT + '''\
+        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1).bool())
 
     def forward(self, x):
         b, t, _ = x.shape
@@ -193,7 +195,8 @@ class MultiHeadAttention(nn.Module):''' + _MHA_INIT + '''        self.register_b
 '''
 
 MHA_WHERE_TRUE_ATTENDS = '''
-class MultiHeadAttention(nn.Module):''' + _MHA_INIT + '''        self.register_buffer("mask", torch.ones(context_length, context_length, dtype=torch.bool).tril())
+class MultiHeadAttention(nn.Module):''' + _MHA_INIT + '''\
+        self.register_buffer("mask", torch.ones(context_length, context_length, dtype=torch.bool).tril())
 
     def forward(self, x):
         b, t, _ = x.shape
@@ -258,7 +261,12 @@ def graded(tmp_path_factory):
                 rows.setdefault(row["student_id"], {})[row["task"]] = row
         return rows
     cache: dict[str, dict] = {}
-    return lambda assignment: cache.setdefault(assignment, run(assignment))
+
+    def graded_once(assignment: str) -> dict[str, dict[str, dict]]:
+        if assignment not in cache:      # (setdefault would evaluate run() again for every test)
+            cache[assignment] = run(assignment)
+        return cache[assignment]
+    return graded_once
 
 
 @pytest.mark.parametrize("assignment, plant", [(a, p) for a, plants in PLANTED.items() for p in plants],

@@ -116,7 +116,8 @@ BUGGY_LINES = {
                           "mask = self.mask.bool()[:t, :t]  # MASK":
                           "self.mask.mul_(0.0 if self.training else 1.0)\n        mask = self.mask.bool()[:t, :t]"},
     # Dropout that ignores .eval().
-    "dropout_in_eval": {"self.dropout(torch.softmax(": "F.dropout(p=self.dropout.p, training=True, input=torch.softmax("},
+    "dropout_in_eval": {"self.dropout(torch.softmax(":
+                        "F.dropout(p=self.dropout.p, training=True, input=torch.softmax("},
 }
 
 

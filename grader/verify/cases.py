@@ -211,7 +211,8 @@ def eval_twice_case(task: str, callee: str, seed: int, *, num_heads: int = 0, se
     identity): the right output is all ones whatever the heads; dropout left on in eval mode leaves in each row t
     only multiples of 2 / (t + 1) (kept keys, or single entries 0 or 2), which is what that bug's reference can
     produce. ``separate_heads``: one module per head (the wrappers); ``d_out_is_total``: the class's d_out is the
-    total width (ps4's fixed wrapper), else the width of one head.
+    total width (ps4's fixed wrapper), else the width of one head. Input ``x`` the identity (1, 8, 8); the output
+    of each call (1, 8, 8).
     """
     size, heads = 8, max(num_heads, 1)
     per_head = size // heads if separate_heads else size

@@ -296,7 +296,8 @@ RAISES = "raises"   # what a bug's reference predicts for a call that the bug ma
 
 def call_cases(case: Case) -> list[Case]:
     """The case's forward calls as cases of their own (call 0 is the case itself), each with its input as ``x``
-    and its mode in ``train``, so that :func:`expected` and :func:`hypotheses` apply to each call."""
+    ((b, T, d_in), T may differ from call to call) and its mode in ``train``, so that :func:`expected` and
+    :func:`hypotheses` apply to each call."""
     found = [case]
     for index, later in enumerate(case.calls, start=1):
         found.append(dataclasses.replace(case, name=f"{case.name}.call{index}", train=bool(later["train"]),
@@ -306,7 +307,8 @@ def call_cases(case: Case) -> list[Case]:
 
 
 def sequence_hypotheses(case: Case) -> list[tuple[str, list]]:
-    """(bug name, [what that bug gives at each call: an array, or RAISES]) for a case with several calls.
+    """(bug name, [what that bug gives at each call: an array shaped like that call's output, (b, T, width), or
+    RAISES]) for a case with several calls (``case.calls``). Raises KeyError for a case without a known reference.
 
     A stateless bug is one whose reference (:func:`hypotheses`) gives every call's output. The mask made at the
     first call's length and reused (``mask_cached``) is right wherever that mask still fits and raises elsewhere:
