@@ -301,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("assignment", help="assignment name, e.g. ps1 (its source is solutions/ps1/ps1.ipynb)")
     p.add_argument("submissions", type=Path, help="folder with one sub-folder per student, or an LMS zip")
     p.add_argument("--out", type=Path, required=True, help="output folder (grades.csv, tasks.csv, feedback/)")
-    p.add_argument("--jobs", type=int, default=None, help="notebooks graded at once (default: the cores; with --cluster, twice the workers' threads, so each worker has the next one queued)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="notebooks graded at once (default: the cores; with --cluster, twice the workers' threads, "
+                        "so each worker has the next one queued)")
     p.add_argument("--timeout", type=float, default=Limits.cell_timeout, help="seconds per cell")
     p.add_argument("--notebook-timeout", type=float, default=Limits.notebook_timeout, help="seconds per notebook")
     p.add_argument("--memory", type=float, default=Limits.memory_bytes / 2**30, help="GiB per notebook")
