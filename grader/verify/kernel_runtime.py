@@ -167,8 +167,9 @@ def _mha_probe_build():
             with torch.enable_grad():
                 (module(x, **extra) * torch.from_numpy(arrays[case["grad_of"]]).to(device)).sum().backward()
             meta["outputs"].append(save(folder, case["name"] + ".out1", x.grad, "the gradient"))
-        # Later calls on the same instance (other lengths, .train()/.eval(), a changed batch): each one's error is
-        # kept apart (files .callN, beside .out0 and a gradient's .out1), so that behaviour depending on earlier calls shows call by call.
+        # Later calls on the same instance (other lengths, .train()/.eval(), a changed batch): each one's output
+        # (files .callN, beside .out0 and a gradient's .out1) or error is kept apart, so that behaviour depending
+        # on earlier calls shows call by call.
         meta["calls"] = []
         for index, later in enumerate(case.get("calls") or [], start=1):
             try:
