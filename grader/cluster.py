@@ -212,7 +212,9 @@ class Cluster:
         self.config = {"limits": limits_dict, "isolate": isolate, "preload": preload, "kernel": kernel,
                        "hide": [str(p) for p in hide]}
         self.lock = threading.Lock()
-        self.running = 0
+        self.slot_free = threading.Condition(self.lock)
+        self.running = 0      # submissions on the cluster: at most one per worker thread (see execute)
+        self.waiting = 0      # submissions grade has ready, waiting here for a thread of the cluster
         self.worker_of: dict[str, str] = {}
 
     def workers(self) -> dict[str, dict]:
@@ -264,7 +266,14 @@ class Cluster:
 
         payload = {"student_id": student_id, "submission": base64.b64encode(notebook_bytes or b"").decode("ascii"),
                    "notebook": nbformat.writes(nb), "config": self.config}
-        with self.lock:
+        # At most one submission per worker thread is on the cluster. dask counts a worker's death against every
+        # task it holds, queued ones too (Scheduler.remove_worker: `ts.suspicious += 1` for all of ws.processing),
+        # so a submission queued behind one that kills its worker would be blamed with it; here it waits instead.
+        with self.slot_free:
+            self.waiting += 1
+            while self.running >= self.threads:
+                self.slot_free.wait(timeout=5)     # a worker that joins a shared cluster adds threads meanwhile
+            self.waiting -= 1
             self.running += 1
         try:
             key = f"grade-{student_id}-{os.urandom(4).hex()}"
@@ -279,8 +288,9 @@ class Cluster:
             finally:
                 future.release()
         finally:
-            with self.lock:
+            with self.slot_free:
                 self.running -= 1
+                self.slot_free.notify()
         execution = rebuild_execution(answer, nb)
         with self.lock:
             self.worker_of[student_id] = json.loads(answer).get("worker", "")
@@ -301,11 +311,9 @@ class Cluster:
 
 def progress(cluster: Cluster, results: list, total: int) -> str:
     """The instructor's progress line: done / running / queued / failed, and the worker that ran the last one.
-    `running` counts the submissions on the cluster up to its threads (every thread busy), `queued` the rest that
-    wait there (grade keeps PIPELINE per thread in flight)."""
+    `running` counts the submissions on the cluster (one per worker thread at most), `queued` those ready here
+    that wait for a thread (grade keeps PIPELINE per thread in flight)."""
     failed = sum(1 for r in results if r.status == "grader_error")
     where = cluster.worker_of.get(results[-1].student_id, "")
-    in_flight = cluster.running
-    running = min(in_flight, cluster.threads)
-    return (f"(done {len(results)}/{total}, running {running}, queued {in_flight - running}, failed {failed}"
+    return (f"(done {len(results)}/{total}, running {cluster.running}, queued {cluster.waiting}, failed {failed}"
             + (f"; on {where}" if where else "") + ")")

@@ -215,7 +215,8 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
 
         sandbox = Cluster(cluster, limits=limits, isolate=isolate, preload=preload, kernel=kernel, hide=hide, log=log)
         # Twice the workers' threads in flight: while this machine verifies a notebook and writes its feedback,
-        # the worker that ran it already runs the next one (dask queues the extra ones), so no worker waits on us.
+        # the worker that ran it already runs the next one (ready here, sent when a thread frees), so no worker
+        # waits on us.
         jobs = max(1, jobs or PIPELINE * sandbox.threads)
     else:
         jobs = max(1, jobs or len(os.sched_getaffinity(0)))
