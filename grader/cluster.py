@@ -198,8 +198,8 @@ class Cluster:
             self.cuda_here = cuda_visible() if self.gpus else False
             if self.gpus and not self.cuda_here:   # no worker here could declare a GPU: say so before starting any
                 raise NoGPUWorkers(self.no_gpu_message())
-            # The worker's statistical profiler samples every thread's stack each 10 ms: a third of a core while a
-            # notebook runs (measured: the worker process used 0.45 s of CPU per ps1 submission with it on).
+            # The worker's statistical profiler samples every thread's stack each 10 ms for the dashboard, which a
+            # local cluster here does not serve (dashboard_address=None): off.
             with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
                                   "distributed.worker.profile.enabled": False}):
                 # memory_limit=0: the sandbox caps each kernel; a worker's own limit would count nothing useful
