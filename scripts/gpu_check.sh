@@ -6,8 +6,9 @@
 #
 # Steps (each under its own time limit; a failed step is reported and the others still run):
 #   chapters   the timing chapters 7, 9 and 10 executed on CUDA (nbclient), the executed notebooks kept
-#   grade      a sample ps5 class graded with --gpus all: ps5's hidden test times a real CUDA kernel
-#              (diagnose_perf.gpu_spin_module), in the sandbox with the GPU's device nodes
+#   grade      sample ps5 and ps6 classes graded with --gpus all, side by side: ps5's hidden test times a real
+#              CUDA kernel (diagnose_perf.gpu_spin_module), ps6 checks masks where SDPA and nn.MultiheadAttention
+#              take their CUDA kernels (rows with no visible key), in the sandbox with the GPU's device nodes
 #   bench      python -m grader bench --sections attention: the race at full size on the GPU
 #   tests      the tests that take another path with CUDA (the chapters' classes on CUDA, the real GPU spin, the
 #              simulated CUDA restoring the real one, the bench's variants)
@@ -104,22 +105,32 @@ step chapters 180 run_chapters
 
 # ------------------------------------------------------------------------------------ 2. grading with --gpus
 grade_with_gpus() {
-    "$PYTHON" samples/make_class.py ps5 --dest "$WORK/ps5-class" || return 1
-    local sandbox=()
+    local sandbox=() pids=() ps
     if ! command -v bwrap >/dev/null; then
         echo "bubblewrap is missing: grading without the sandbox (--no-sandbox); the GPU nodes are not tested inside it"
         sandbox=(--no-sandbox)
     fi
-    "$PYTHON" -m grader grade ps5 "$WORK/ps5-class" --out "$WORK/grade-ps5" --gpus all --jobs 4 "${sandbox[@]}" \
-        || return 1
+    for ps in ps5 ps6 ; do
+        "$PYTHON" samples/make_class.py "$ps" --dest "$WORK/$ps-class" || return 1
+        "$PYTHON" -m grader grade "$ps" "$WORK/$ps-class" --out "$WORK/grade-$ps" --gpus all --jobs 4 \
+            "${sandbox[@]}" > "$WORK/grade-$ps.log" 2>&1 &
+        pids+=($!)
+    done
+    local rc=0 pid
+    for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+    cat "$WORK/grade-ps5.log" "$WORK/grade-ps6.log"
+    [ $rc -eq 0 ] || return 1
     cp "$WORK/grade-ps5/grades.csv" "$OUT/ps5_grades.csv"
-    # ada solved everything, the GPU timing included: full marks, status graded.
-    "$PYTHON" - "$WORK/grade-ps5/grades.csv" <<'EOF'
+    cp "$WORK/grade-ps6/grades.csv" "$OUT/ps6_grades.csv"
+    # ada solved everything (ps5's GPU timing, ps6's masks on CUDA): full marks, status graded, in both.
+    "$PYTHON" - "$WORK/grade-ps5/grades.csv" "$WORK/grade-ps6/grades.csv" <<'EOF'
 import csv, sys
-rows = {r["student_id"]: r for r in csv.DictReader(open(sys.argv[1]))}
-ada = rows["ada"]
-print("ada:", ada["status"], ada["score"], "/", ada["max_score"], ada["message"][:200])
-sys.exit(0 if ada["status"] == "graded" and float(ada["score"]) == float(ada["max_score"]) else 1)
+ok = True
+for path in sys.argv[1:]:
+    ada = {r["student_id"]: r for r in csv.DictReader(open(path))}["ada"]
+    print(ada["assignment"], "ada:", ada["status"], ada["score"], "/", ada["max_score"], ada["message"][:200])
+    ok = ok and ada["status"] == "graded" and float(ada["score"]) == float(ada["max_score"])
+sys.exit(0 if ok else 1)
 EOF
 }
 export -f grade_with_gpus
