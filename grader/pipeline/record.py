@@ -9,9 +9,10 @@ submission as waiting for a person.
 PostgreSQL (checked with nbgrader 0.9.6, SQLAlchemy 2, psycopg 3, PostgreSQL 15; FACTS.md): SQLAlchemy 2 reads
 ``postgresql://`` as the psycopg2 driver, so a plain URL is rewritten to ``postgresql+psycopg://`` (psycopg 3)
 when psycopg2 is not installed; nbgrader asks the ``alembic`` program for its schema's revision when it creates
-a new database (a subprocess: about 4.5 s of CPU, and it needs the program on PATH), which is read here in-process
-with alembic's own ScriptDirectory instead; and several ``grade`` runs that write one database at once (a course team) take turns
-through a PostgreSQL advisory lock, so that two runs never both create the tables or the same student.
+a new database (a subprocess: about 4.5 s of CPU, and it needs the program on PATH), which is read here
+in-process with alembic's own ScriptDirectory instead; and several ``grade`` runs that write one database at once
+(a course team) take turns through a PostgreSQL advisory lock, so that two runs never both create the tables or
+the same student.
 """
 from __future__ import annotations
 
