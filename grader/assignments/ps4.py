@@ -180,6 +180,12 @@ def cases(seed: int, source_nb: Path | None = None, keys: dict | None = None) ->
                                           num_tokens=5, d_in=d_in, d_out=d_out, out_proj=True, qkv_bias=bias,
                                           kwargs={"d_in": d_in, "d_out": d_out, "context_length": 7,
                                                   "dropout": 0.0, "num_heads": heads})], reference="mha")
+    found += with_params([lengths_case("fixed_projection", "FixedMultiHeadAttention", seed, d_in=6, d_out=8,
+                                       out_proj=True, kwargs={"d_in": 6, "d_out": 8, "num_heads": 2}),
+                          batch_case("fixed_projection", "FixedMultiHeadAttention", seed, d_in=5, d_out=6,
+                                     out_proj=True, kwargs={"d_in": 5, "d_out": 6, "num_heads": 3})],
+                         reference="mha")
+    found.append(eval_twice_case("fixed_projection", "FixedMultiHeadAttention", seed, num_heads=2, out_proj=True))
     if "diagnoses" in keys:
         key = keys["diagnoses"]
         found.append(Case("diagnoses", "answer", "answer", "diagnoses", check="answer",
