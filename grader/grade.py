@@ -80,7 +80,7 @@ class Grading:
         return int.from_bytes(digest[:4], "big")
 
 
-PIPELINE = 2   # --cluster: submissions in flight per worker thread (one running, one queued)
+PIPELINE = 2   # --cluster: submissions in flight per worker thread (one on the cluster, one ready here)
 
 
 def source_notebook(assignment: str, source: str | None) -> Path:

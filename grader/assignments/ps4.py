@@ -21,10 +21,6 @@ from grader.verify.cases import (Case, batch_case, eval_twice_case, lengths_case
                                  with_params)
 
 
-# The classes are the same for every submission of a run: made once, under the grader's AST lock (see
-# grader/astlock.py: two threads building ASTs at once can fail on Python 3.11), and reused.
-
-
 def parity_classes(source_nb: Path, verdicts_by_class: dict[str, bool], seed: int,
                    members: bool = False, extra: str = "") -> tuple[str, dict[str, bool]]:
     """(class definitions renamed from the seed, {new name: verdict a correct test gives}).
@@ -86,6 +82,8 @@ def _rename_members(node: ast.ClassDef, numbers) -> ast.ClassDef:
     return node
 
 
+# The classes are the same for every submission of a run: made once, under the grader's AST lock (see
+# grader/astlock.py: two threads building ASTs at once can fail on Python 3.11), and reused.
 @functools.lru_cache(maxsize=16)
 def _parity_classes(source_path: str, mtime_ns: int, size: int, verdict_items: tuple, seed: int,
                     members: bool = False, extra: str = ""):
