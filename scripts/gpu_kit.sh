@@ -50,11 +50,14 @@ if [ "${1:-}" = "--check-size" ]; then
     check_size "$2"
     exit
 fi
-case "${1:-}" in -h|--help) sed -n '2,/^set /p' "$0" | sed '$d'; exit 0 ;; -*) echo "unknown option $1" >&2; exit 2 ;; esac
+case "${1:-}" in
+    -h|--help) sed -n '2,/^set /p' "$0" | sed '$d'; exit 0 ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;;
+esac
 
 KIT=${1:-$REPO/_build/gpu-kit}
 for tool in apt-get dpkg-deb; do
-    command -v "$tool" >/dev/null || { echo "gpu_kit: $tool is missing (Debian/Ubuntu tools, for bubblewrap)" >&2; exit 2; }
+    command -v "$tool" >/dev/null || { echo "gpu_kit: $tool is missing (Debian's, for bubblewrap)" >&2; exit 2; }
 done
 rm -rf "$KIT"
 mkdir -p "$KIT/wheels" "$KIT/bubblewrap"
@@ -63,7 +66,8 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/gpu-kit.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
 # ------------------------------------------------------------------------------------------------ the wheels
-mapfile -t PLATFORM < <(cd "$REPO/scripts" && "$PYTHON" -c 'from gpu_kit_lock import PLATFORM_ARGS; print(*PLATFORM_ARGS, sep="\n")')
+mapfile -t PLATFORM < <(cd "$REPO/scripts" \
+    && "$PYTHON" -c 'from gpu_kit_lock import PLATFORM_ARGS; print(*PLATFORM_ARGS, sep="\n")')
 cp "$REPO/scripts/gpu_kit.lock" "$KIT/gpu_kit.lock"
 "$PYTHON" -m pip download -q --no-deps --require-hashes "${PLATFORM[@]}" -d "$KIT/wheels" -r "$KIT/gpu_kit.lock"
 pinned=$(grep -c '^[A-Za-z0-9]' "$KIT/gpu_kit.lock")
