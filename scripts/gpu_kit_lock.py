@@ -83,9 +83,19 @@ def top_pins() -> list[str]:
     return [pins[name] for name in TOP]
 
 
-def needed(wheels: dict[str, Path], skip: set[str]) -> dict[str, list[str]]:
-    """The closure of TOP over the wheels' Requires-Dist (markers evaluated for the GPU machine, with the extras
-    a requirement names, as ``bleach[css]``), not entering `skip`: {name: the packages that require it}."""
+def wheel_requires(wheels: dict[str, Path]):
+    """A `requires` for ``needed``: the Requires-Dist lines of the wheel of each name in `wheels` ({name: path})."""
+    def requires(name: str) -> list[str]:
+        with zipfile.ZipFile(wheels[name]) as wheel:
+            meta = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+            lines = wheel.read(meta).decode().splitlines()
+        return [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
+    return requires
+
+
+def needed(requires, skip: set[str]) -> dict[str, list[str]]:
+    """The closure of TOP over `requires` (name -> its Requires-Dist strings), markers evaluated for the GPU
+    machine with the extras a requirement names (``bleach[css]``), not entering `skip`: {name: its requirers}."""
     from packaging.requirements import Requirement
 
     via: dict[str, list[str]] = {name: [] for name in TOP}
@@ -93,13 +103,8 @@ def needed(wheels: dict[str, Path], skip: set[str]) -> dict[str, list[str]]:
     todo = list(TOP)
     while todo:
         name = todo.pop()
-        with zipfile.ZipFile(wheels[name]) as wheel:
-            meta = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
-            lines = wheel.read(meta).decode().splitlines()
-        for line in lines:
-            if not line.startswith("Requires-Dist:"):
-                continue
-            req = Requirement(line.split(":", 1)[1].strip())
+        for line in requires(name):
+            req = Requirement(line)
             dep = normalize(req.name)
             wanted = req.marker is None or any(req.marker.evaluate({**MARKER_ENV, "extra": extra})
                                                for extra in {"", *extras[name]})
@@ -120,7 +125,7 @@ def relock() -> None:
                        check=True)
         wheels = {normalize(p.name.split("-")[0]): p for p in Path(tmp).glob("*.whl")}
         image = image_packages()
-        via = needed(wheels, skip=set(LEFT_OUT) | image)
+        via = needed(wheel_requires(wheels), skip=set(LEFT_OUT) | image)
         lines = ["# The GPU kit: wheels for CPython 3.12 manylinux x86-64 that scripts/gpu_check.sh needs beyond the",
                  "# GPU image (scripts/gpu_image_packages.txt). Written by `python scripts/gpu_kit_lock.py relock`;",
                  "# scripts/gpu_kit.sh downloads exactly these (--require-hashes), gpu_check.sh --kit installs them",
