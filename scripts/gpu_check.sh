@@ -53,28 +53,41 @@ trap 'rm -rf "$WORK"' EXIT
 : >"$LOG"
 KIT_LIMIT=40      # seconds for the kit's venv and install; with the steps' limits, under 8 minutes
 
-# install_kit: the kit's wheels, offline, where $PYTHON's packages (its PyTorch) stay visible. Prints the Python
-# that sees both, then where it installed.
+# install_kit: the kit's wheels, offline, where $PYTHON's packages (its PyTorch) stay visible. Prints three lines:
+# the Python that sees both, where it installed, and why the sandbox cannot be used (empty when it can).
 install_kit() {
-    local env=${GPU_KIT_ENV:-$REPO/_build/gpu-kit-env} target
+    local env=${GPU_KIT_ENV:-$REPO/_build/gpu-kit-env} site_dir
+    # pip from the machine's Python, run for the target's (pip --python): a venv made here holds no pip.
+    pip_into() {
+        # --no-user: where the target's folder is read-only, pip would otherwise install for the user instead.
+        "$PYTHON" -m pip --python "$1" install -q --no-user --no-index --no-deps --no-cache-dir \
+            --find-links "$KIT/wheels" -r "$KIT/gpu_kit.lock" >&2
+    }
     # Not under /tmp: the sandbox gives kernels a fresh /tmp, over any Python installed there.
-    if "$PYTHON" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
-        target=$("$PYTHON" -c 'import sys; print(sys.executable)')
-        where="into the machine's own environment $("$PYTHON" -c 'import sys; print(sys.prefix)')"
-        where+=" (a venv: a venv made from it would not see its packages)"
-    else
-        if ! cmp -s "$KIT/gpu_kit.lock" "$env/gpu_kit.lock"; then     # reused when a rerun finds it
-            rm -rf "$env"
-            "$PYTHON" -m venv --system-site-packages --without-pip "$env" >&2 || return 1
+    new_venv() { rm -rf "$env" && "$PYTHON" -m venv --system-site-packages --without-pip "$env" >&2; }
+    if "$PYTHON" -c 'import sys; sys.exit(sys.prefix != sys.base_prefix)'; then
+        if ! cmp -s "$KIT/gpu_kit.lock" "$env/gpu_kit.lock"; then     # a rerun reuses it
+            new_venv || return 1
         fi
-        target=$env/bin/python
-        where="into the private venv $env (--system-site-packages)"
+        pip_into "$env/bin/python" || return 1
+        cp "$KIT/gpu_kit.lock" "$env/gpu_kit.lock"
+        printf '%s\n' "$env/bin/python" "into the private venv $env (--system-site-packages)" ""
+    elif pip_into "$PYTHON"; then
+        # A venv (the GPU image's is): a venv made from it would see its base's packages, not its own.
+        printf '%s\n' "$("$PYTHON" -c 'import sys; print(sys.executable)')" \
+            "into the machine's own environment $("$PYTHON" -c 'import sys; print(sys.prefix)') (a venv)" ""
+    else
+        # That environment took no install (read-only): a private venv that adds its packages by a .pth file.
+        echo "gpu_check: the machine's environment took no install; a private venv that adds it instead" >&2
+        new_venv || return 1
+        site_dir=$("$env/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+        "$PYTHON" -c 'import site; print(*(f"import site; site.addsitedir({d!r})" for d in site.getsitepackages()),
+                      sep="\n")' >"$site_dir/machine_site_packages.pth" || return 1
+        pip_into "$env/bin/python" || return 1
+        printf '%s\n' "$env/bin/python" \
+            "into the private venv $env, which adds the machine's read-only environment by a .pth file" \
+            "the sandbox binds a Python's own folders, not those a .pth file adds (the machine's PyTorch)"
     fi
-    "$target" -m pip install -q --no-index --no-deps --no-cache-dir --find-links "$KIT/wheels" \
-        -r "$KIT/gpu_kit.lock" >&2 || return 1
-    [ "$target" = "$env/bin/python" ] && cp "$KIT/gpu_kit.lock" "$env/gpu_kit.lock"
-    echo "$target"
-    echo "$where"
 }
 
 # ---------------------------------------------------------------------------------------------- preconditions
@@ -104,9 +117,10 @@ if [ -n "$KIT" ]; then
         tail -n 5 "$LOG" >&2
         exit 2
     fi
-    PYTHON=$(head -n 1 <<<"$installed")
+    PYTHON=$(sed -n 1p <<<"$installed")
+    NO_SANDBOX_BECAUSE=$(sed -n 3p <<<"$installed")
     printf '%-9s %-30s %4ds  %s wheels installed %s\n' kit PASS $((SECONDS - started)) \
-        "$(grep -c '^[A-Za-z0-9]' "$KIT/gpu_kit.lock")" "$(tail -n 1 <<<"$installed")" >>"$SUMMARY"
+        "$(grep -c '^[A-Za-z0-9]' "$KIT/gpu_kit.lock")" "$(sed -n 2p <<<"$installed")" >>"$SUMMARY"
 fi
 # The sandbox for grading: the machine's bwrap, else the kit's (through the system's dynamic loader, with the
 # libraries it brought; BWRAP_FROM_KIT=1 prefers it, to test it), else none. Probed before it is trusted.
@@ -120,7 +134,9 @@ if { [ "${BWRAP_FROM_KIT:-0}" = 1 ] || ! command -v bwrap >/dev/null; } \
     chmod +x "$WORK/bin/bwrap"
     export PATH="$WORK/bin:$PATH"
 fi
-if ! command -v bwrap >/dev/null; then
+if [ -n "${NO_SANDBOX_BECAUSE:-}" ]; then
+    GRADE_SANDBOX="--no-sandbox" why=$NO_SANDBOX_BECAUSE
+elif ! command -v bwrap >/dev/null; then
     GRADE_SANDBOX="--no-sandbox" why="bubblewrap is not installed and no kit brought it"
 elif ! why=$(bwrap --unshare-pid --unshare-net --ro-bind / / --proc /proc --dev /dev true 2>&1); then
     GRADE_SANDBOX="--no-sandbox" why="bubblewrap ($(command -v bwrap)) does not run here: $why"

@@ -243,6 +243,31 @@ def test_where_the_machines_python_is_a_venv_the_kit_goes_into_it(wheel_kit, tmp
     assert "installed into the machine's own environment" in (tmp_path / "out" / "gpu_check_summary.txt").read_text()
 
 
+def test_where_the_machines_venv_is_read_only_a_private_venv_adds_it_and_grading_goes_without_sandbox(
+        wheel_kit, tmp_path):
+    machine = tmp_path / "machine"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(machine)],
+                   check=True, timeout=60)
+    site_dir = subprocess.run([str(machine / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path("
+                               "'purelib'))"], capture_output=True, text=True).stdout.strip()
+    (Path(site_dir) / "machine_only.py").write_text("WHERE = 'the machine'\n")
+    assert shutil.which("bwrap"), "bubblewrap (apt: bubblewrap) makes the machine's venv read-only here"
+    read_only = ["bwrap", "--dev-bind", "/", "/", "--ro-bind", str(machine), str(machine), "--"]
+    proc = subprocess.run([*read_only, str(SCRIPT), "--kit", str(wheel_kit), "--install-only"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "OUT": str(tmp_path / "out"),
+                                                       "PYTHON": str(machine / "bin" / "python"),
+                                                       "GPU_KIT_ENV": str(tmp_path / "env")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    env_python = tmp_path / "env" / "bin" / "python"
+    assert _where_probe(env_python).startswith(str(tmp_path / "env"))
+    seen = subprocess.run([str(env_python), "-c", "import machine_only; print(machine_only.WHERE)"],
+                          capture_output=True, text=True)
+    assert seen.stdout.strip() == "the machine", seen.stderr
+    summary = (tmp_path / "out" / "gpu_check_summary.txt").read_text()
+    assert "adds the machine's read-only environment by a .pth file" in summary, summary
+    assert "sandbox: NONE: ps5 and ps6 are graded with --no-sandbox" in summary and "a .pth file adds" in summary
+
+
 def test_a_kit_that_does_not_install_stops_the_check(wheel_kit, tmp_path):
     broken = tmp_path / "kit"
     shutil.copytree(wheel_kit, broken)
