@@ -302,3 +302,11 @@ def test_with_a_kit_and_no_cuda_it_refuses_before_installing(wheel_kit, tmp_path
                           timeout=120)
     assert proc.returncode == 2 and "gpu_check: no CUDA device" in proc.stderr, proc.stdout + proc.stderr
     assert not (tmp_path / "env").exists(), "installed the kit without a GPU to use it on"
+
+
+def test_a_rerun_names_only_steps_that_exist(tmp_path):
+    proc = subprocess.run([str(SCRIPT), "--steps", "grade,bogus"], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "OUT": str(tmp_path)})
+    assert proc.returncode == 2 and "gpu_check: no step bogus" in proc.stderr, proc.stdout + proc.stderr
+    text = SCRIPT.read_text()
+    assert set(re.findall(r"^step (\w+) ", text, re.M)) == set(re.search(r'STEPS="([a-z ]+)"', text)[1].split())
