@@ -164,8 +164,13 @@ fi
 "$PYTHON" - >>"$SUMMARY" <<'EOF'
 import sys
 import torch
-# The newest PyTorch API the course calls is torch.accelerator.synchronize (2.6); SDPA's enable_gqa came in 2.5.
-floor = "" if hasattr(getattr(torch, "accelerator", None), "synchronize") else " (older than 2.6: the course needs 2.6)"
+# The newest PyTorch API the course calls is SDPA's enable_gqa (2.5; ps6, chapter 11); the rest is older.
+try:
+    kv = torch.zeros(1, 1, 1, 4)
+    torch.nn.functional.scaled_dot_product_attention(torch.zeros(1, 2, 1, 4), kv, kv, enable_gqa=True)
+    floor = ""
+except TypeError:
+    floor = " (older than 2.5: its SDPA has no enable_gqa, which ps6 and chapter 11 call)"
 print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}{floor}, CUDA {torch.version.cuda}, "
       f"Python {sys.version.split()[0]} at {sys.executable}")
 EOF
