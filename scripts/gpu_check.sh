@@ -16,9 +16,11 @@
 #              simulated CUDA restoring the real one, the bench's variants)
 # --kit DIR (a kit from scripts/gpu_kit.sh): first installs the kit's wheels offline (--no-index --no-deps) into
 # a private venv that sees the machine's own packages (GPU_KIT_ENV, default _build/gpu-kit-env), or, where the
-# machine's Python is itself a venv (a venv made from a venv does not see its packages), into that environment;
-# the machine's PyTorch is used, whatever its version. Where bwrap is not installed, the kit's bubblewrap is used;
-# where no bubblewrap runs, ps5 and ps6 are graded with --no-sandbox and the summary says so.
+# machine's Python is itself a venv (a venv made from a venv does not see its packages), into that environment
+# (read-only: into the private venv, a .pth file adding the machine's packages, and grading without the sandbox,
+# which binds only a Python's own folders). The machine's PyTorch is used, whatever its version. Where bwrap is
+# not installed, the kit's bubblewrap is used; where none runs, ps5 and ps6 are graded with --no-sandbox and the
+# summary says so.
 # --install-only (with --kit): install the kit, print the Python to use, run nothing (needs no GPU).
 # Writes $OUT/gpu_check_summary.txt (one line per step: PASS/FAIL, seconds, what it saw) and $OUT/gpu_check.log;
 # without OUT, into _build/gpu-check/. Exit status: 0 when every step passed, 1 when one failed, 2 when there is
