@@ -33,7 +33,6 @@ LEFT_OUT = {
     "jupyterlab": "nbgrader's lab extension: a web front end",
     "notebook": "nbgrader's classic extension: a web front end",
     "jupyterlab-server": "JupyterLab's server (with babel's 10 MiB of locales)",
-    "ipywidgets": "nbgrader's formgrader widgets; the timing chapters use none",
     "jupyter-server-terminals": "terminals in the web server",
     "terminado": "terminals in the web server",
     "argon2-cffi": "password hashing for the web server's login",
