@@ -4,7 +4,7 @@ The lent GPU machines run CPython 3.12 on manylinux x86-64 with a CUDA build of 
 (scripts/gpu_image_packages.txt lists what else is there) and reach no network. The kit carries the rest as
 wheels: the notebook stack (nbclient, nbformat, jupytext, ipykernel) and nbgrader with what its grading path
 imports. nbgrader also requires its web front end (JupyterLab, Notebook, the server's terminals and event schemas):
-about 40 MiB of wheels that the grading path never imports, so those requirements are left out
+about 45 MiB of wheels (JupyterLab, babel, Notebook, debugpy, jedi) that the check never imports, so they are left out
 (``LEFT_OUT``) and the kit is installed with ``--no-deps``: the lock itself is the whole closure.
 
     python scripts/gpu_kit_lock.py relock     # resolve again from PyPI (network), rewrite scripts/gpu_kit.lock
