@@ -11,8 +11,8 @@ at any depth, and keeps the student id the LMS knows:
 Everything else is read as a class folder: one folder per student (the folder name is the id; nbgrader's
 ``submitted/<student>/<assignment>/`` too), or one notebook per student named by the id (``alice.ipynb``); a single
 wrapper folder around the class (``ps1-class/...``) is skipped, even beside stray files that are not notebooks
-(an ``index.html`` an LMS or a TA added: they are listed as ignored). In a student's files the notebook may be one folder
-down (``ps1-main/ps1.ipynb``) or inside a zip. A file that matches no rule while the others are LMS names still
+(an ``index.html`` an LMS or a TA added: they are listed as ignored). In a student's files the notebook may be one
+folder down (``ps1-main/ps1.ipynb``) or inside a zip. A file that matches no rule while the others are LMS names still
 gets a row, under its raw name. Nothing under SUBMISSIONS is written, moved or executed: zips are read in memory
 (entries with ``..`` or an absolute path are never read), every read is bounded.
 """
