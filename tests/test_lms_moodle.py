@@ -100,3 +100,28 @@ def test_a_class_from_no_moodle_download_gets_an_empty_worksheet_and_says_why(tm
                                submissions=[Submission("ada", found_by="folder"), Submission("ben", found_by="folder")])
     assert rows(written.path) == [MOODLE_DOWNLOAD_HEADER] and written.left_out == []
     assert "no student came from a Moodle download" in written.summary()
+
+
+def test_grading_a_moodle_download_writes_its_worksheet_beside_canvas_and_blackboard(tmp_path):
+    """Through the real ``python -m grader grade``: each participant of Moodle's download gets their grade."""
+    import subprocess
+    import sys
+
+    from test_grading_collect import CLASS, lms_zips
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "grader", "grade", "ps1", str(lms_zips(tmp_path)["moodle"]),
+                           "--out", str(out)], capture_output=True, text=True, cwd=Path(__file__).parents[1],
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    grades = {r[0]: r for r in rows(out / "grades.csv")[1:]}
+    header, *body = rows(out / "moodle_grades.csv")
+    assert header == MOODLE_DOWNLOAD_HEADER
+    by = {r[0]: dict(zip(header, r)) for r in body}
+    assert set(by) == {f"Participant {p[3]}" for p in CLASS.values()}
+    for full, participant in ((p[2], p[3]) for p in CLASS.values()):
+        row = by[f"Participant {participant}"]
+        assert row["Full name"] == full and row["Grade"] == grades[participant][2]
+        assert row["Maximum Grade"] == grades[participant][3]
+    assert f"moodle_grades.csv: {len(CLASS)} row(s)" in proc.stdout + proc.stderr
+    assert (out / "canvas_grades.csv").is_file() and (out / "blackboard_grades.csv").is_file()
