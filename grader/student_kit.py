@@ -44,11 +44,12 @@ way grading runs them. It holds no solutions and no hidden tests.
 
 ## Install (once)
 
-You need Python 3.10 or newer. Make a virtual environment here and install the packages into it (on Debian and
-Ubuntu, `python` is `python3`, and `pip install` outside a virtual environment is refused):
+You need Python 3.10 or newer. Make a virtual environment in your home folder and install the packages into it
+from this folder (on Debian and Ubuntu, `python` is `python3`, and `pip install` outside a virtual environment is
+refused):
 
-    python3 -m venv .venv
-    . .venv/bin/activate                      # Windows: .venv\\Scripts\\activate
+    python3 -m venv ~/.venvs/mha-course
+    . ~/.venvs/mha-course/bin/activate        # Windows: %USERPROFILE%\\.venvs\\mha-course\\Scripts\\activate
     pip install -r requirements.txt
 
 Without an NVIDIA GPU, install PyTorch's CPU build first (from PyPI the same version is the CUDA build, several GB
@@ -63,7 +64,7 @@ without isolation.
 
 ## Work
 
-    . .venv/bin/activate
+    . ~/.venvs/mha-course/bin/activate
     JUPYTER_CONFIG_PATH="$PWD/jupyter-config" jupyter lab exercises/
 
 (As root, JupyterLab also needs `--allow-root`.) Open `exercises/ps1/ps1.ipynb`, write your code where it says
