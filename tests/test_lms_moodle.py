@@ -125,3 +125,14 @@ def test_grading_a_moodle_download_writes_its_worksheet_beside_canvas_and_blackb
         assert row["Maximum Grade"] == grades[participant][3]
     assert f"moodle_grades.csv: {len(CLASS)} row(s)" in proc.stdout + proc.stderr
     assert (out / "canvas_grades.csv").is_file() and (out / "blackboard_grades.csv").is_file()
+
+
+def test_a_regrade_of_an_out_without_a_worksheet_still_updates_the_other_files(tmp_path):
+    subs = [Submission("501", found_by="moodle", name="Jane Doe"), Submission("502", found_by="moodle")]
+    write_lms_files(tmp_path, [result("501", 1), result("502", 1)], subs, assignment="ps1")
+    (tmp_path / "moodle_grades.csv").unlink()        # as an OUT written before the worksheet existed
+    lines = write_lms_files(tmp_path, [result("502", 4)], subs[1:], assignment="ps1", replace=["502"])
+    assert not (tmp_path / "moodle_grades.csv").exists()
+    assert any(line.startswith("moodle_grades.csv: 0 row(s) (not written") for line in lines), lines
+    blackboard = {r[0]: r[1] for r in rows(tmp_path / "blackboard_grades.csv")[1:]}
+    assert float(blackboard["502"]) == 4 and float(blackboard["501"]) == 1

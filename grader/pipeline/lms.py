@@ -219,6 +219,10 @@ def write_moodle_csv(out: Path, results: list[Result], *, submissions: list[Subm
     collected from a Moodle download (their id is Moodle's participant id), the grade, the maximum, and the row's
     message as the feedback comment. `graded_at`: the "Last modified (grade)" time (default: now, UTC), which
     Moodle's upload compares with its own record so that a grade a person changed in Moodle since is kept."""
+    if replace is not None and not (out / filename).is_file():
+        # An OUT graded before the worksheet existed: its other files still take the regrade's rows.
+        return Written(out / filename, 0, [], note="not written: the earlier run wrote none; grade the whole class "
+                                                   "to write it")
     subs = _by_id(submissions)
     rows, left_out = _uploadable(results, subs)
     moodle = [(r, sub) for r, sub in rows if sub is not None and sub.found_by == "moodle" and r.student_id.isdigit()]
