@@ -12,6 +12,8 @@ COMMANDS = {
     "release": ("grader.release", "Generate the student notebooks in exercises/ from solutions/ (nbgrader)."),
     "grade": ("grader.grade", "Grade a class: python -m grader grade ASSIGNMENT SUBMISSIONS --out OUT"),
     "check": ("grader.check", "Run the visible tests of one notebook under grading limits: python -m grader check NB"),
+    "student-kit": ("grader.student_kit", "Write what students get (notebooks, the check command, a README): "
+                                          "python -m grader student-kit DIR"),
     "bench": ("grader.bench", "Run the course's benchmarks and write JSON plus a table."),
     "gradescope": ("grader.gradescope", "Inside a Gradescope autograder: grade /autograder/submission into "
                                         "/autograder/results/results.json"),
@@ -21,7 +23,7 @@ COMMANDS = {
 def usage() -> str:
     lines = ["usage: python -m grader <command> [options]", "", "commands:"]
     for name, (_, text) in COMMANDS.items():
-        lines.append(f"  {name:<10} {text}")
+        lines.append(f"  {name:<11} {text}")
     return "\n".join(lines)
 
 

@@ -13,7 +13,8 @@ times move; ratios taken in the same run, round by round, move much less):
 
 Writes ``results.json`` and ``results.md`` under ``--out`` (default ``benchmarks/``; ``benchmarks/quick/`` for
 ``--quick``, so a smoke run never overwrites the committed full results). ``--update`` replaces only the selected
-sections of the results.json already there and keeps the rest; each section measured records its own run.
+sections of the results.json already there and keeps the rest; each section measured records its own run. A run
+of some sections does so too whenever a results.json is there, so it never erases the committed sections.
 """
 from __future__ import annotations
 
@@ -388,9 +389,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     out = args.out or (REPO / "benchmarks" / ("quick" if args.quick else ""))
     previous = None
-    if args.update:
+    # A run of some sections only never erases the others (chapter 9 renders benchmarks/results.json): it adds
+    # to the results.json already in --out as --update does, or refuses when it cannot.
+    partial = set(sections) != set(SECTIONS) and (out / "results.json").is_file()
+    if args.update or partial:
         previous = read_previous(out / "results.json", args.quick)
         if isinstance(previous, str):
+            if not args.update:
+                previous = (f"--sections {','.join(sections)} would erase the other sections of "
+                            f"{out / 'results.json'}, which cannot take this run's: "
+                            f"{previous.removeprefix('--update: ')} (give another --out)")
             parser.error(previous)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mha-bench-") as tmp:
@@ -399,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
                       args.book_toc, explicit=args.sections is not None)
     if previous is not None:
         results = merge(previous, results, sections)
+        kept = [s for s in SECTIONS if s not in sections and s in previous]
+        print(f"kept the earlier {', '.join(kept) or 'nothing'} of {out / 'results.json'}; "
+              f"replaced {', '.join(sections)}")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(markdown(results))
     print(markdown(results))

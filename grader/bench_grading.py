@@ -84,6 +84,16 @@ def torch_import_seconds() -> float:
     return time.perf_counter() - started
 
 
+def interpreter_env() -> dict[str, str]:
+    """The environment for nbgrader's commands: this checkout on PYTHONPATH, and this interpreter's bin/ first on
+    PATH, since nbgrader runs the ``alembic`` program by name to set up its gradebook (nbgrader/dbutil.py), and a
+    virtual environment's bin/ is on PATH only while it is activated. sys.executable is not resolved: a venv's
+    python is a link to the base interpreter, whose bin/ does not hold the venv's programs."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    return dict(os.environ, PYTHONPATH=str(REPO), PATH=bin_dir + (os.pathsep + path if path else ""))
+
+
 def _nbgrader_autograde(source_path: Path, course: Path, n: int) -> float:
     """Serial nbgrader: generate the assignment (not timed), then time one autograde over the class."""
     name = source_path.stem
@@ -94,7 +104,7 @@ def _nbgrader_autograde(source_path: Path, course: Path, n: int) -> float:
               f"c.CourseDirectory.db_url = 'sqlite:///{course}/gradebook.db'\n"
               f"c.Execute.timeout = 120\n")
     (course / "nbgrader_config.py").write_text(config)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = interpreter_env()
     nbgrader = [sys.executable, "-m", "nbgrader"]
     subprocess.run([*nbgrader, "generate_assignment", name, "--force"], cwd=course, env=env, check=True,
                    capture_output=True)

@@ -117,5 +117,6 @@ def test_submissions_csv_keeps_the_lms_late_marker_and_time_stamp(tmp_path):
 def test_one_run_writes_every_lms_file(tmp_path):
     subs = [Submission("101", found_by="canvas", name="doejane")]
     lines = write_lms_files(tmp_path, [result("101")], subs, assignment="ps1")
-    assert {p.name for p in tmp_path.iterdir()} == {"canvas_grades.csv", "blackboard_grades.csv", "submissions.csv"}
-    assert len(lines) == 3 and all("row" in line or "found" in line for line in lines)
+    assert {p.name for p in tmp_path.iterdir()} == {"canvas_grades.csv", "blackboard_grades.csv", "moodle_grades.csv",
+                                                    "submissions.csv"}
+    assert len(lines) == 4 and all("row" in line or "found" in line for line in lines)

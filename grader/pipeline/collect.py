@@ -10,8 +10,9 @@ at any depth, and keeps the student id the LMS knows:
 
 Everything else is read as a class folder: one folder per student (the folder name is the id; nbgrader's
 ``submitted/<student>/<assignment>/`` too), or one notebook per student named by the id (``alice.ipynb``); a single
-wrapper folder around the class (``ps1-class/...``) is skipped. In a student's files the notebook may be one folder
-down (``ps1-main/ps1.ipynb``) or inside a zip. A file that matches no rule while the others are LMS names still
+wrapper folder around the class (``ps1-class/...``) is skipped, even beside stray files that are not notebooks
+(an ``index.html`` an LMS or a TA added: they are listed as ignored). In a student's files the notebook may be one
+folder down (``ps1-main/ps1.ipynb``) or inside a zip. A file that matches no rule while the others are LMS names still
 gets a row, under its raw name. Nothing under SUBMISSIONS is written, moved or executed: zips are read in memory
 (entries with ``..`` or an absolute path are never read), every read is bounded.
 """
@@ -390,12 +391,16 @@ def classify(entries: list[_Entry], expected: str) -> tuple[list[Submission], li
         suffix = PurePosixPath(entry.parts[-1]).suffix
         rel = owner.rel if not suffix or owner.rel.lower().endswith(suffix.lower()) else owner.rel + suffix
         found.add(st, rel, entry.read, _File(entry.source, owner.stamp, owner.late, owner.submitted_at))
-    strip = _wrapper_depth(rest, found.assignment, expected)
+    # Stray files beside the class folder (an index.html an LMS or a TA added) never stop it being unwrapped.
+    stray = {id(e) for e in rest if len(e.parts) == 1 and e.read and not e.parts[0].lower().endswith(".ipynb")}
+    strip = _wrapper_depth([e for e in rest if id(e) not in stray], found.assignment, expected)
     lms_class = bool(found.students)
     loose, ignored = [], []
     for entry in rest:
         parts = entry.parts[strip:]
         if not parts:
+            if entry.read is not None:      # a stray file at the top, beside the unwrapped class folder
+                ignored.append(entry.source)
             continue
         if len(parts) == 1:
             if entry.read is None:

@@ -1,5 +1,5 @@
-"""Grades back to the LMS: the files Canvas, Blackboard and Gradescope import, from the results of one run, and
-every CSV the grader writes made safe to open in a spreadsheet.
+"""Grades back to the LMS: the files Canvas, Blackboard, Moodle and Gradescope import, from the results of one run,
+and every CSV the grader writes made safe to open in a spreadsheet.
 
 Formats, and where they come from:
 
@@ -13,6 +13,14 @@ Formats, and where they come from:
   as Blackboard's download heads it, ``<Column name> [Total Pts: <points> Score] |<column id>``. A header without
   the ``|<column id>`` makes Blackboard create a new column (as a text column with 0 points possible: edit it after
   the upload). In a comma-delimited file every value must be inside quotes, so all fields are quoted.
+- Moodle assignment "Offline grading worksheet" (Moodle Docs, "Assignment settings: Feedback types, Offline grading
+  worksheet"; mod/assign/feedback/offline in Moodle's source): the worksheet Moodle downloads has the columns
+  ``Identifier, Full name, Email address, Status, Grade, Maximum Grade, Grade can be changed, Last modified
+  (submission), Last modified (grade), Feedback comments``. Its upload (importgradeslib.php) refuses a file without
+  the ``Identifier``, ``Grade`` and ``Last modified (grade)`` columns, finds the student by the number after
+  ``Participant `` in ``Identifier`` (the same participant id Moodle's "Download all submissions" puts in its folder
+  names), and skips a grade modified in Moodle more than a minute after ``Last modified (grade)``. Only students
+  collected from a Moodle download carry that id; the others are left out and named.
 - Gradescope autograder results (Gradescope's "Autograder Specifications"; gradescope-utils' JSON test runner):
   ``/autograder/results/results.json`` with ``score``, ``output`` and ``tests``, each test ``{score, max_score,
   name, output, visibility}``, visibility one of ``hidden``, ``after_due_date``, ``after_published``, ``visible``.
@@ -31,6 +39,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -38,6 +47,9 @@ from grader.pipeline.types import Result, Submission
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 CANVAS_COLUMNS = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+MOODLE_COLUMNS = ["Identifier", "Full name", "Email address", "Status", "Grade", "Maximum Grade",
+                  "Grade can be changed", "Last modified (submission)", "Last modified (grade)", "Feedback comments"]
+MOODLE_PARTICIPANT = "Participant "     # Moodle's string 'hiddenuser' (mod_assign), before the participant id
 SUBMISSIONS_COLUMNS = ["student_id", "name", "found_by", "notebook", "source", "late", "submitted_at"]
 GRADESCOPE_VISIBILITY = ("hidden", "after_due_date", "after_published", "visible")
 # Rows whose score must not be uploaded: a grader failure is the grader's, not the student's, zero.
@@ -101,15 +113,32 @@ def _points(x: float) -> str:
 
 @dataclass
 class Written:
+    """An import file written: its path, the students' rows it holds now (after a ``--student`` merge: everyone's,
+    not only the regraded), how many of them this run wrote (None: all), and the rows left out."""
     path: Path
     rows: int
     left_out: list[str] = field(default_factory=list)   # "<student id> (why)"
+    this_run: int | None = None
+    note: str = ""
 
     def summary(self) -> str:
         line = f"{self.path.name}: {self.rows} row(s)"
+        if self.this_run is not None:
+            line += f" ({self.this_run} regraded)"
+        if self.note:
+            line += f" ({self.note})"
         if self.left_out:
             line += "; left out (enter by hand): " + ", ".join(self.left_out)
         return line
+
+
+def _written(path: Path, rows: int, left_out: list[str], replace, leading: int = 0) -> Written:
+    """A Written for a file just written; after a merge its rows are counted in the file (students' rows only)."""
+    if replace is None:
+        return Written(path, rows, left_out)
+    with open(path, newline="", encoding="utf-8") as f:
+        held = sum(1 for _ in csv.reader(f)) - 1 - leading
+    return Written(path, held, left_out, this_run=rows)
 
 
 def _uploadable(results: list[Result], submissions: dict[str, Submission]):
@@ -161,7 +190,7 @@ def write_canvas_csv(out: Path, results: list[Result], *, assignment: str, assig
         body.append([cells[c] for c in CANVAS_COLUMNS] + [_points(r.score)])
     path = write_csv(out / filename, CANVAS_COLUMNS + [column], body, replace=replace, leading=1,
                      student_of=lambda row: next((c for c in row[1:4] if c), ""))
-    return Written(path, len(rows), left_out)
+    return _written(path, len(rows), left_out, replace, leading=1)
 
 
 def blackboard_column(assignment: str, points: float, column_id: str | None = None) -> str:
@@ -180,7 +209,39 @@ def write_blackboard_csv(out: Path, results: list[Result], *, assignment: str, c
     header = ["Username", blackboard_column(assignment, _max_score(results), column_id)]
     body = [[r.student_id, _points(r.score)] for r, _ in rows]
     path = write_csv(out / filename, header, body, quoting=csv.QUOTE_ALL, replace=replace)
-    return Written(path, len(rows), left_out)
+    return _written(path, len(rows), left_out, replace)
+
+
+def write_moodle_csv(out: Path, results: list[Result], *, submissions: list[Submission] | None = None,
+                     graded_at: str | None = None, filename: str = "moodle_grades.csv",
+                     replace: Iterable[str] | None = None) -> Written:
+    """OUT/moodle_grades.csv for Moodle's "Upload grading worksheet" (see the module docstring): one row per student
+    collected from a Moodle download (their id is Moodle's participant id), the grade, the maximum, and the row's
+    message as the feedback comment. `graded_at`: the "Last modified (grade)" time (default: now, UTC), which
+    Moodle's upload compares with its own record so that a grade a person changed in Moodle since is kept."""
+    if replace is not None and not (out / filename).is_file():
+        # An OUT graded before the worksheet existed: its other files still take the regrade's rows.
+        return Written(out / filename, 0, [], note="not written: the earlier run wrote none; grade the whole class "
+                                                   "to write it")
+    subs = _by_id(submissions)
+    rows, left_out = _uploadable(results, subs)
+    moodle = [(r, sub) for r, sub in rows if sub is not None and sub.found_by == "moodle" and r.student_id.isdigit()]
+    others = [r.student_id for r, sub in rows if sub is None or sub.found_by != "moodle" or not r.student_id.isdigit()]
+    if others and not moodle and replace is None:
+        path = write_csv(out / filename, MOODLE_COLUMNS, [], quoting=csv.QUOTE_ALL)
+        return Written(path, 0, left_out, note="no student came from a Moodle download, whose participant ids the "
+                                               "worksheet needs")
+    if others:
+        left_out = left_out + [f"{len(others)} student(s) not from a Moodle download (no participant id): "
+                               + ", ".join(others[:5]) + (" ..." if len(others) > 5 else "")]
+    when = graded_at or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")   # PHP strtotime reads it
+    maximum = _points(_max_score(results))
+    body = [[MOODLE_PARTICIPANT + r.student_id, sub.name, r.student_id if "@" in r.student_id else "",
+             r.status, _points(r.score), maximum, "Yes", sub.submitted_at, when,
+             r.message] for r, sub in moodle]
+    path = write_csv(out / filename, MOODLE_COLUMNS, body, quoting=csv.QUOTE_ALL, replace=replace,
+                     student_of=lambda row: row[0].removeprefix(MOODLE_PARTICIPANT))
+    return _written(path, len(body), left_out, replace)
 
 
 def gradescope_results(result: Result, visibility: str = "visible") -> dict:
@@ -219,7 +280,7 @@ def write_submissions_csv(out: Path, submissions: list[Submission], filename: st
 def write_lms_files(out: Path, results: list[Result], submissions: list[Submission] | None, *, assignment: str,
                     canvas_assignment_id: str | None = None, blackboard_column_id: str | None = None,
                     replace: Iterable[str] | None = None) -> list[str]:
-    """The Canvas and Blackboard import files of one run (and submissions.csv); returns lines for the log.
+    """The Canvas, Blackboard and Moodle import files of one run (and submissions.csv); returns lines for the log.
     `replace`: the students a ``--student`` regrade graded; only their rows of the earlier files change."""
     lines = []
     if submissions is not None:
@@ -227,6 +288,7 @@ def write_lms_files(out: Path, results: list[Result], submissions: list[Submissi
     for written in (write_canvas_csv(out, results, assignment=assignment, assignment_id=canvas_assignment_id,
                                      submissions=submissions, replace=replace),
                     write_blackboard_csv(out, results, assignment=assignment, column_id=blackboard_column_id,
-                                         submissions=submissions, replace=replace)):
+                                         submissions=submissions, replace=replace),
+                    write_moodle_csv(out, results, submissions=submissions, replace=replace)):
         lines.append(written.summary())
     return lines

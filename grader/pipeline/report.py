@@ -30,13 +30,13 @@ import tempfile
 import threading
 from pathlib import Path
 
-import bleach
 import jinja2
 import nbformat
 from nbconvert import HTMLExporter
 from nbformat import NotebookNode
 
 from grader.paths import REPO
+from grader.pipeline.clean_html import clean_feedback_html
 from grader.pipeline.types import STATUSES, Result
 from grader.pipeline.collect import safe_name
 from grader.pipeline.sanitize import MAX_DEPTH, json_depth, nbgrader_meta, strip_hidden
@@ -173,19 +173,7 @@ def feedback_notebook(result: Result) -> NotebookNode:
     return nbformat.v4.new_notebook(cells=cells, metadata={"language_info": {"name": "python"}})
 
 
-# Student markdown and outputs are sanitized (no script, no event handlers), but nbconvert's own allowlist also
-# escapes headings and paragraphs, which left raw "<h1 ...>" text on every page: widen it to plain document markup.
-FEEDBACK_TAGS = sorted(set(bleach.ALLOWED_TAGS) | {
-    "div", "span", "pre", "code", "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead",
-    "tbody", "tr", "th", "td", "img", "sub", "sup", "del", "details", "summary"})
-FEEDBACK_ATTRIBUTES = {"*": ["class", "id", "title"], "a": ["href", "title"], "img": ["src", "alt", "width", "height"],
-                       "th": ["align"], "td": ["align"]}
-
-
-def clean_feedback_html(element) -> str:
-    text = element.decode() if isinstance(element, bytes) else str(element)
-    return bleach.clean(text, tags=FEEDBACK_TAGS, attributes=FEEDBACK_ATTRIBUTES,
-                        protocols=["http", "https", "mailto", "data"])
+# Student markdown and outputs are sanitized (no script, no event handlers): grader.pipeline.clean_html.
 
 
 STATIC_FOLDER = "_static"      # OUT/feedback/_static/: what every page loads, beside the students' folders

@@ -166,7 +166,10 @@ def _cell_text(cell: dict) -> str:
 
 def which_assignment(student_ids: set[str]) -> str | None:
     """The course assignment whose tasks match these grade ids best, if any."""
-    from grader.assignments import ASSIGNMENTS
+    try:
+        from grader.assignments import ASSIGNMENTS
+    except ImportError:     # the student kit (grader.student_kit) has no assignment specs: its released notebooks
+        return _released_assignment(student_ids)
 
     best, best_hits = None, 0
     for name, assignment in ASSIGNMENTS.items():
@@ -174,6 +177,19 @@ def which_assignment(student_ids: set[str]) -> str | None:
         hits = len(student_ids & known)
         if hits > best_hits:
             best, best_hits = name, hits
+    return best
+
+
+def _released_assignment(student_ids: set[str]) -> str | None:
+    """The released notebook (exercises/<name>/<name>.ipynb) sharing the most grade ids with these, if any."""
+    from grader.paths import EXERCISES
+
+    best, best_hits = None, 0
+    for path in sorted(EXERCISES.glob("*/*.ipynb")):
+        ids = {grade_id(c) for c in json.loads(path.read_text(encoding="utf-8")).get("cells", [])}
+        hits = len(student_ids & ids)
+        if hits > best_hits and path.stem == path.parent.name:
+            best, best_hits = path.stem, hits
     return best
 
 
@@ -256,12 +272,23 @@ def restore(content: dict, source: NotebookNode, assignment: str, sub: Submissio
                                            "metadata is gone, e.g. the code was pasted into a new notebook). "
                                            f"Download {assignment} again and copy your answers into it.")
 
+    # The cell that takes each grade id's role: the student's LAST copy of an answer (the definition they wrote
+    # last, as running the notebook top to bottom leaves it), the first copy of a test (its code is the source's).
+    chosen: dict[str, int] = {}
+    copies: dict[str, int] = {}
+    for index, cell in enumerate(student_cells):
+        gid = grade_id(cell) or matched.get(index)
+        if gid in source_by_id:
+            copies[gid] = copies.get(gid, 0) + 1
+            if is_answer_cell(source_by_id[gid]) or gid not in chosen:
+                chosen[gid] = index
+
     out: list[NotebookNode] = []
     placed: dict[str, int] = {}
     edited_tests, extra_copies = [], 0
     for index, cell in enumerate(student_cells):
         gid = grade_id(cell) or matched.get(index)
-        if gid in source_by_id and gid not in placed:
+        if gid in source_by_id and chosen.get(gid) == index:
             src_cell = source_by_id[gid]
             if is_answer_cell(src_cell):
                 new = nbformat.from_dict(json.loads(json.dumps(src_cell)))
@@ -305,6 +332,7 @@ def restore(content: dict, source: NotebookNode, assignment: str, sub: Submissio
             placed[gid] = at
             deleted.append(gid)
         previous = gid
+    moved = run_tests_after_answers(out, source)
 
     if matched:
         # Not the student's doing: Jupyter keeps the metadata, some editors and converters drop it.
@@ -318,8 +346,15 @@ def restore(content: dict, source: NotebookNode, assignment: str, sub: Submissio
         sub.notes.append(f"Deleted cells were restored from the assignment: {', '.join(deleted)}.")
     if edited_tests:
         sub.notes.append(f"Edited test cells were restored from the assignment: {', '.join(edited_tests)}.")
-    if extra_copies:
-        sub.notes.append(f"{extra_copies} copied graded cell(s) were run as ordinary cells.")
+    repeated = sorted(gid for gid, n in copies.items() if n > 1 and is_answer_cell(source_by_id[gid]))
+    if repeated:
+        sub.notes.append(f"Answer cells that appear more than once were graded by their last copy (the earlier "
+                         f"copies ran as ordinary cells where they stand): {', '.join(repeated)}.")
+    if extra_copies > sum(copies[gid] - 1 for gid in repeated):
+        sub.notes.append("Copies of test cells were left out; each test ran once, as the assignment has it.")
+    if moved:
+        sub.notes.append(f"Test cells that stood above an answer the assignment puts before them (or above its graded "
+                         f"copy) were run after that answer: {', '.join(moved)}.")
     ids = [c.get("id") for c in student_cells if isinstance(c.get("id"), str) and c.get("id")]
     if len(ids) != len(set(ids)):
         sub.notes.append("Duplicated cell ids were renumbered.")
@@ -331,6 +366,24 @@ def restore(content: dict, source: NotebookNode, assignment: str, sub: Submissio
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     return nb
+
+
+def run_tests_after_answers(cells: list[NotebookNode], source: NotebookNode) -> list[str]:
+    """Move each test cell that stands above an answer cell it follows in the source to just after the last such
+    answer (in place, in the source's order), so a test moved above its answer tests the student's code instead of
+    failing on a name not yet defined. Returns the grade ids of the test cells moved."""
+    moved, answers = [], []
+    for src_cell in source.cells:
+        gid = grade_id(src_cell)
+        if gid and is_answer_cell(src_cell):
+            answers.append(gid)
+        elif gid and nbgrader_meta(src_cell).get("grade"):
+            where = {grade_id(c): i for i, c in enumerate(cells) if grade_id(c)}
+            last = max((where[a] for a in answers if a in where), default=-1)
+            if where.get(gid, last) < last:
+                cells.insert(last, cells.pop(where[gid]))     # popped first: `last` is now just after the answer
+                moved.append(gid)
+    return moved
 
 
 def append_probes(nb: NotebookNode, probes: list[str]) -> None:
