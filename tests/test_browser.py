@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import CHROMIUM_ARGS, PageLog, require_browser, serve
+from browser_support import PageLog, chromium_browser, serve
 from conftest import REPO, toc_files
 
 pytestmark = pytest.mark.browser
@@ -31,13 +31,8 @@ def site(built_book: Path):
 # break later tests that call asyncio.run() (the grading pipeline does).
 @pytest.fixture(scope="module")
 def browser():
-    executable = require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+    with chromium_browser() as chromium:
         yield chromium
-        chromium.close()
 
 
 PHONE_WIDTH = 390  # CSS pixels of a current phone held upright
