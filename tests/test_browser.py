@@ -242,6 +242,19 @@ def test_search_page_finds_chapters(browser, site: str):
         context.close()
 
 
+def test_search_finds_a_number(browser, site: str):
+    """The book's headline number is a word a reader searches for (Sphinx's search page drops digit-only words;
+    book/_static_course/course.js puts them back)."""
+    context, page, log = open_page(browser, site + "search.html?q=9216", site)
+    try:
+        page.wait_for_selector("ul.search li", timeout=30_000)
+        hits = page.locator("ul.search li a").all_inner_texts()
+        assert any("Bug clinic I: 9216" in h for h in hits), f"searching for 9216 did not find chapter 7: {hits}"
+        assert not log.problems(), "\n".join(log.problems())
+    finally:
+        context.close()
+
+
 def test_notebook_download_link(browser, site: str, built_book: Path):
     context, page, log = open_page(browser, site + "book/01_one_head.html", site)
     try:

@@ -85,7 +85,29 @@ function courseEquations() {
   }
 }
 
+/* Search finds numbers ("9216", the book's headline number). Sphinx's index keeps numeric words, but its search
+   page (searchtools.js, Sphinx 7.4) drops every query word made only of digits before looking it up. This adds
+   them back. It runs before the search page's own start-up: this file's DOMContentLoaded listener is registered
+   first (html_js_files come before searchtools.js on the page). */
+function courseSearchNumbers() {
+  if (typeof Search === "undefined" || typeof Search._parseQuery !== "function" || Search.courseNumbers) return;
+  const parseQuery = Search._parseQuery;
+  Search._parseQuery = (query) => {
+    const parsed = parseQuery(query);
+    const [, searchTerms, , highlightTerms] = parsed;
+    for (const word of splitQuery(query.trim())) {
+      if (/^\d+$/.test(word)) {
+        searchTerms.add(word);
+        highlightTerms.add(word);
+      }
+    }
+    return parsed;
+  };
+  Search.courseNumbers = true;
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  courseSearchNumbers();
   courseLabelInName();
   courseTableBoxes();
   courseFigures();
