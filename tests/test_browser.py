@@ -54,7 +54,10 @@ CLIPPED_TABLES = """() => {
   return clipped;
 }"""
 # Code blocks and outputs whose lines run past the block's right edge (a sideways scroll bar inside the block).
+# Tables printed as text (cells tagged output-table) scroll in their own focusable box on purpose: their columns
+# must stay aligned, so they are left out here.
 SIDEWAYS_CODE = """() => [...document.querySelectorAll('article pre')]
+  .filter(pre => !pre.closest('.tag_output-table'))
   .filter(pre => pre.offsetParent !== null && pre.scrollWidth > pre.clientWidth + 1)
   .map(pre => pre.innerText.split('\\n').sort((a, b) => b.length - a.length)[0].slice(0, 100))"""
 

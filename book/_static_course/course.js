@@ -40,6 +40,13 @@ function courseScrollBox(box, label) {
   box.setAttribute("aria-label", label);
 }
 
+/* Tables printed as text, in cells tagged output-table (course.css keeps their lines whole). */
+function courseTextTables() {
+  for (const pre of document.querySelectorAll("article div.cell.tag_output-table div.cell_output pre")) {
+    courseScrollBox(pre, "Table printed by the code above (scrolls sideways)");
+  }
+}
+
 /* Tables printed by code cells get their own scroll box; their cells never wrap (CSS), so columns stay aligned. */
 function courseTableBoxes() {
   for (const table of document.querySelectorAll("article div.cell_output table")) {
@@ -110,6 +117,7 @@ document.addEventListener("DOMContentLoaded", () => {
   courseSearchNumbers();
   courseLabelInName();
   courseTableBoxes();
+  courseTextTables();
   courseFigures();
 });
 /* MathJax typesets after the page loads; the equations are measured when it is done. */
