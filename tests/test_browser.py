@@ -269,3 +269,43 @@ def test_notebook_download_link(browser, site: str, built_book: Path):
         assert notebook["nbformat"] == 4 and notebook["cells"], "the downloaded notebook is empty"
     finally:
         context.close()
+
+
+# Each text table (a cell tagged output-table) as a reader at 390 px meets it.
+TEXT_TABLES = """() => [...document.querySelectorAll('article .cell.tag_output-table .cell_output pre')].map(pre => ({
+  whiteSpace: getComputedStyle(pre).whiteSpace, overflowX: getComputedStyle(pre).overflowX,
+  tabindex: pre.getAttribute('tabindex'), role: pre.getAttribute('role'), label: pre.getAttribute('aria-label') || '',
+  scrolls: pre.scrollWidth > pre.clientWidth, first: pre.innerText.split('\\n')[0].slice(0, 60)}))"""
+
+
+@pytest.mark.parametrize("docname", ["book/09_performance_lab", "book/11_masks_in_the_wild"])
+def test_text_tables_keep_their_columns_on_a_phone(browser, site: str, docname: str):
+    """The race tables and the polarity clinic's diagnostics: lines never wrap (columns stay aligned); the table
+    scrolls sideways in its own box, which a keyboard can reach and a screen reader can name."""
+    context, page, log = open_page(browser, site + f"{docname}.html", site, width=PHONE_WIDTH)
+    try:
+        tables = page.evaluate(TEXT_TABLES)
+        assert tables, f"{docname} has no cell tagged output-table"
+        for table in tables:
+            assert table["whiteSpace"] == "pre" and table["overflowX"] in ("auto", "scroll"), table
+            assert table["tabindex"] == "0" and table["role"] == "region" and table["label"].strip(), table
+        assert any(t["scrolls"] for t in tables), "no table is wider than a phone: the test no longer tests"
+        assert not log.problems(), "\n".join(log.problems())
+    finally:
+        context.close()
+
+
+def test_figures_open_full_size(browser, site: str):
+    """On a phone a reader opens a figure at full size: every figure's picture links to the image file itself."""
+    context, page, log = open_page(browser, site + "book/04_splitting_heads.html", site, width=PHONE_WIDTH)
+    try:
+        links = page.evaluate("""() => [...document.querySelectorAll('article figure img')].map(img => ({
+            src: img.src, href: img.closest('a') ? img.closest('a').href : null,
+            hint: !!img.closest('figure').querySelector('.course-open-hint')}))""")
+        assert links, "no figure on the page"
+        for link in links:
+            assert link["href"] == link["src"] and link["hint"], link
+            assert page.request.get(link["href"]).ok, link
+        assert not log.problems(), "\n".join(log.problems())
+    finally:
+        context.close()
