@@ -90,3 +90,49 @@ class PageLog:
                 + [f"page error: {m}" for m in self.page_errors]
                 + [f"failed request: {m}" for m in self.failed]
                 + [f"external request: {m}" for m in self.external])
+
+
+@contextmanager
+def chromium_browser():
+    """Headless Chromium (Debian's) under Playwright's sync API; yields the browser."""
+    executable = require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+# axe-core (Deque, MPL-2.0), vendored at the version in tests/vendor/package.json (refresh: tests/vendor/update.sh).
+AXE_JS = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
+# WCAG 2.1 levels A and AA: what ADA Title II asks of US public universities' course material.
+WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+BLOCKING_IMPACTS = ("serious", "critical")
+
+
+def axe_violations(page) -> list[dict]:
+    """Run axe-core on the page as it stands; returns its violations (rule id, impact, help, nodes)."""
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+        page.add_script_tag(content=AXE_JS.read_text(encoding="utf-8"))
+    return page.evaluate(
+        """async tags => (await axe.run(document, {runOnly: {type: 'tag', values: tags},
+                                                  resultTypes: ['violations']})).violations
+            .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                        nodes: v.nodes.map(n => ({target: n.target.join(' '), html: n.html.slice(0, 160),
+                                                  summary: (n.failureSummary || '').slice(0, 300)}))}))""",
+        WCAG_TAGS)
+
+
+def describe_violations(violations: list[dict], per_rule: int = 4) -> str:
+    """A readable failure message: each rule, its impact, how many elements, and the first few of them."""
+    lines = []
+    for v in violations:
+        lines.append(f"{v['id']} ({v['impact']}, {len(v['nodes'])} elements): {v['help']}")
+        for node in v["nodes"][:per_rule]:
+            lines.append(f"    {node['target']}: {node['html']}")
+            if node["summary"]:
+                lines.append("      " + node["summary"].replace("\n", " "))
+    return "\n".join(lines)

@@ -98,13 +98,14 @@ def test_rankings_only_where_intervals_separate(text):
         assert lines[0].strip() in LABELS
         ranked = [lines[0].strip()]
         for line in lines[1:]:
-            step = re.match(r"^([<≈]) (.+?)\s+x([0-9.]+) \[([0-9.]+), ([0-9.]+)\]$", line)
+            step = re.match(r"^([<≈>]) (.+?)\s+x([0-9.]+) \[([0-9.]+), ([0-9.]+)\]$", line)
             assert step, line
             sign, label, ratio, low, high = step.groups()
             assert float(low) <= float(ratio) <= float(high)
-            # '<' is claimed exactly when the paired interval lies above 1 (the page prints two decimals, so a
-            # lower end just above 1 reads 1.00)
-            assert float(low) >= 1 if sign == "<" else float(low) <= 1, line
+            # '<' is claimed exactly when the paired interval lies above 1, '>' when it lies below 1, '≈' when it
+            # holds 1 (the page prints two decimals, so an end just beside 1 reads 1.00)
+            expected = {"<": float(low) >= 1, ">": float(high) <= 1, "≈": float(low) <= 1 <= float(high)}
+            assert expected[sign], line
             ranked.append(label)
         assert sorted(ranked) == sorted(LABELS), ranked
 
@@ -189,3 +190,17 @@ def test_results_section_renders_the_committed_json(text):
 def test_check_yourself_and_exercise_link(page):
     assert "Check yourself" in page
     assert re.search(r'href="exercises\.html"[^>]*>.*?the graded exercise ps5', page, flags=re.S)
+
+
+def test_the_anchor_sdpa_without_flash_is_rechecked_with_the_mask_fixed(text):
+    """The quoted A100 row timed SDPA with an inverted mask (rasbt/LLMs-from-scratch #1061): the page runs the
+    published mask and the corrected one against the causal module, and times the corrected one."""
+    assert "SDPA without flash (inverted mask)" in text
+    assert re.search(r"mask as published \(True on the future\): equals causal attention False", text)
+    assert "mask corrected (True where a query may look): equals causal attention True" in text
+    assert re.search(r"explicit causal mask / is_causal=True on this machine: x[\d.]+ \[[\d.]+, [\d.]+\]", text)
+
+
+def test_no_grading_or_build_numbers_on_the_attention_page(text):
+    """Ch. 9 is about attention: the grader's throughput and the book's build time are not on it."""
+    assert not re.search(r"^grading: ", text, flags=re.M) and not re.search(r"^book build: ", text, flags=re.M)

@@ -16,7 +16,8 @@ import pytest
 from conftest import REPO
 from test_book_part_c import last_section, output_text, parse
 
-PAGE = "book/11_masks_in_the_wild"
+PAGE = "book/11_masks_in_the_wild"                       # padding and mask polarity
+PAGE_B = "book/11b_cross_attention_and_kv_cache"         # cross-attention, the KV cache, grouped-query attention
 MiB = 2**20
 GPT2_LAYERS, GPT2_HEADS, GPT2_HEAD_DIM, GPT2_CONTEXT, GPT2_WIDTH = 12, 12, 64, 1024, 768
 
@@ -31,12 +32,24 @@ def html(built_book: Path) -> str:
     return (built_book / f"{PAGE}.html").read_text()
 
 
+@pytest.fixture(scope="module")
+def text_b(built_book: Path) -> str:
+    return output_text(built_book, PAGE_B)
+
+
+@pytest.fixture(scope="module")
+def html_b(built_book: Path) -> str:
+    return (built_book / f"{PAGE_B}.html").read_text()
+
+
 def tensor_rows(block: str) -> list[list[int]]:
     """The rows of a printed integer tensor, e.g. 'tensor([[0, 1], [1, 0]], dtype=torch.int32)'."""
     return [[int(v) for v in row.split(",")] for row in re.findall(r"\[([\d,\s]+)\]", block)]
 
 
-def test_outputs_print_no_warning(text):
+@pytest.mark.parametrize("page", [PAGE, PAGE_B])
+def test_outputs_print_no_warning(built_book: Path, page: str):
+    text = output_text(built_book, page)
     assert not re.search(r"\w+Warning:", text), re.search(r".*\w+Warning:.*", text).group(0)
 
 
@@ -110,7 +123,8 @@ def test_clinic_diagnostics_at_gpt2_small_size(text):
     assert re.search(r"buggy module, last position: finite (True|False)", text)
 
 
-def test_cross_attention_shapes_and_parameters(text):
+def test_cross_attention_shapes_and_parameters(text_b):
+    text = text_b
     b, t_q, t_kv, d_model, kdim, vdim = 2, 5, 7, 16, 12, 10
     assert f"output: {(b, t_q, d_model)} | attention weights (averaged over heads): {(b, t_q, t_kv)}" in text
     params = d_model * (d_model + kdim + vdim) + d_model**2 + d_model
@@ -119,7 +133,8 @@ def test_cross_attention_shapes_and_parameters(text):
     assert f"shape '[{b}, {t_q}, 4, 4]' is invalid for input of size {b * t_kv * d_model}" in text
 
 
-def test_kv_cache_shape_equivalence_and_memory(text):
+def test_kv_cache_shape_equivalence_and_memory(text_b):
+    text = text_b
     assert f"cache per layer: keys (1, {GPT2_HEADS}, 10, {GPT2_HEAD_DIM}) values (1, {GPT2_HEADS}, 10, " \
            f"{GPT2_HEAD_DIM})" in text
     diff = re.search(r"last token, cached vs full causal attention: max \|difference\| ([\d.e+-]+)", text)
@@ -132,7 +147,8 @@ def test_kv_cache_shape_equivalence_and_memory(text):
         assert line in text, line
 
 
-def test_grouped_query_attention_equivalence_and_the_repeat_trap(text):
+def test_grouped_query_attention_equivalence_and_the_repeat_trap(text_b):
+    text = text_b
     assert "repeat_interleave: [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]" in text
     assert "repeat:            [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3]" in text
     verdicts = dict(re.findall(r"^\s*(\w+) equals SDPA\(enable_gqa=True\) with 12 / 4 / 1 K/V heads: (\[.*?\])$",
@@ -141,7 +157,8 @@ def test_grouped_query_attention_equivalence_and_the_repeat_trap(text):
                         "SharedWithExpand": "[True, True, True]"}, verdicts
 
 
-def test_grouped_query_savings_table(text):
+def test_grouped_query_savings_table(text_b):
+    text = text_b
     full_params = 4 * GPT2_WIDTH**2 + GPT2_WIDTH
     full_cache = 2 * GPT2_LAYERS * GPT2_HEADS * GPT2_CONTEXT * GPT2_HEAD_DIM * 2
     rows = {int(kv): (int(p.replace(",", "")), float(mib))
@@ -154,12 +171,28 @@ def test_grouped_query_savings_table(text):
     assert rows[12][0] == full_params
 
 
-def test_chapter_ends_with_check_yourself(html):
+@pytest.mark.parametrize("page, questions", [(PAGE, 3), (PAGE_B, 2)])
+def test_each_page_ends_with_in_short_and_check_yourself(built_book: Path, page: str, questions: int):
+    html = (built_book / f"{page}.html").read_text()
     final = last_section(html)
     assert re.match(r'<section id="check-yourself">\s*<h2>Check yourself', final), final[:120]
     assert re.search(r"<ol[ >]", final)
-    assert len(re.findall(r'class="[^"]*dropdown', final)) >= 5
+    assert len(re.findall(r'class="[^"]*dropdown', final)) >= questions
     assert 'href="exercises.html"' in final
+    before = html[:html.index('<section id="check-yourself">')]
+    assert "In short" in before[-6000:], f"{page}: no 'In short' box just before Check yourself"
+
+
+def test_the_polarity_clinic_says_the_bug_showed_only_later_tokens(html):
+    """The inverted mask hid the past and the token itself: each query saw only the tokens after it."""
+    assert "could see only the tokens after it" in html
+
+
+def test_the_second_page_has_a_figure_with_alt_text(built_book: Path):
+    figures = [img for img in parse(built_book, PAGE_B).images if "_images/" in (img.get("src") or "")]
+    assert figures and all(len((img.get("alt") or "").strip()) > 200 for img in figures)
+    alt = figures[0].get("alt")
+    assert all(term in alt for term in ("cross-attention", "KV cache", "grouped-query", "repeat_interleave")), alt
 
 
 # --- The chapter's own asserts (they ran when the build executed the page) ------------------------------------
@@ -194,8 +227,12 @@ ASSERTS = {
 
 @pytest.fixture(scope="module")
 def code_cells():
-    notebook = jupytext.read(REPO / f"{PAGE}.md")
-    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+    """The code cells of both pages (the second runs the first page's MultiHeadAttention cell)."""
+    cells = []
+    for page in (PAGE, PAGE_B):
+        notebook = jupytext.read(REPO / f"{page}.md")
+        cells += [cell for cell in notebook.cells if cell.cell_type == "code"]
+    return cells
 
 
 @pytest.mark.parametrize("claim", ASSERTS)
@@ -212,6 +249,7 @@ def test_only_the_cross_attention_reshape_may_fail(code_cells):
     assert len(failing) == 1 and "keys_as_in_self_attention" in failing[0], failing
 
 
-def test_set_up_cell_is_hidden(code_cells):
-    first = code_cells[0]
+@pytest.mark.parametrize("page", [PAGE, PAGE_B])
+def test_set_up_cell_is_hidden(page: str):
+    first = next(c for c in jupytext.read(REPO / f"{page}.md").cells if c.cell_type == "code")
     assert "import torch" in first.source and "hide-input" in first.metadata.get("tags", [])
