@@ -187,6 +187,29 @@ FEEDBACK_TEMPLATE = r"""{%- extends 'index.html.j2' -%}
 {%- block html_head_js -%}{%- endblock html_head_js -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block notebook_css -%}
+{{ super() }}
+<style>
+/* WCAG 2.1 AA contrast (4.5:1) on the page's code, prompts and tracebacks (tests/test_accessibility.py). */
+:root {
+  --jp-mirror-editor-number-color: #006400;
+  --jp-mirror-editor-comment-color: #2d5b5b;
+  --jp-mirror-editor-operator-color: #7316c4;
+  --jp-mirror-editor-meta-color: #7316c4;
+  --jp-mirror-editor-atom-color: #3232c8;
+  --jp-cell-prompt-not-active-font-color: #595959;
+  --jp-cell-prompt-not-active-opacity: 1;
+  --jp-rendermime-error-background: #fff0f0;
+}
+.jp-RenderedText pre .ansi-red-fg { color: #b3261e; }
+.jp-RenderedText pre .ansi-green-fg { color: #006b2e; }
+.jp-RenderedText pre .ansi-yellow-fg { color: #7a5c00; }
+.jp-RenderedText pre .ansi-blue-fg { color: #1f4fa8; }
+.jp-RenderedText pre .ansi-magenta-fg { color: #8a2c8a; }
+.jp-RenderedText pre .ansi-cyan-fg { color: #00656b; }
+.jp-RenderedText pre span[style] { color: inherit !important; }
+</style>
+{%- endblock notebook_css -%}
 {%- block html_head_js_mathjax -%}
 <script>
 window.MathJax = {
