@@ -123,7 +123,7 @@ def cases(seed: int, source_nb: Path | None = None, keys: dict | None = None) ->
 ASSIGNMENT = Assignment(
     "ps6",
     "Masks in the wild",
-    ("book/11_masks_in_the_wild",),
+    ("book/11_masks_in_the_wild", "book/11b_cross_attention_and_kv_cache"),
     (
         Task("padded_attention", 5, (MODULE,),
              "MultiHeadAttention.forward(x, key_padding_mask=None): causal, True = padding, padded outputs zero",
