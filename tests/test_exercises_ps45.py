@@ -361,6 +361,7 @@ def _alternatives(name: str, alternatives: dict, tmp: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.nbgrader
 @pytest.mark.parametrize("name, mutations, alternatives", [("ps4", PS4_MUTATIONS, PS4_ALTERNATIVES),
                                                            ("ps5", PS5_MUTATIONS, PS5_ALTERNATIVES)])
 def test_autograde(name, mutations, alternatives, tmp_path):
