@@ -30,15 +30,18 @@ def pytest_addoption(parser):
                      help="the full tier: also the tests marked " + ", ".join(FULL_TIER) + " (CI runs it)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Mark book tests (by the fixtures they use) and keep them on one xdist worker; outside --full, deselect the
+    """Mark book tests (by the fixtures they use); group tests for pytest-xdist (`--dist loadgroup`): every book
+    test in one group, so one worker builds the book and reads it, and every other test with the rest of its file,
+    so a file's module-scoped fixture (one grading run read by many tests) runs once. Outside --full, deselect the
     full tier's tests. An explicit -m expression chooses for itself; MHA_BOOK_HTML (a prebuilt site) keeps the
     tests that only read the built book."""
     for item in items:
         if BOOK_FIXTURES & set(item.fixturenames):
             item.add_marker("book")
-            # One worker builds the book and runs every test that reads it (`--dist loadgroup`).
-            item.add_marker(pytest.mark.xdist_group("book"))
+        group = "book" if item.get_closest_marker("book") else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
     if config.getoption("--full") or config.getoption("markexpr"):
         return
     prebuilt = bool(os.environ.get("MHA_BOOK_HTML"))
