@@ -62,14 +62,19 @@ def pytest_report_header(config):
     return "tier: fast (tests marked " + ", ".join(FULL_TIER) + " are deselected; --full runs them)"
 
 
-def toc_files() -> list[str]:
-    """The docnames in _toc.yml (root first), e.g. 'book/01_one_head'."""
+# The part "Teaching with this course": reference pages with no code, so no notebook to download or open in Colab.
+REFERENCE_PART = "book/teaching/"
+
+
+def toc_files(reference: bool = True) -> list[str]:
+    """The docnames in _toc.yml (root first), e.g. 'book/01_one_head'; without the reference part's pages
+    (book/teaching/) when ``reference`` is False."""
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     files = [toc["root"]]
     for part in toc.get("parts", []):
         files += [c["file"] for c in part["chapters"]]
     files += [c["file"] for c in toc.get("chapters", [])]
-    return files
+    return [f for f in files if reference or not f.startswith(REFERENCE_PART)]
 
 
 def jupyter_book_build(source: Path, output: Path, *extra: str, timeout: int = 1500,

@@ -86,7 +86,7 @@ def write_source(tmp_path: Path, body: str) -> Path:
     ('# %% id="a"\nx = 1\n\n# %% nbgrader="answer" id="b"\ny = 2\n', "cell 2 (b): nbgrader='answer'"),
     ('# %% nbgrader="tests" id="test_nothing"\nassert True\n', "test_<task> for a declared task"),
     ('# %% [markdown] id="intro"\n# Points: {{ points.nothing }}\n', "cell 1 (intro): UndefinedError"),
-])
+], ids=["no_id", "unknown_role", "unknown_task", "unknown_name"])
 def test_a_malformed_cell_is_refused_naming_file_and_cell(tmp_path, body, says):
     folder = write_source(tmp_path, body)
     with pytest.raises(SourceError) as err:

@@ -1,7 +1,7 @@
 """scripts/gpu_check.sh, the one command that runs every CUDA path: what can be checked without a GPU.
 
 Its GPU steps run only where CUDA is (a session lent a GPU runs the script itself); here: it parses, its Python
-parts compile, what it names exists, the README names it, and without CUDA it refuses at once, saying why.
+parts compile, what it names exists, the book's teaching part names it, and without CUDA it refuses at once, saying why.
 """
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ def test_everything_the_script_names_exists():
     assert len(limits) == 4 and sum(limits) < 8 * 60, f"step limits {limits} must add up to under 8 minutes"
 
 
-def test_readme_names_the_gpu_check():
-    readme = (REPO / "README.md").read_text()
-    assert re.search(r"Running the GPU checks.*scripts/gpu_check\.sh", readme, re.S)
+def test_the_teaching_part_names_the_gpu_check():
+    page = (REPO / "book" / "teaching" / "site.md").read_text()
+    assert re.search(r"Running the GPU checks.*scripts/gpu_check\.sh", page, re.S)
 
 
 def test_without_cuda_it_refuses_and_runs_nothing(tmp_path):

@@ -238,8 +238,9 @@ def test_unreachable_gradebook_still_leaves_the_rows(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_readme_sample_class_end_to_end(tmp_path):
-    """The README's instructor commands on the real ps1 (solutions/, with grader.verify): the sample class from
-    samples/make_class.py, plus carol, whose attention is not scaled (her SelfAttention, built on it, fails too)."""
+    """The instructor commands of book/teaching/grading.md on the real ps1 (solutions/, with grader.verify): the
+    sample class from samples/make_class.py, plus carol, whose attention is not scaled (her SelfAttention, built on
+    it, fails too)."""
     from grader.bench_grading import honest_copy
 
     subs = tmp_path / "ps1-class"
