@@ -14,7 +14,7 @@ import jupytext
 import pytest
 
 from conftest import REPO
-from test_book_part_c import last_section, output_text, parse
+from test_book_bug_clinics import last_section, output_text, parse
 
 PAGE = "book/11_masks_in_the_wild"
 MiB = 2**20
