@@ -146,6 +146,7 @@ def _rows(out: Path) -> dict[str, str]:
     return {line.split(",")[0]: line for line in (out / "grades.csv").read_text().splitlines()[1:]}
 
 
+@pytest.mark.dask
 def test_gpus_on_a_local_cluster_without_cuda_is_refused_at_once(tmp_path):
     """--gpus with local:N where CUDA is not visible: the local workers declare no GPU resource, and the run
     refuses before grading instead of leaving the notebooks waiting for a worker that will never come."""

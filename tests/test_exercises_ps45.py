@@ -112,6 +112,7 @@ def test_gpu_spin_keeps_a_real_gpu_busy_asynchronously():
 
 
 # ----------------------------------------------------------------------------------- release and leaks
+@pytest.mark.slow  # tests/test_exercises.py checks every assignment's release byte for byte in the fast tier
 @pytest.mark.parametrize("name", PS45)
 def test_exercises_are_in_sync_with_solutions(name, tmp_path):
     fresh = release([name], into=tmp_path)
