@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from grader.authoring import build, source_path
+from grader.authoring import build, notebook_text, source_path
 from grader.paths import EXERCISES, REPO, SOLUTIONS
 
 # Files nbgrader or Jupyter may leave next to a notebook, and the instructor's own files there (the answer keys; the
@@ -72,31 +72,43 @@ def _normalise(notebook: Path) -> None:
     notebook.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
 
 
-def release(names: list[str], into: Path = EXERCISES, source: Path = SOLUTIONS) -> list[Path]:
+def release(names: list[str], into: Path = EXERCISES, source: Path = SOLUTIONS,
+            update_sources: bool = False) -> list[Path]:
     """Generate the student version of each assignment into ``into/<name>/``; returns the notebooks written.
 
-    An assignment with a source notebook (``source/<name>/<name>.py``) has its nbgrader source notebook built
-    from it first (:func:`grader.authoring.build`; raises SourceError for a malformed cell). Each of the course's
-    assignments must pass its contract (:func:`grader.assignments.check_contract`): a task without probe cases or
-    a missing answer key raises ContractError, naming the task, and no student notebook is written."""
+    An assignment with a source notebook (``source/<name>/<name>.py``) is released from what that source builds
+    (:func:`grader.authoring.notebook`; raises SourceError for a malformed cell), and with ``update_sources`` the
+    built nbgrader notebook replaces ``source/<name>/<name>.ipynb`` (without, nothing under ``source`` is written,
+    so a stale committed notebook still shows). Each of the course's assignments must pass its contract
+    (:func:`grader.assignments.check_contract`) first: a task without probe cases or a missing answer key raises
+    ContractError, naming the task, and nothing is written."""
     from nbgrader.apps import NbGraderAPI
 
-    from grader.assignments import check_contract, get
-
-    for name in names:
-        assignment, source_nb = get(name), source / name / f"{name}.ipynb"
-        if assignment is not None:
-            assignment.answer_keys(source_nb)  # a missing key is a ContractError before the build needs it
-        if source_path(source / name).exists():
-            build(source / name)
-        if assignment is not None:
-            check_contract(assignment, source_nb)
+    from grader.assignments import ANSWER_KEY_FILE, check_contract, get
 
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="mha-release-") as tmp:
         course = Path(tmp)
         for name in names:
-            shutil.copytree(source / name, course / "source" / name, ignore=_junk(name))
+            folder, staged = source / name, course / "source" / name
+            assignment = get(name)
+            if assignment is not None:
+                assignment.answer_keys(folder / f"{name}.ipynb")  # a missing key: ContractError before the build
+            shutil.copytree(folder, staged, ignore=_junk(name))
+            if source_path(folder).exists():
+                (staged / f"{name}.ipynb").write_text(notebook_text(folder), encoding="utf-8")
+            if assignment is not None:
+                # The contract of what is released, read beside its answer key (which is never released).
+                checked = course / "contract" / name
+                checked.mkdir(parents=True)
+                shutil.copy2(staged / f"{name}.ipynb", checked / f"{name}.ipynb")
+                if (folder / ANSWER_KEY_FILE).exists():
+                    shutil.copy2(folder / ANSWER_KEY_FILE, checked / ANSWER_KEY_FILE)
+                check_contract(assignment, checked / f"{name}.ipynb")
+        if update_sources:
+            for name in names:
+                if source_path(source / name).exists():
+                    build(source / name)
         api = NbGraderAPI(config=_config(course))
         for name in names:
             result = api.generate_assignment(name, force=True, create=True)
@@ -116,7 +128,8 @@ def release(names: list[str], into: Path = EXERCISES, source: Path = SOLUTIONS) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grader release", description=__doc__.splitlines()[0])
     parser.add_argument("assignments", nargs="*", help="assignment names (default: every folder in solutions/)")
-    parser.add_argument("--into", type=Path, default=EXERCISES, help="target folder (default: exercises/)")
+    parser.add_argument("--into", type=Path, default=EXERCISES,
+                        help="target folder (default: exercises/); elsewhere, nothing in solutions/ is written")
     args = parser.parse_args(argv)
     names = args.assignments or assignments()
     unknown = [n for n in names if n not in assignments()]
@@ -128,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     from grader.authoring import SourceError
 
     try:
-        written = release(names, args.into)
+        written = release(names, args.into, update_sources=args.into.resolve() == EXERCISES.resolve())
     except ContractError as err:
         print(f"not released: the assignment's grading is incomplete: {err} (see CONTRIBUTING.md)", file=sys.stderr)
         return 2
