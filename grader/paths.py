@@ -1,8 +1,9 @@
 """Where the course's files are: the one place the grader computes the repository root.
 
-The instructor's sources live in ``solutions/<assignment>/`` (the source notebook, its generator
-``make_notebook.py`` and, where an assignment has answers, ``answer_key.json``); what students get is written by
-``python -m grader release`` into ``exercises/<assignment>/``.
+The instructor's sources live in ``solutions/<assignment>/``: the source notebook ``<assignment>.py`` (jupytext
+percent, see :mod:`grader.authoring`), the nbgrader source notebook ``<assignment>.ipynb`` built from it, and, where
+an assignment has answers, ``answer_key.json``; what students get is written by ``python -m grader release`` into
+``exercises/<assignment>/``.
 """
 from __future__ import annotations
 

@@ -60,11 +60,12 @@ def github_path(url: str) -> str:
 
 
 def pages() -> list[Path]:
-    """The book's pages in table-of-contents order, as paths of their .md sources."""
+    """The book's pages with code in table-of-contents order, as paths of their .md sources: every page but the
+    part "Teaching with this course" (book/teaching/), a reference with nothing to run."""
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     names = [toc["root"]] + [c["file"] for part in toc.get("parts", []) for c in part["chapters"]]
     names += [c["file"] for c in toc.get("chapters", [])]
-    return [REPO / f"{name}.md" for name in names]
+    return [REPO / f"{name}.md" for name in names if not name.startswith("book/teaching/")]
 
 
 def colab_notebook(page: Path) -> nbformat.NotebookNode:

@@ -260,7 +260,7 @@ step bench 75 "$PYTHON" -m grader bench --sections attention --repeats 10 --out 
 
 # ---------------------------------------------------------------------------------- 4. tests with a CUDA path
 step tests 75 "$PYTHON" -m pytest -q -p no:cacheprovider -m "not slow and not browser" \
-    tests/test_book_part_a.py tests/test_book_part_b.py tests/test_bench.py \
+    tests/test_book_preface_and_heads.py tests/test_book_splitting_and_projection.py tests/test_bench.py \
     "tests/test_exercises_ps45.py::test_simulated_cuda_behaves_like_an_asynchronous_gpu" \
     "tests/test_exercises_ps45.py::test_gpu_spin_keeps_a_real_gpu_busy_asynchronously"
 

@@ -193,11 +193,12 @@ def test_a_student_the_gradebook_refuses_costs_only_that_students_entry(tmp_path
 
 # ---- statuses ------------------------------------------------------------------------------------------------
 
-def test_readme_status_table_matches_statuses_and_never_promises_a_retry_blindly():
+def test_status_table_matches_statuses_and_never_promises_a_retry_blindly():
+    """The table of statuses in the book's page on grading a class (book/teaching/grading.md)."""
     from grader.pipeline import STATUSES
 
-    readme = (REPO / "README.md").read_text()
-    rows = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", readme, flags=re.M))
+    page = (REPO / "book" / "teaching" / "grading.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", page, flags=re.M))
     assert set(STATUSES) <= set(rows), set(STATUSES) - set(rows)
     for text in (STATUSES["grader_error"], rows["grader_error"]):
         assert "report" in text and "again" in text       # when a retry helps, and when to report instead

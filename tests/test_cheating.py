@@ -363,7 +363,7 @@ def test_diagnoses_earn_partial_credit_like_the_notebook(tmp_path):
 
 
 def test_answer_keys_are_data_and_the_hidden_tests_are_written_from_them(tmp_path):
-    """The grader reads answer_key.json; the generator writes the hidden tests from the same file."""
+    """The grader reads answer_key.json; the source notebook's hidden tests are written from the same file."""
     def test_source(assignment: str, task: str) -> str:
         nb = nbformat.read(REPO / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
         return next(cell.source for cell in nb.cells if cell.get("id") == f"test_{task}")

@@ -70,6 +70,7 @@ def test_a_workers_answer_is_rebuilt_as_plain_files_only_inside_its_folder():
 
 
 @pytest.mark.slow
+@pytest.mark.dask
 def test_local_cluster_gives_the_same_csvs_as_the_thread_pool(tmp_path):
     subs = sample_class(tmp_path)
     pool = grade(subs, tmp_path / "pool")
@@ -94,6 +95,7 @@ def _worker_processes(grader: psutil.Process) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
+@pytest.mark.dask
 def test_a_worker_killed_mid_submission_loses_nothing(tmp_path):
     """Both workers are killed while they grade (one student sleeps 20 s in a cell): the nannies start new
     workers, the scheduler hands the two submissions out again, and both rows are what they would have been."""
@@ -144,6 +146,7 @@ def _rows(out: Path) -> dict[str, str]:
     return {line.split(",")[0]: line for line in (out / "grades.csv").read_text().splitlines()[1:]}
 
 
+@pytest.mark.dask
 def test_gpus_on_a_local_cluster_without_cuda_is_refused_at_once(tmp_path):
     """--gpus with local:N where CUDA is not visible: the local workers declare no GPU resource, and the run
     refuses before grading instead of leaving the notebooks waiting for a worker that will never come."""
@@ -160,6 +163,7 @@ def test_gpus_on_a_local_cluster_without_cuda_is_refused_at_once(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.dask
 def test_gpu_grading_runs_only_on_workers_with_the_gpu_resource(tmp_path):
     """A scheduler with one plain worker and one started as the README says (`dask worker ADDRESS --resources
     GPU=1`): with --gpus every notebook runs on the GPU worker; once it is gone, --gpus refuses with a message
@@ -201,6 +205,7 @@ def test_gpu_grading_runs_only_on_workers_with_the_gpu_resource(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.dask
 def test_a_submission_that_kills_its_worker_every_time_ends_as_grader_error(tmp_path):
     """amy's notebook names its kernel process "grader-poison" (prctl; a kernel cannot reach its worker: the sandbox
     gives it its own pid namespace), and the test kills the worker under that kernel each time one appears: as if

@@ -179,6 +179,7 @@ def test_student_notebook_imports_no_solution(name):
 
 
 @pytest.mark.slow
+@pytest.mark.nbgrader
 @pytest.mark.parametrize("name", SOURCES)
 def test_solution_full_marks_and_blank_zero(name, tmp_path_factory):
     results = grade_assignment(name, tmp_path_factory.mktemp(f"graded-{name}"))

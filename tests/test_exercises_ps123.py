@@ -15,7 +15,7 @@ from grader.assignments import ASSIGNMENTS
 from mutations.ps123 import DEPENDS, MUTATIONS
 from mutations.ps123_alternatives import ALTERNATIVES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.nbgrader]
 
 
 @pytest.fixture(scope="session")

@@ -112,6 +112,7 @@ def test_gpu_spin_keeps_a_real_gpu_busy_asynchronously():
 
 
 # ----------------------------------------------------------------------------------- release and leaks
+@pytest.mark.slow  # tests/test_exercises.py checks every assignment's release byte for byte in the fast tier
 @pytest.mark.parametrize("name", PS45)
 def test_exercises_are_in_sync_with_solutions(name, tmp_path):
     fresh = release([name], into=tmp_path)
@@ -361,6 +362,7 @@ def _alternatives(name: str, alternatives: dict, tmp: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.nbgrader
 @pytest.mark.parametrize("name, mutations, alternatives", [("ps4", PS4_MUTATIONS, PS4_ALTERNATIVES),
                                                            ("ps5", PS5_MUTATIONS, PS5_ALTERNATIVES)])
 def test_autograde(name, mutations, alternatives, tmp_path):

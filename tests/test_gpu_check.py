@@ -2,7 +2,7 @@
 what it needs onto a lent GPU machine: what can be checked without a GPU.
 
 Its GPU steps run only where CUDA is (a session lent a GPU runs the script itself); here: it parses, its Python
-parts compile, what it names exists, the README names it, and without CUDA it refuses at once, saying why; the
+parts compile, what it names exists, the book's teaching part names it, and without CUDA it refuses at once, saying why; the
 kit's lock covers what the check imports, its size limits hold, it installs offline where the machine's PyTorch
 stays visible, and the kit's bubblewrap (or none) is chosen for grading.
 """
@@ -55,9 +55,9 @@ def test_everything_the_script_names_exists():
     assert len(limits) == 5 and sum(limits) <= 8 * 60 - 20, f"limits {limits} must add up to under 8 minutes"
 
 
-def test_readme_names_the_gpu_check():
-    readme = (REPO / "README.md").read_text()
-    assert re.search(r"Running the GPU checks.*scripts/gpu_check\.sh", readme, re.S)
+def test_the_teaching_part_names_the_gpu_check():
+    page = (REPO / "book" / "teaching" / "site.md").read_text()
+    assert re.search(r"Running the GPU checks.*scripts/gpu_check\.sh", page, re.S)
 
 
 def test_without_cuda_it_refuses_and_runs_nothing(tmp_path):
@@ -83,7 +83,7 @@ NOT_IN_CHECK = {"dask": "grade --cluster only", "distributed": "grade --cluster 
                 "playwright": "the browser tests, which the check deselects (-m 'not browser')"}
 # A Python that is not a venv, as on a machine; what the kit installs goes into a venv made from it.
 BASE_PYTHON = Path(sys.base_exec_prefix) / "bin" / "python3"
-CHECKED_TESTS = ("conftest", "test_book_part_a", "test_book_part_b", "test_bench", "test_exercises_ps45")
+CHECKED_TESTS = ("conftest", "test_book_preface_and_heads", "test_book_splitting_and_projection", "test_bench", "test_exercises_ps45")
 
 
 def test_the_lock_pins_every_wheel_by_hash_and_never_torch_or_what_the_image_has():

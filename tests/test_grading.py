@@ -18,7 +18,6 @@ import pytest
 
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
 
 HIDDEN_LINE = 'assert add(-5, 5) == 0, "add must work for negative numbers"'
 
@@ -183,6 +182,7 @@ def test_launcher_path_is_sandboxed_too(tiny_run, tmp_path):
     assert "NETWORK closed" in page
 
 
+@pytest.mark.slow
 def test_whole_notebook_limit_stops_a_slow_notebook(tiny_run, tmp_path):
     """Each cell under the per-cell limit, the notebook over its total limit: stopped, earlier tasks kept."""
     subs, source = tmp_path / "class", tiny_run["source"]
@@ -195,6 +195,7 @@ def test_whole_notebook_limit_stops_a_slow_notebook(tiny_run, tmp_path):
     assert "total limit of 8 s" in row["message"]
 
 
+@pytest.mark.slow
 def test_grading_twice_gives_the_same_results(tiny_run):
     out = tiny_run["out"]
     first = {name: (out / name).read_bytes() for name in ("grades.csv", "tasks.csv")}
@@ -203,6 +204,7 @@ def test_grading_twice_gives_the_same_results(tiny_run):
     assert {name: (out / name).read_bytes() for name in first} == first
 
 
+@pytest.mark.slow
 def test_lms_zip_is_graded_like_the_folder(tiny_run, tmp_path):
     archive = tmp_path / "lms.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -223,6 +225,7 @@ def test_lms_zip_is_graded_like_the_folder(tiny_run, tmp_path):
     assert not (tmp_path / "out" / "gradebook.db").exists()
 
 
+@pytest.mark.slow
 def test_unreachable_gradebook_still_leaves_the_rows(tiny_run, tmp_path):
     subs = tmp_path / "class"
     write_student(subs, "honest", student(tiny_run["source"]))
@@ -233,9 +236,11 @@ def test_unreachable_gradebook_still_leaves_the_rows(tiny_run, tmp_path):
     assert [(r["student_id"], r["score"]) for r in read_csv(tmp_path / "out" / "grades.csv")] == [("honest", "5")]
 
 
+@pytest.mark.slow
 def test_readme_sample_class_end_to_end(tmp_path):
-    """The README's instructor commands on the real ps1 (solutions/, with grader.verify): the sample class from
-    samples/make_class.py, plus carol, whose attention is not scaled (her SelfAttention, built on it, fails too)."""
+    """The instructor commands of book/teaching/grading.md on the real ps1 (solutions/, with grader.verify): the
+    sample class from samples/make_class.py, plus carol, whose attention is not scaled (her SelfAttention, built on
+    it, fails too)."""
     from grader.bench_grading import honest_copy
 
     subs = tmp_path / "ps1-class"
@@ -265,6 +270,7 @@ def test_readme_sample_class_end_to_end(tmp_path):
         assert "BEGIN HIDDEN" not in page and "_mha_probe" not in page
 
 
+@pytest.mark.slow
 def test_check_prints_the_visible_score_breakdown(tmp_path):
     from grader.bench_grading import honest_copy
 

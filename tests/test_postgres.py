@@ -69,6 +69,7 @@ def grade_command(assignment: str, source: Path, subs: Path, out: Path, db_url: 
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 def test_three_grade_runs_at_once_into_one_database_all_land_and_nbgrader_exports_them(database, tmp_path):
     """Two runs of one assignment with different students and a run of another assignment sharing students, all
     started together on a new database (so they race to create nbgrader's tables and the same students). One of

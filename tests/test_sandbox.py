@@ -23,7 +23,6 @@ import pytest
 
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
 
 MARK = uuid.uuid4().hex[:12]          # names the files and processes the escape notebook tries to leave behind
 
@@ -210,6 +209,7 @@ def test_check_gives_the_solution_full_marks():
     assert any(line.split()[:4] == ["total", "10", "/", "10"] for line in proc.stdout.splitlines()), proc.stdout
 
 
+@pytest.mark.slow
 def test_no_sandbox_is_refused_without_bubblewrap_and_said_with_the_flag(tmp_path):
     """Without bwrap on PATH the grader refuses (exit 2, saying how to fix it); --no-sandbox grades and says so."""
     subs = tmp_path / "class"

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.matrix]
 
 VENV = Path("/opt/mha-venv")
 USER = "mha-student"
@@ -66,10 +66,11 @@ def test_as_an_unprivileged_user(checkout):
     subprocess.run(["chown", "-R", f"{USER}:", str(checkout)], check=True)
     env = ["env", "-i", f"HOME=/home/{USER}", f"PATH={VENV}/bin:/usr/bin:/bin", "LANG=C.UTF-8",
            f"PYTHONPATH={checkout}"]
-    _run(["runuser", "-u", USER, "--", *env, f"{VENV}/bin/python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-          *TESTS], checkout)
+    _run(["runuser", "-u", USER, "--", *env, f"{VENV}/bin/python", "-m", "pytest", "--full", "-q", "-p",
+          "no:cacheprovider", *TESTS], checkout)
 
 
 def test_as_root_with_a_public_interpreter(checkout):
     env = ["env", "-i", "HOME=/root", f"PATH={VENV}/bin:/usr/bin:/bin", "LANG=C.UTF-8", f"PYTHONPATH={checkout}"]
-    _run([*env, f"{VENV}/bin/python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS], checkout)
+    _run([*env, f"{VENV}/bin/python", "-m", "pytest", "--full", "-q", "-p", "no:cacheprovider",
+          *TESTS], checkout)

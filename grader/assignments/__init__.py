@@ -1,7 +1,7 @@
 """The registry of the course's assignments: one module per assignment, listed here.
 
-``ASSIGNMENTS`` maps a name (``"ps1"``) to its :class:`Assignment` (tasks and points, probe cases, answer keys,
-generator). Adding an assignment is one new module and one line in ``MODULES`` (see CONTRIBUTING.md); nothing else
+``ASSIGNMENTS`` maps a name (``"ps1"``) to its :class:`Assignment` (tasks and points, probe cases, answer
+keys). Adding an assignment is one new module and one line in ``MODULES`` (see CONTRIBUTING.md); nothing else
 in the grader names an assignment.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ps1, one head and scaled dot-product attention (chapter 1): tasks, probe cases, generator."""
+"""ps1, one head and scaled dot-product attention (chapter 1): tasks, probe cases."""
 from __future__ import annotations
 
 from grader.assignments.spec import Assignment, Task
@@ -42,5 +42,4 @@ ASSIGNMENT = Assignment(
              "SelfAttention(d_in, d_out, qkv_bias=False) with W_query, W_key, W_value"),
     ),
     cases=cases,
-    generator="solutions/ps1/make_notebook.py",
 )

@@ -1,4 +1,4 @@
-"""ps2, causal attention (chapter 2): tasks, probe cases, generator."""
+"""ps2, causal attention (chapter 2): tasks, probe cases."""
 from __future__ import annotations
 
 from grader.assignments.spec import Assignment, Check, Task
@@ -59,5 +59,4 @@ ASSIGNMENT = Assignment(
                            bugs=DROPOUT_BUGS))),
     ),
     cases=cases,
-    generator="solutions/ps2/make_notebook.py",
 )

@@ -1,4 +1,4 @@
-"""ps3, multi-head attention (chapters 3-6): tasks, probe cases, generator."""
+"""ps3, multi-head attention (chapters 3-6): tasks, probe cases."""
 from __future__ import annotations
 
 from grader.assignments.spec import Assignment, Check, Task
@@ -93,5 +93,4 @@ ASSIGNMENT = Assignment(
                      Check("divisibility", 1, ("indivisible_d_out",), bugs=("divisibility",)))),
     ),
     cases=cases,
-    generator="solutions/ps3/make_notebook.py",
 )

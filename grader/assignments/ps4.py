@@ -1,4 +1,4 @@
-"""ps4, the bug clinic (chapters 7 and 8): tasks, probe cases, answer keys, generator.
+"""ps4, the bug clinic (chapters 7 and 8): tasks, probe cases, answer keys.
 
 - ``diagnoses`` (an answer task): the student's labels against ``answer_key.json`` beside the source notebook.
 - ``parity_test``: the student's ``passes_parity_test`` judges classes taken from the source notebook (the correct
@@ -213,6 +213,5 @@ ASSIGNMENT = Assignment(
              "the module without a final projection, fixed: equals nn.MultiheadAttention"),
     ),
     cases=cases,
-    generator="solutions/ps4/make_notebook.py",
     keyed_tasks=("diagnoses", "parity_test"),
 )

@@ -1,4 +1,4 @@
-"""ps5, performance (chapter 9): tasks, probe cases, answer key, generator.
+"""ps5, performance (chapter 9): tasks, probe cases, answer key.
 
 ``timing``: the student's timer measures test doubles whose sleep schedules come from the seed; ``flops`` and
 ``memory`` are checked against PyTorch's own counters (``FlopCounterMode`` and ``Tensor.nbytes`` on the ``meta``
@@ -67,6 +67,5 @@ ASSIGNMENT = Assignment(
              from_scratch=False),
     ),
     cases=cases,
-    generator="solutions/ps5/make_notebook.py",
     keyed_tasks=("anomaly",),
 )

@@ -1,4 +1,4 @@
-"""ps6, masks in the wild (chapter 11): tasks, probe cases, answer keys, generator.
+"""ps6, masks in the wild (chapter 11): tasks, probe cases, answer keys.
 
 - ``padded_attention``: the chapter's causal ``MultiHeadAttention`` with a ``key_padding_mask`` (True = padding),
   against ``nn.MultiheadAttention`` with padded outputs zeroed; its gradient against SDPA under autograd (a -inf
@@ -144,6 +144,5 @@ ASSIGNMENT = Assignment(
              from_scratch=False),
     ),
     cases=cases,
-    generator="solutions/ps6/make_notebook.py",
     keyed_tasks=("polarity_clinic", "polarity_test"),
 )

@@ -1,4 +1,4 @@
-"""What an assignment module declares: its tasks and points, its probe cases, its answer keys and its generator.
+"""What an assignment module declares: its tasks and points, its probe cases and its answer keys.
 
 One module per assignment (``grader/assignments/ps1.py`` ...) builds one :class:`Assignment`; the registry in
 ``grader/assignments/__init__.py`` lists them. Nothing else in the grader knows an assignment by name: the
@@ -54,15 +54,14 @@ class Assignment:
 
     ``cases(seed, source_nb, keys)`` returns the probe cases (:class:`grader.verify.cases.Case`) drawn from the seed;
     ``source_nb`` is the instructor's source notebook (classes some cases take from it) and ``keys`` the answer
-    keys read from ``answer_key.json`` beside it ({} when the assignment has none). ``generator`` is the script
-    that writes the source notebook, relative to the repository.
+    keys read from ``answer_key.json`` beside it ({} when the assignment has none). The task's points written
+    here are the only ones: the source notebook (``solutions/<name>/<name>.py``) takes them from here.
     """
     name: str
     title: str
     chapters: tuple[str, ...]
     tasks: tuple[Task, ...]
     cases: Callable = None
-    generator: str = ""
     keyed_tasks: tuple[str, ...] = field(default_factory=tuple)   # tasks whose cases need answer_key.json
 
     @property

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Every status a row of grades.csv can have, and what it means (the README's table is written from this).
+# Every status a row of grades.csv can have, and what it means (book/teaching/grading.md's table is checked against it).
 STATUSES = {
     "graded": "The notebook ran to the end within every limit; the score is the sum of the tasks.",
     "timeout": "A cell ran longer than the per-cell limit or the notebook ran longer than its total limit; the "

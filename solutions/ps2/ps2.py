@@ -1,15 +1,15 @@
-"""Writes ps2.ipynb, the nbgrader source of ps2 (solutions and hidden tests). Never shipped to students.
+# %% [markdown] id="intro"
+# # Problem set 2: causal attention
+#
+# Goes with the book's chapter *Causal attention*. A language model predicts the next token, so a token may only
+# look at itself and the tokens before it. Write each function or class in the cell marked `YOUR CODE HERE`, then
+# run the test cell under it; a failing test names the bug it sees. Code must work on whatever device its inputs
+# are on (the tests use the GPU when there is one).
+#
+# Points: causal_mask {{ points.causal_mask }}, masked_softmax {{ points.masked_softmax }}, CausalAttention {{
+# points.causal_attention }}.
 
-    python solutions/ps2/make_notebook.py && python -m grader release ps2
-"""
-from pathlib import Path
-
-from grader.release import given, markdown, solution, source_notebook, tests
-from grader.assignments import ASSIGNMENTS
-
-PS = ASSIGNMENTS["ps2"]
-
-SETUP = '''
+# %% nbgrader="given" id="setup"
 import math
 
 import torch
@@ -21,23 +21,28 @@ from grader import diagnose
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 torch.manual_seed(123)
 print("running on", device)
-'''
 
-MASK = '''
+
+# %% [markdown] id="md-mask"
+# ## 1. The causal mask
+#
+# A bool matrix that is True above the diagonal: the keys a query must not see.
+
+# %% nbgrader="solution" id="causal_mask"
 def causal_mask(num_tokens):
     """Bool (num_tokens, num_tokens): True where query i must NOT see key j, that is where j > i."""
     ### BEGIN SOLUTION
     return torch.ones(num_tokens, num_tokens, dtype=torch.bool).triu(diagonal=1)
     ### END SOLUTION
-'''
 
-MASK_TESTS = '''
+
+# %% nbgrader="tests" id="test_causal_mask"
 mask = causal_mask(3)
 assert mask.dtype == torch.bool, f"a bool mask, got {mask.dtype}"
 expected = torch.tensor([[False, True, True],
                          [False, False, True],
                          [False, False, False]])
-assert torch.equal(mask.cpu(), expected), f"token i sees keys 0..i (itself included); got\\n{mask}"
+assert torch.equal(mask.cpu(), expected), f"token i sees keys 0..i (itself included); got\n{mask}"
 ### BEGIN HIDDEN TESTS
 for num_tokens in (1, 2, 7):
     mask = causal_mask(num_tokens).cpu()
@@ -46,9 +51,13 @@ for num_tokens in (1, 2, 7):
         for j in range(num_tokens):
             assert bool(mask[i, j]) == (j > i), f"causal_mask({num_tokens})[{i}, {j}] should be {j > i}"
 ### END HIDDEN TESTS
-'''
 
-SOFTMAX = '''
+# %% [markdown] id="md-softmax"
+# ## 2. Masked softmax
+#
+# Hide the masked scores *before* the softmax (a score of $-\infty$ becomes a weight of exactly 0), so each row is still a probability distribution over the keys the query may see.
+
+# %% nbgrader="solution" id="masked_softmax"
 def masked_softmax(scores, mask):
     """Softmax over the last dimension (the keys) after hiding the keys where ``mask`` is True.
 
@@ -58,9 +67,9 @@ def masked_softmax(scores, mask):
     ### BEGIN SOLUTION
     return torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
     ### END SOLUTION
-'''
 
-SOFTMAX_TESTS = '''
+
+# %% nbgrader="tests" id="test_masked_softmax"
 scores = torch.tensor([[1.0, 2.0, 3.0],
                        [1.0, 2.0, 3.0],
                        [1.0, 2.0, 3.0]], device=device)
@@ -83,9 +92,13 @@ scores = 1e4 * torch.randn(4, 4, device=device)
 weights = masked_softmax(scores, causal_mask(4).to(device))
 diagnose.check_attention_weights(weights, causal=True, scores=scores)
 ### END HIDDEN TESTS
-'''
 
-CAUSAL = '''
+# %% [markdown] id="md-causal"
+# ## 3. `CausalAttention`
+#
+# The head of problem set 1 with the mask and dropout. Register the mask with `self.register_buffer("mask", ...)` so that it follows `.to(device)` and is saved in `state_dict`; slice it to the actual number of tokens; apply dropout to the attention weights (it is off in `eval()` mode). The hidden tests compare with PyTorch's causal attention holding your weights, for `d_in != d_out` too.
+
+# %% nbgrader="solution" id="causal_attention"
 class CausalAttention(nn.Module):
     """One causal head: W_query, W_key, W_value (nn.Linear d_in -> d_out), dropout on the attention weights,
     and the mask registered as a buffer named ``mask`` of shape (context_length, context_length).
@@ -116,9 +129,9 @@ class CausalAttention(nn.Module):
         weights = self.dropout(weights)
         return weights @ values
         ### END SOLUTION
-'''
 
-CAUSAL_TESTS = '''
+
+# %% nbgrader="tests" id="test_causal_attention"
 torch.manual_seed(123)
 attention = CausalAttention(d_in=3, d_out=2, context_length=8, dropout=0.0).to(device)
 x = torch.randn(2, 6, 3, device=device)  # 6 tokens < context_length 8
@@ -144,45 +157,3 @@ diagnose.check_batch_independence(attention.eval(), torch.randn(3, 5, 3, device=
 big = CausalAttention(768, 64, 1024, 0.1).to("meta")
 diagnose.check_shape(big(torch.empty(8, 1024, 768, device="meta")), (8, 1024, 64))
 ### END HIDDEN TESTS
-'''
-
-INTRO = '''
-# Problem set 2: causal attention
-
-Goes with the book's chapter *Causal attention*. A language model predicts the next token, so a token may only
-look at itself and the tokens before it. Write each function or class in the cell marked `YOUR CODE HERE`, then
-run the test cell under it; a failing test names the bug it sees. Code must work on whatever device its inputs
-are on (the tests use the GPU when there is one).
-
-Points: causal_mask 2, masked_softmax 3, CausalAttention 5.
-'''
-
-
-def build() -> None:
-    points = {t.name: t.points for t in PS.tasks}
-    cells = [
-        markdown("intro", INTRO),
-        given("setup", SETUP),
-        markdown("md-mask", "## 1. The causal mask\n\nA bool matrix that is True above the diagonal: the keys a "
-                            "query must not see."),
-        solution("causal_mask", MASK),
-        tests("causal_mask", points["causal_mask"], MASK_TESTS),
-        markdown("md-softmax", "## 2. Masked softmax\n\nHide the masked scores *before* the softmax (a score of "
-                               "$-\\infty$ becomes a weight of exactly 0), so each row is still a probability "
-                               "distribution over the keys the query may see."),
-        solution("masked_softmax", SOFTMAX),
-        tests("masked_softmax", points["masked_softmax"], SOFTMAX_TESTS),
-        markdown("md-causal", "## 3. `CausalAttention`\n\nThe head of problem set 1 with the mask and dropout. "
-                              "Register the mask with `self.register_buffer(\"mask\", ...)` so that it follows "
-                              "`.to(device)` and is saved in `state_dict`; slice it to the actual number of tokens; "
-                              "apply dropout to the attention weights (it is off in `eval()` mode). The hidden "
-                              "tests compare with PyTorch's causal attention holding your weights, for "
-                              "`d_in != d_out` too."),
-        solution("causal_attention", CAUSAL),
-        tests("causal_attention", points["causal_attention"], CAUSAL_TESTS),
-    ]
-    source_notebook(cells, Path(__file__).with_name("ps2.ipynb"))
-
-
-if __name__ == "__main__":
-    build()

@@ -1,15 +1,15 @@
-"""Writes ps3.ipynb, the nbgrader source of ps3 (solutions and hidden tests). Never shipped to students.
+# %% [markdown] id="intro"
+# # Problem set 3: multi-head attention
+#
+# Goes with the book's chapters *Many heads side by side*, *Splitting heads*, *Concatenating heads* and *The final
+# projection*. First the simple way (several heads side by side), then the efficient way (one projection, split into
+# heads, combined, projected). Write each piece in the cell marked `YOUR CODE HERE`, then run the test cell under it;
+# a failing test names the bug it sees. Code must work on whatever device its inputs are on.
+#
+# Points: MultiHeadAttentionWrapper {{ points.wrapper }}, split_heads {{ points.split_heads }}, combine_heads {{
+# points.combine_heads }}, MultiHeadAttention {{ points.multi_head_attention }}.
 
-    python solutions/ps3/make_notebook.py && python -m grader release ps3
-"""
-from pathlib import Path
-
-from grader.release import given, markdown, solution, source_notebook, tests
-from grader.assignments import ASSIGNMENTS
-
-PS = ASSIGNMENTS["ps3"]
-
-SETUP = '''
+# %% nbgrader="given" id="setup"
 import math
 
 import torch
@@ -21,9 +21,14 @@ from grader import diagnose
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 torch.manual_seed(123)
 print("running on", device)
-'''
 
-FROM_PS2 = '''
+
+# %% [markdown] id="md-from-ps2"
+# ## 0. Your `CausalAttention`
+#
+# The wrapper below is built from the causal head of problem set 2. Paste your class into the next cell; it earns no points itself, but the wrapper's tests run through it.
+
+# %% nbgrader="solution" id="causal_attention_from_ps2"
 # Paste your CausalAttention class from problem set 2 here (not graded by itself; the wrapper is built from it).
 ### BEGIN SOLUTION
 class CausalAttention(nn.Module):
@@ -43,9 +48,14 @@ class CausalAttention(nn.Module):
         weights = self.dropout(torch.softmax(scores / keys.shape[-1] ** 0.5, dim=-1))
         return weights @ values
 ### END SOLUTION
-'''
 
-WRAPPER = '''
+
+# %% [markdown] id="md-wrapper"
+# ## 1. Heads side by side
+#
+# `num_heads` independent causal heads, their outputs concatenated along the last dimension. In this class `d_out` is the width of one head, so the output is `num_heads * d_out` wide: this is the class that printed `9216` when it was given the model width 768 as `d_out` with 12 heads.
+
+# %% nbgrader="solution" id="wrapper"
 class MultiHeadAttentionWrapper(nn.Module):
     """num_heads CausalAttention heads side by side, kept in ``self.heads`` (an nn.ModuleList).
 
@@ -64,9 +74,9 @@ class MultiHeadAttentionWrapper(nn.Module):
         ### BEGIN SOLUTION
         return torch.cat([head(x) for head in self.heads], dim=-1)
         ### END SOLUTION
-'''
 
-WRAPPER_TESTS = '''
+
+# %% nbgrader="tests" id="test_wrapper"
 # Each block of d_out columns is one head's causal attention, in order. This check runs first: it names the
 # usual wrapper bugs (d_out divided by num_heads, one head module repeated) before a bare shape check could.
 diagnose.check_wrapper(MultiHeadAttentionWrapper(4, 3, 8, 0.0, num_heads=2), d_in=4, d_out=3, num_heads=2)
@@ -83,9 +93,13 @@ diagnose.check_shape(big(torch.empty(8, 1024, 768, device="meta")), (8, 1024, 76
 wide = MultiHeadAttentionWrapper(768, 768, 1024, 0.0, num_heads=12).to("meta")
 diagnose.check_shape(wide(torch.empty(8, 1024, 768, device="meta")), (8, 1024, 9216))
 ### END HIDDEN TESTS
-'''
 
-SPLIT = '''
+# %% [markdown] id="md-split"
+# ## 2. Splitting heads
+#
+# One projection to `d_out` columns serves every head: head *h* owns a block of `head_dim` columns. Reshape to expose the heads, then move the head dimension in front of the tokens.
+
+# %% nbgrader="solution" id="split_heads"
 def split_heads(x, num_heads):
     """(batch, num_tokens, d_out) -> (batch, num_heads, num_tokens, head_dim), head_dim = d_out // num_heads.
 
@@ -95,9 +109,9 @@ def split_heads(x, num_heads):
     batch, num_tokens, d_out = x.shape
     return x.view(batch, num_tokens, num_heads, d_out // num_heads).transpose(1, 2)
     ### END SOLUTION
-'''
 
-SPLIT_TESTS = '''
+
+# %% nbgrader="tests" id="test_split_heads"
 x = torch.arange(2 * 3 * 4, dtype=torch.float32, device=device).view(1, 3, 8)  # 3 tokens, d_out 8
 diagnose.check_split_heads(split_heads)
 heads = split_heads(x, num_heads=2)
@@ -112,18 +126,22 @@ for num_heads in (1, 3, 4, 12):
     for h in range(num_heads):
         assert torch.equal(heads[:, h], x[..., h * head_dim:(h + 1) * head_dim]), (num_heads, h)
 ### END HIDDEN TESTS
-'''
 
-COMBINE = '''
+# %% [markdown] id="md-combine"
+# ## 3. Combining heads
+#
+# The inverse of `split_heads`: tokens back in front of heads, then the heads' columns side by side. A transposed tensor is not contiguous in memory, which `view` cares about.
+
+# %% nbgrader="solution" id="combine_heads"
 def combine_heads(x):
     """(batch, num_heads, num_tokens, head_dim) -> (batch, num_tokens, num_heads * head_dim): undoes split_heads."""
     ### BEGIN SOLUTION
     batch, num_heads, num_tokens, head_dim = x.shape
     return x.transpose(1, 2).contiguous().view(batch, num_tokens, num_heads * head_dim)
     ### END SOLUTION
-'''
 
-COMBINE_TESTS = '''
+
+# %% nbgrader="tests" id="test_combine_heads"
 heads = torch.arange(2 * 3 * 4, dtype=torch.float32, device=device).view(1, 2, 3, 4)  # 2 heads, 3 tokens
 diagnose.check_combine_heads(combine_heads)
 combined = combine_heads(heads)
@@ -139,9 +157,13 @@ for h in range(4):
 transposed = torch.randn(3, 5, 4, 2, device=device).transpose(1, 2)
 assert torch.equal(combine_heads(transposed)[..., 0:2], transposed[:, 0])
 ### END HIDDEN TESTS
-'''
 
-MHA = '''
+# %% [markdown] id="md-mha"
+# ## 4. `MultiHeadAttention`
+#
+# Put it together, with the final output projection `out_proj` that mixes the heads. The tests copy your weights into `torch.nn.MultiheadAttention` and compare, with `d_in == d_out` and `d_in != d_out`, and check dropout, the mask buffer and the error for `d_out % num_heads != 0`.
+
+# %% nbgrader="solution" id="multi_head_attention"
 class MultiHeadAttention(nn.Module):
     """Causal multi-head attention with one projection each for queries, keys and values and a final out_proj.
 
@@ -181,9 +203,9 @@ class MultiHeadAttention(nn.Module):
         context = context.contiguous().view(batch, num_tokens, self.d_out)
         return self.out_proj(context)
         ### END SOLUTION
-'''
 
-MHA_TESTS = '''
+
+# %% nbgrader="tests" id="test_multi_head_attention"
 torch.manual_seed(123)
 mha = MultiHeadAttention(d_in=4, d_out=8, context_length=8, dropout=0.0, num_heads=2).to(device)
 x = torch.randn(2, 6, 4, device=device)
@@ -208,54 +230,3 @@ diagnose.check_batch_independence(mha.eval(), torch.randn(3, 5, 4, device=device
 diagnose.check_dropout(MultiHeadAttention(8, 8, 8, dropout=0.5, num_heads=2), d_in=8)
 diagnose.check_mask_buffer(MultiHeadAttention(4, 8, 8, 0.0, num_heads=2), context_length=8)
 ### END HIDDEN TESTS
-'''
-
-INTRO = '''
-# Problem set 3: multi-head attention
-
-Goes with the book's chapters *Many heads side by side*, *Splitting heads*, *Concatenating heads* and *The final
-projection*. First the simple way (several heads side by side), then the efficient way (one projection, split into
-heads, combined, projected). Write each piece in the cell marked `YOUR CODE HERE`, then run the test cell under it;
-a failing test names the bug it sees. Code must work on whatever device its inputs are on.
-
-Points: MultiHeadAttentionWrapper 3, split_heads 2, combine_heads 2, MultiHeadAttention 5.
-'''
-
-
-def build() -> None:
-    points = {t.name: t.points for t in PS.tasks}
-    cells = [
-        markdown("intro", INTRO),
-        given("setup", SETUP),
-        markdown("md-from-ps2", "## 0. Your `CausalAttention`\n\nThe wrapper below is built from the causal "
-                                "head of problem set 2. Paste your class into the next cell; it earns no points "
-                                "itself, but the wrapper's tests run through it."),
-        solution("causal_attention_from_ps2", FROM_PS2),
-        markdown("md-wrapper", "## 1. Heads side by side\n\n`num_heads` independent causal heads, their outputs "
-                               "concatenated along the last dimension. In this class `d_out` is the width of one "
-                               "head, so the output is `num_heads * d_out` wide: this is the class that printed "
-                               "`9216` when it was given the model width 768 as `d_out` with 12 heads."),
-        solution("wrapper", WRAPPER),
-        tests("wrapper", points["wrapper"], WRAPPER_TESTS),
-        markdown("md-split", "## 2. Splitting heads\n\nOne projection to `d_out` columns serves every head: "
-                             "head *h* owns a block of `head_dim` columns. Reshape to expose the heads, then move "
-                             "the head dimension in front of the tokens."),
-        solution("split_heads", SPLIT),
-        tests("split_heads", points["split_heads"], SPLIT_TESTS),
-        markdown("md-combine", "## 3. Combining heads\n\nThe inverse of `split_heads`: tokens back in front of "
-                               "heads, then the heads' columns side by side. A transposed tensor is not contiguous "
-                               "in memory, which `view` cares about."),
-        solution("combine_heads", COMBINE),
-        tests("combine_heads", points["combine_heads"], COMBINE_TESTS),
-        markdown("md-mha", "## 4. `MultiHeadAttention`\n\nPut it together, with the final output projection "
-                           "`out_proj` that mixes the heads. The tests copy your weights into "
-                           "`torch.nn.MultiheadAttention` and compare, with `d_in == d_out` and `d_in != d_out`, "
-                           "and check dropout, the mask buffer and the error for `d_out % num_heads != 0`."),
-        solution("multi_head_attention", MHA),
-        tests("multi_head_attention", points["multi_head_attention"], MHA_TESTS),
-    ]
-    source_notebook(cells, Path(__file__).with_name("ps3.ipynb"))
-
-
-if __name__ == "__main__":
-    build()

@@ -1,39 +1,23 @@
-"""Writes ps5.ipynb, the nbgrader source of ps5 (solutions and hidden tests). Never shipped to students.
+# %% [markdown] id="intro"
+# # Problem set 5: performance
+#
+# Chapter 9 (the performance lab) times several attention modules and asks where the time goes. Here you build the
+# instruments yourself: a timer you can trust, a count of the arithmetic, a count of the memory, and then you use
+# them to explain a real timing anomaly.
+#
+# | Task | Points | You define |
+# |---|---|---|
+# | (a) a correct timer | {{ points.timing }} | `time_forward(module, x, warmup=5, repeats=20)` |
+# | (b) counting FLOPs | {{ points.flops }} | `attention_flops(batch, num_tokens, d_in, d_out, num_heads)` |
+# | (c) counting bytes | {{ points.memory }} | `attention_weights_bytes(batch, num_tokens, num_heads, dtype)` |
+# | (d) a timing anomaly | {{ points.anomaly }} | `anomaly_answer` |
+#
+# Replace each `raise NotImplementedError()` with your code and run the test cell under it. The visible tests are
+# a first check; more tests run when the notebook is graded. Before handing in, run
+# `python -m grader check ps5.ipynb` in a terminal. Everything here runs on a GPU if the kernel has one and on the
+# CPU otherwise.
 
-    python solutions/ps5/make_notebook.py && python -m grader release ps5
-"""
-import json
-from pathlib import Path
-
-from grader.release import Cells, source_notebook
-
-# The answer key is data (answer_key.json beside this script): the solution and the hidden test below are written
-# from it and the grader reads the same file (grader/assignments/ps5.py), so the two cannot drift apart.
-ANOMALY = json.loads(Path(__file__).with_name("answer_key.json").read_text())["anomaly"]
-WHY_NOT_LITERAL = "{\n" + "".join(f"    {json.dumps(letter)}: {json.dumps(why)},\n"
-                                   for letter, why in ANOMALY["why_not"].items()) + "}"
-
-b = Cells("ps5")
-b.md("intro", r"""
-# Problem set 5: performance
-
-Chapter 9 (the performance lab) times several attention modules and asks where the time goes. Here you build the
-instruments yourself: a timer you can trust, a count of the arithmetic, a count of the memory, and then you use
-them to explain a real timing anomaly.
-
-| Task | Points | You define |
-|---|---|---|
-| (a) a correct timer | 3 | `time_forward(module, x, warmup=5, repeats=20)` |
-| (b) counting FLOPs | 2 | `attention_flops(batch, num_tokens, d_in, d_out, num_heads)` |
-| (c) counting bytes | 2 | `attention_weights_bytes(batch, num_tokens, num_heads, dtype)` |
-| (d) a timing anomaly | 2 | `anomaly_answer` |
-
-Replace each `raise NotImplementedError()` with your code and run the test cell under it. The visible tests are
-a first check; more tests run when the notebook is graded. Before handing in, run
-`python -m grader check ps5.ipynb` in a terminal. Everything here runs on a GPU if the kernel has one and on the
-CPU otherwise.
-""")
-b.code("setup", """
+# %% nbgrader="given" id="setup"
 import statistics
 import time
 
@@ -44,33 +28,34 @@ from grader import diagnose_perf
 
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 print("running on", device)
-""")
-b.md("timing_intro", r"""
-## (a) A timer you can trust
 
-Three things make a naive `start = time.perf_counter(); module(x); print(time.perf_counter() - start)` wrong:
 
-1. **One-time costs.** The first calls of a module pay for things later calls do not: memory allocation, kernel
-   selection, lazy initialisation, caches warming up. Run a few untimed *warm-up* calls first.
-2. **Asynchronous GPUs.** On CUDA, `module(x)` only *queues* kernels and returns, usually long before the GPU has
-   finished. Stopping the clock then measures the launch, not the work. Wait for the GPU with
-   `torch.cuda.synchronize()` before you read the clock (or time with `torch.cuda.Event`s, and synchronise before
-   asking for `elapsed_time`). On the CPU there is nothing to wait for, and `torch.cuda.synchronize()` would fail
-   on a machine without CUDA: synchronise only when `x` is on a CUDA device.
-3. **Noise.** One call can be slow because the machine did something else. Time each call separately and report
-   the **median**, which a few slow outliers do not move.
+# %% [markdown] id="timing_intro"
+# ## (a) A timer you can trust
+#
+# Three things make a naive `start = time.perf_counter(); module(x); print(time.perf_counter() - start)` wrong:
+#
+# 1. **One-time costs.** The first calls of a module pay for things later calls do not: memory allocation, kernel
+#    selection, lazy initialisation, caches warming up. Run a few untimed *warm-up* calls first.
+# 2. **Asynchronous GPUs.** On CUDA, `module(x)` only *queues* kernels and returns, usually long before the GPU has
+#    finished. Stopping the clock then measures the launch, not the work. Wait for the GPU with
+#    `torch.cuda.synchronize()` before you read the clock (or time with `torch.cuda.Event`s, and synchronise before
+#    asking for `elapsed_time`). On the CPU there is nothing to wait for, and `torch.cuda.synchronize()` would fail
+#    on a machine without CUDA: synchronise only when `x` is on a CUDA device.
+# 3. **Noise.** One call can be slow because the machine did something else. Time each call separately and report
+#    the **median**, which a few slow outliers do not move.
+#
+# We time inference, so run the forward passes under `torch.no_grad()`: recording the autograd graph costs time and
+# memory that inference does not pay.
+#
+# Write `time_forward(module, x, warmup=5, repeats=20)`: call `module(x)` `warmup` times without timing, then
+# time `repeats` calls one by one, and return the median in **milliseconds** as a Python `float`.
+#
+# `grader.diagnose_perf` has test doubles you can use in your own experiments: `ScheduledSleep([ms, ...])`, a module
+# that sleeps a chosen time per call and counts its calls, and `simulated_cuda()`, which makes this machine behave
+# like an asynchronous GPU inside a `with` block (read its docstring).
 
-We time inference, so run the forward passes under `torch.no_grad()`: recording the autograd graph costs time and
-memory that inference does not pay.
-
-Write `time_forward(module, x, warmup=5, repeats=20)`: call `module(x)` `warmup` times without timing, then
-time `repeats` calls one by one, and return the median in **milliseconds** as a Python `float`.
-
-`grader.diagnose_perf` has test doubles you can use in your own experiments: `ScheduledSleep([ms, ...])`, a module
-that sleeps a chosen time per call and counts its calls, and `simulated_cuda()`, which makes this machine behave
-like an asynchronous GPU inside a `with` block (read its docstring).
-""")
-b.solution("timing", '''
+# %% nbgrader="solution" id="timing"
 def time_forward(module, x, warmup=5, repeats=20):
     """Median wall-clock milliseconds of one forward pass module(x), measured after `warmup` untimed calls."""
     ### BEGIN SOLUTION
@@ -93,13 +78,14 @@ def time_forward(module, x, warmup=5, repeats=20):
             times_ms.append((time.perf_counter() - start) * 1000)
     return float(statistics.median(times_ms))
     ### END SOLUTION
-''')
-b.test("timing", 3, '''
+
+
+# %% nbgrader="tests" id="test_timing"
 # Visible check: a module that sleeps 10 ms per call must time at about 10 ms, in milliseconds, as a float.
 steady = diagnose_perf.ScheduledSleep([10])
 measured = time_forward(steady, torch.zeros(4, device=device), warmup=2, repeats=5)
 assert isinstance(measured, float), f"return a Python float, not {type(measured).__name__}"
-assert not (0.005 <= measured <= 0.05), \\
+assert not (0.005 <= measured <= 0.05), \
     f"a module that sleeps 10 ms timed at {measured:.4f}: that is seconds; return milliseconds"
 assert 9 <= measured <= 40, f"a module that sleeps 10 ms per call timed at {measured:.2f} ms"
 assert steady.calls >= 2 + 5, (f"module called {steady.calls} times with warmup=2, repeats=5, expected at least 7: "
@@ -124,7 +110,7 @@ assert measured < 15, (f"mean instead of median: 6 calls of 2 ms and 2 of 100 ms
 # Inference timing: autograd off in the timed calls.
 grad_probe = diagnose_perf.ScheduledSleep([1])
 time_forward(grad_probe, torch.zeros(4, requires_grad=True), warmup=2, repeats=3)
-assert not any(grad_probe.grad_enabled[2:]), \\
+assert not any(grad_probe.grad_enabled[2:]), \
     "autograd on while timing: run the forward passes under torch.no_grad() (or torch.inference_mode())"
 
 # CUDA without a GPU: inside simulated_cuda() the module queues 20 ms of work per call and returns at once, and
@@ -147,23 +133,23 @@ if torch.cuda.is_available():
     assert measured >= 0.7 * expected_ms, (f"no synchronisation on CUDA: a kernel of {expected_ms:.1f} ms timed "
                                            f"at {measured:.3f} ms on {torch.cuda.get_device_name()}")
 ### END HIDDEN TESTS
-''')
-b.md("flops_intro", r"""
-## (b) Counting the arithmetic
 
-Multiplying an $m \times k$ matrix by a $k \times n$ matrix takes $m \cdot k \cdot n$ multiply-adds; count each
-multiply-add as **2 FLOPs**. For one forward pass of the chapter's `MultiHeadAttention` on an input of shape
-`(batch, num_tokens, d_in)`, count only the matrix multiplications:
+# %% [markdown] id="flops_intro"
+# ## (b) Counting the arithmetic
+#
+# Multiplying an $m \times k$ matrix by a $k \times n$ matrix takes $m \cdot k \cdot n$ multiply-adds; count each
+# multiply-add as **2 FLOPs**. For one forward pass of the chapter's `MultiHeadAttention` on an input of shape
+# `(batch, num_tokens, d_in)`, count only the matrix multiplications:
+#
+# - `'projections'`: the query, key and value projections and the output projection `out_proj`;
+# - `'attention'`: the scores $QK^\top$ and the weighted sum of the values, for every head, counted dense (as if no
+#   causal mask let a kernel skip the upper triangle).
+#
+# Leave out biases, the scaling, the mask, softmax and dropout: they are small next to the matrix products.
+# Return a dict with the two keys. At the size of the historical benchmark (batch 8, 1024 tokens, 768 wide, 12 heads)
+# the two numbers come to about 39 and 26 GFLOP.
 
-- `'projections'`: the query, key and value projections and the output projection `out_proj`;
-- `'attention'`: the scores $QK^\top$ and the weighted sum of the values, for every head, counted dense (as if no
-  causal mask let a kernel skip the upper triangle).
-
-Leave out biases, the scaling, the mask, softmax and dropout: they are small next to the matrix products.
-Return a dict with the two keys. At the size of the historical benchmark (batch 8, 1024 tokens, 768 wide, 12 heads)
-the two numbers come to about 39 and 26 GFLOP.
-""")
-b.solution("flops", '''
+# %% nbgrader="solution" id="flops"
 def attention_flops(batch, num_tokens, d_in, d_out, num_heads):
     """FLOPs (2 per multiply-add) of the matrix products in one forward pass of multi-head attention."""
     ### BEGIN SOLUTION
@@ -175,16 +161,17 @@ def attention_flops(batch, num_tokens, d_in, d_out, num_heads):
     attention = 2 * batch * num_heads * 2 * num_tokens * num_tokens * head_dim
     return {"projections": projections, "attention": attention}
     ### END SOLUTION
-''')
-b.test("flops", 2, '''
+
+
+# %% nbgrader="tests" id="test_flops"
 full = attention_flops(8, 1024, 768, 768, 12)
-assert isinstance(full, dict) and {"projections", "attention"} <= set(full), \\
+assert isinstance(full, dict) and {"projections", "attention"} <= set(full), \
     "return a dict with the keys 'projections' and 'attention'"
 print(f"projections {full['projections'] / 1e9:.2f} GFLOP, attention {full['attention'] / 1e9:.2f} GFLOP "
       f"(compare with the numbers above)")
 assert all(full[key] > 0 for key in ("projections", "attention")), "FLOP counts must be positive numbers"
 doubled = attention_flops(16, 1024, 768, 768, 12)
-assert all(abs(doubled[key] / full[key] - 2) < 1e-9 for key in ("projections", "attention")), \\
+assert all(abs(doubled[key] / full[key] - 2) < 1e-9 for key in ("projections", "attention")), \
     "twice the batch is twice the work, for both counts"
 ### BEGIN HIDDEN TESTS
 def expected_flops(batch, num_tokens, d_in, d_out, num_heads):
@@ -228,28 +215,29 @@ for config in [(8, 1024, 768, 768, 12), (2, 16, 8, 24, 3), (3, 10, 40, 16, 4), (
                                        f"[attention_flops{config}['{key}'] = {float(got[key]):.6g}, "
                                        f"{ratio:.4g} x the right count]")
 ### END HIDDEN TESTS
-''')
-b.md("memory_intro", r"""
-## (c) Counting the bytes
 
-Inside every attention module sits the tensor of attention weights, one row of `num_tokens` weights for every
-query of every head of every sequence in the batch. Write `attention_weights_bytes(batch, num_tokens, num_heads,
-dtype)`: how many bytes that tensor takes for a `torch.dtype` such as `torch.float32` or `torch.bfloat16`. Ask
-PyTorch for the size of one element rather than writing a table of your own. Return an `int`.
-""")
-b.solution("memory", '''
+# %% [markdown] id="memory_intro"
+# ## (c) Counting the bytes
+#
+# Inside every attention module sits the tensor of attention weights, one row of `num_tokens` weights for every
+# query of every head of every sequence in the batch. Write `attention_weights_bytes(batch, num_tokens, num_heads,
+# dtype)`: how many bytes that tensor takes for a `torch.dtype` such as `torch.float32` or `torch.bfloat16`. Ask
+# PyTorch for the size of one element rather than writing a table of your own. Return an `int`.
+
+# %% nbgrader="solution" id="memory"
 def attention_weights_bytes(batch, num_tokens, num_heads, dtype):
     """Bytes of the attention weights tensor (batch, num_heads, num_tokens, num_tokens) in `dtype`."""
     ### BEGIN SOLUTION
     element_size = torch.empty((), dtype=dtype).element_size()
     return batch * num_heads * num_tokens * num_tokens * element_size
     ### END SOLUTION
-''')
-b.test("memory", 2, '''
+
+
+# %% nbgrader="tests" id="test_memory"
 full = attention_weights_bytes(8, 1024, 12, torch.float32)
 print(f"attention weights at the benchmark size in float32: {full / 2**20:.0f} MiB")
 assert isinstance(full, int), f"return an int (a number of bytes), not {type(full).__name__}"
-assert attention_weights_bytes(8, 1024, 12, torch.float16) * 2 == full, \\
+assert attention_weights_bytes(8, 1024, 12, torch.float16) * 2 == full, \
     "wrong dtype size: float16 takes half the bytes of float32"
 ### BEGIN HIDDEN TESTS
 # Judged against PyTorch itself: the bytes of a real tensor of that shape and dtype, on the meta device (free).
@@ -274,26 +262,26 @@ for batch, num_tokens, num_heads in [(8, 1024, 12), (2, 5, 3), (1, 7, 1), (3, 16
         raise AssertionError(f"{why} [batch={batch}, num_tokens={num_tokens}, num_heads={num_heads}, {dtype}: "
                              f"got {got}, expected {want}]")
 ### END HIDDEN TESTS
-''')
-b.md("anomaly_intro", r"""
-## (d) A timing anomaly
 
-In March 2024 a reader of the *LLMs from scratch* bonus notebook on efficient multi-head attention noticed
-(issue #67 of rasbt/LLMs-from-scratch) that its `MultiHeadAttentionWrapper` was built with `d_out=768` and 12 heads.
-In the wrapper `d_out` is the width of *one* head, so every head projected to 768 features and the output was
-`[8, 1024, 9216]` instead of `[8, 1024, 768]`. The notebook's benchmark (A100, PyTorch 2.2.1, forward pass,
-batch 8, 1024 tokens, 768 wide, 12 heads, float32) read, before and after the fix (PR #68):
+# %% [markdown] id="anomaly_intro"
+# ## (d) A timing anomaly
+#
+# In March 2024 a reader of the *LLMs from scratch* bonus notebook on efficient multi-head attention noticed
+# (issue #67 of rasbt/LLMs-from-scratch) that its `MultiHeadAttentionWrapper` was built with `d_out=768` and 12 heads.
+# In the wrapper `d_out` is the width of *one* head, so every head projected to 768 features and the output was
+# `[8, 1024, 9216]` instead of `[8, 1024, 768]`. The notebook's benchmark (A100, PyTorch 2.2.1, forward pass,
+# batch 8, 1024 tokens, 768 wide, 12 heads, float32) read, before and after the fix (PR #68):
+#
+# | module | forward pass |
+# |---|---|
+# | wrapper, 12 heads of 768 (the bug) | 41.1 ms |
+# | wrapper, 12 heads of 64, plus `out_proj` (fixed) | 8.35 ms |
+# | the chapter's `MultiHeadAttention` (unchanged) | 6.58 ms |
+#
+# The cell below counts both wrappers' parameters at that size on the `meta` device, which stores no data and so
+# costs nothing: the buggy wrapper's twelve heads each hold three 768 x 768 projections.
 
-| module | forward pass |
-|---|---|
-| wrapper, 12 heads of 768 (the bug) | 41.1 ms |
-| wrapper, 12 heads of 64, plus `out_proj` (fixed) | 8.35 ms |
-| the chapter's `MultiHeadAttention` (unchanged) | 6.58 ms |
-
-The cell below counts both wrappers' parameters at that size on the `meta` device, which stores no data and so
-costs nothing: the buggy wrapper's twelve heads each hold three 768 x 768 projections.
-""")
-b.code("anomaly_sizes", '''
+# %% nbgrader="given" id="anomaly_sizes"
 def wrapper_parameters(head_width, embed_dim=768, num_heads=12, with_out_proj=False):
     """Parameters of num_heads heads, each with bias-free Q, K, V projections embed_dim -> head_width."""
     with torch.device("meta"):
@@ -305,34 +293,37 @@ def wrapper_parameters(head_width, embed_dim=768, num_heads=12, with_out_proj=Fa
 for label, count in [("buggy wrapper, 12 heads of 768", wrapper_parameters(768)),
                      ("fixed wrapper, 12 heads of 64 + out_proj", wrapper_parameters(64, with_out_proj=True))]:
     print(f"{label:<42} {count:>12,} parameters")
-''')
-b.md("anomaly_question", r"""
-The buggy wrapper is about 5 times slower (41.1 / 8.35). Which explanation is right?
 
-- **A.** Python overhead: the wrapper's forward pass is a Python loop over the heads, and each head launches its
-  own small kernels, while a vectorised module launches a few large ones. The launches dominate the time.
-- **B.** Each head projects to 768 features instead of 64, so the Q, K, V projections and the two attention
-  products do about 12 times the arithmetic of the fixed wrapper. The slowdown stays below 12 times because part
-  of the work does not depend on the head width: every head's 1024 x 1024 scores are masked, softmaxed and
-  stored in both versions, and the fixed wrapper adds an output projection.
-- **C.** A measurement error: the buggy run stopped the clock before the GPU had finished, so its number is
-  inflated by kernels from earlier calls that were still running.
-- **D.** The missing output projection: without `out_proj` PyTorch has to copy the 9216-wide concatenation back to
-  the CPU to build the output, and that copy dominates the time.
+# %% [markdown] id="anomaly_question"
+# The buggy wrapper is about 5 times slower (41.1 / 8.35). Which explanation is right?
+#
+# - **A.** Python overhead: the wrapper's forward pass is a Python loop over the heads, and each head launches its
+#   own small kernels, while a vectorised module launches a few large ones. The launches dominate the time.
+# - **B.** Each head projects to 768 features instead of 64, so the Q, K, V projections and the two attention
+#   products do about 12 times the arithmetic of the fixed wrapper. The slowdown stays below 12 times because part
+#   of the work does not depend on the head width: every head's 1024 x 1024 scores are masked, softmaxed and
+#   stored in both versions, and the fixed wrapper adds an output projection.
+# - **C.** A measurement error: the buggy run stopped the clock before the GPU had finished, so its number is
+#   inflated by kernels from earlier calls that were still running.
+# - **D.** The missing output projection: without `out_proj` PyTorch has to copy the 9216-wide concatenation back to
+#   the CPU to build the output, and that copy dominates the time.
+#
+# Set `anomaly_answer` to the letter, as a string such as `"A"`. Tasks (b) and (c) give you the tools to check.
 
-Set `anomaly_answer` to the letter, as a string such as `"A"`. Tasks (b) and (c) give you the tools to check.
-""")
-b.solution("anomaly", f'''
+# %% nbgrader="solution" id="anomaly"
 ### BEGIN SOLUTION
-anomaly_answer = {json.dumps(ANOMALY["answer"])}
+anomaly_answer = {{ keys.anomaly.answer | py }}
 ### END SOLUTION
-''')
-b.test("anomaly", 2, '''
+
+# %% nbgrader="tests" id="test_anomaly"
 assert anomaly_answer in {"A", "B", "C", "D"}, f"anomaly_answer must be one of 'A', 'B', 'C', 'D', not {anomaly_answer!r}"
 ### BEGIN HIDDEN TESTS
-why_not = __WHY_NOT__
-assert anomaly_answer == __ANSWER__, f"{anomaly_answer} is not it: {why_not.get(anomaly_answer, '')}. __HINT__"
+why_not = {
+{%- for choice, why in keys.anomaly.why_not.items() %}
+    {{ choice | py }}: {{ why | py }},
+{%- endfor %}
+}
+assert anomaly_answer == {{
+    keys.anomaly.answer | py }}, f"{anomaly_answer} is not it: {why_not.get(anomaly_answer, '')}. {{
+    keys.anomaly.hint }}"
 ### END HIDDEN TESTS
-'''.replace("__WHY_NOT__", WHY_NOT_LITERAL).replace("__ANSWER__", json.dumps(ANOMALY["answer"]))
-       .replace("__HINT__", ANOMALY["hint"]))
-source_notebook(b, Path(__file__).with_name("ps5.ipynb"))

@@ -1,52 +1,24 @@
-"""Writes ps4.ipynb, the nbgrader source of ps4 (solutions and hidden tests). Never shipped to students.
+# %% [markdown] id="intro"
+# # Problem set 4: bug clinic
+#
+# Chapters 7 and 8 took apart two real bugs: the wrapper whose output was `[8, 1024, 9216]` instead of
+# `[8, 1024, 768]`, and the module with no final projection. Both survived in a widely read notebook because
+# nothing *crashed*. Here you practise finding such bugs from their symptoms, write the test that would have caught
+# the sneakiest ones, and fix the two historical modules.
+#
+# | Task | Points | You define |
+# |---|---|---|
+# | (a) diagnose eight mystery modules | {{ points.diagnoses }} | `diagnoses` |
+# | (b) a parity test for bugs that hide when d_in == d_out | {{ points.parity_test }} | `passes_parity_test(mha_cls)` |
+# | (c) fix the 9216 wrapper | {{ points.fixed_wrapper }} | `FixedMultiHeadAttentionWrapper` |
+# | (d) fix the module without a final projection | {{ points.fixed_projection }} | `FixedMultiHeadAttention` |
+#
+# Replace each `raise NotImplementedError()` with your code and run the test cell under it. The visible tests are
+# a first check; more tests run when the notebook is graded. Before handing in, run
+# `python -m grader check ps4.ipynb` in a terminal. Everything runs on a GPU if the kernel has one, on the CPU
+# otherwise.
 
-    python solutions/ps4/make_notebook.py && python -m grader release ps4
-"""
-import json
-from pathlib import Path
-
-from grader.release import Cells, source_notebook
-
-# The answer keys are data (answer_key.json beside this script): the hidden tests below are written from them and
-# the grader reads the same file (grader/assignments/ps4.py), so the two cannot drift apart.
-KEYS = json.loads(Path(__file__).with_name("answer_key.json").read_text())
-
-
-def _py(value) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-LABELS_LITERAL = "[\n" + "".join(f"    {_py(label)},\n" for label in KEYS["diagnoses"]["labels"]) + "]"
-ANSWER_KEY_LITERAL = "{\n" + "".join(f"    {_py(name)}: ({_py(label)}, {_py(hint)}),\n"
-                                      for name, (label, hint) in KEYS["diagnoses"]["key"].items()) + "}"
-CORRECT_LITERAL = "{\n" + "".join(f"    {_py(description)}: {cls},\n"
-                                   for description, cls in KEYS["parity_test"]["correct_classes"].items()) + "}"
-CAMOUFLAGED_LITERAL = "{\n" + "".join(f"    {_py(description)}: ({cls}, {_py(reason)}),\n"
-                                       for description, (cls, reason)
-                                       in KEYS["parity_test"]["camouflaged_bugs"].items()) + "}"
-
-b = Cells("ps4")
-b.md("intro", r"""
-# Problem set 4: bug clinic
-
-Chapters 7 and 8 took apart two real bugs: the wrapper whose output was `[8, 1024, 9216]` instead of
-`[8, 1024, 768]`, and the module with no final projection. Both survived in a widely read notebook because
-nothing *crashed*. Here you practise finding such bugs from their symptoms, write the test that would have caught
-the sneakiest ones, and fix the two historical modules.
-
-| Task | Points | You define |
-|---|---|---|
-| (a) diagnose eight mystery modules | 4 | `diagnoses` |
-| (b) a parity test for bugs that hide when d_in == d_out | 3 | `passes_parity_test(mha_cls)` |
-| (c) fix the 9216 wrapper | 3 | `FixedMultiHeadAttentionWrapper` |
-| (d) fix the module without a final projection | 3 | `FixedMultiHeadAttention` |
-
-Replace each `raise NotImplementedError()` with your code and run the test cell under it. The visible tests are
-a first check; more tests run when the notebook is graded. Before handing in, run
-`python -m grader check ps4.ipynb` in a terminal. Everything runs on a GPU if the kernel has one, on the CPU
-otherwise.
-""")
-b.code("setup", """
+# %% nbgrader="given" id="setup"
 import math
 
 import torch
@@ -56,21 +28,21 @@ from grader import diagnose
 
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 print("running on", device)
-""")
-b.md("mystery_intro", r"""
-## (a) Eight mystery modules
 
-Every class below has the chapter's constructor, `(d_in, d_out, context_length, dropout, num_heads,
-qkv_bias=False)`, and claims to be causal multi-head attention returning `(batch, num_tokens, d_out)`. Most carry
-exactly one bug from the course; a module may also be correct. None of them crashes at the sizes you might try
-first. Read the code, then *run experiments*: output shapes for several sizes, parameter counts, attention rows
-that should sum to 1, a future token that must not change the past, sizes with `d_in != d_out`, and comparisons with
-`nn.MultiheadAttention` holding the same weights. The checks in `grader.diagnose` (for example
-`diagnose.check_attention_module(module, d_in, num_heads)`, which needs the course's attribute names) do several of
-these for you.
-""")
-MYSTERY = {}
-MYSTERY["mystery_1"] = '''
+
+# %% [markdown] id="mystery_intro"
+# ## (a) Eight mystery modules
+#
+# Every class below has the chapter's constructor, `(d_in, d_out, context_length, dropout, num_heads,
+# qkv_bias=False)`, and claims to be causal multi-head attention returning `(batch, num_tokens, d_out)`. Most carry
+# exactly one bug from the course; a module may also be correct. None of them crashes at the sizes you might try
+# first. Read the code, then *run experiments*: output shapes for several sizes, parameter counts, attention rows
+# that should sum to 1, a future token that must not change the past, sizes with `d_in != d_out`, and comparisons with
+# `nn.MultiheadAttention` holding the same weights. The checks in `grader.diagnose` (for example
+# `diagnose.check_attention_module(module, d_in, num_heads)`, which needs the course's attribute names) do several of
+# these for you.
+
+# %% nbgrader="given" id="mystery_1"
 class MysteryA(nn.Module):
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
@@ -126,8 +98,9 @@ class MysteryB(nn.Module):
         weights = self.dropout(torch.softmax(scores, dim=-1))
         context = torch.einsum("bhqk,bkhd->bqhd", weights, values).reshape(b, num_tokens, -1)
         return self.out_proj(context)
-'''
-MYSTERY["mystery_2"] = '''
+
+
+# %% nbgrader="given" id="mystery_2"
 class MysteryC(nn.Module):
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
@@ -171,8 +144,9 @@ class MysteryD(nn.Module):
         weights = self.dropout(torch.softmax(scores / self.head_dim**0.5, dim=-1))
         context = (weights @ values).transpose(1, 2).contiguous().view(b, num_tokens, -1)
         return self.out_proj(context)
-'''
-MYSTERY["mystery_3"] = '''
+
+
+# %% nbgrader="given" id="mystery_3"
 class MysteryE(nn.Module):
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
@@ -218,8 +192,9 @@ class MysteryF(nn.Module):
         weights = self.dropout(torch.softmax(scores / self.head_dim**-0.5, dim=-1))
         context = (weights @ values).transpose(1, 2).contiguous().view(b, num_tokens, -1)
         return self.out_proj(context)
-'''
-MYSTERY["mystery_4"] = '''
+
+
+# %% nbgrader="given" id="mystery_4"
 class MysteryG(nn.Module):
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
@@ -265,26 +240,29 @@ class MysteryH(nn.Module):
         weights = self.dropout(torch.softmax(scores / self.head_dim**0.5, dim=-1))
         context = (weights @ values).transpose(1, 2).contiguous().view(b, num_tokens, -1)
         return context
-'''
-for gid, src in MYSTERY.items():
-    b.code(gid, src)
-b.code("labels", '''
+
+
+# %% nbgrader="given" id="labels"
 MYSTERY_MODULES = {cls.__name__: cls for cls in
                    (MysteryA, MysteryB, MysteryC, MysteryD, MysteryE, MysteryF, MysteryG, MysteryH)}
 
-BUG_LABELS = __LABELS__
-'''.replace("__LABELS__", LABELS_LITERAL))
-b.scratch("experiments", '''
+BUG_LABELS = [
+{%- for label in keys.diagnoses.labels %}
+    {{ label | py }},
+{%- endfor %}
+]
+
+# %% id="experiments"
 # Your experiments (not graded). A start:
 module = MysteryA(d_in=12, d_out=12, context_length=8, dropout=0.0, num_heads=3).to(device).eval()
 x = torch.randn(2, 6, 12, device=device)
 print(module(x).shape, sum(p.numel() for p in module.parameters()))
-''')
-b.md("diagnoses_intro", r"""
-Fill in `diagnoses`: one entry per mystery module, its class name mapped to exactly one label from
-`BUG_LABELS`. Each correct label earns half a point.
-""")
-b.solution("diagnoses", '''
+
+# %% [markdown] id="diagnoses_intro"
+# Fill in `diagnoses`: one entry per mystery module, its class name mapped to exactly one label from
+# `BUG_LABELS`. Each correct label earns half a point.
+
+# %% nbgrader="solution" id="diagnoses"
 ### BEGIN SOLUTION
 diagnoses = {
     "MysteryA": "mask applied after softmax",
@@ -297,37 +275,41 @@ diagnoses = {
     "MysteryH": "output projection defined but not applied in forward",
 }
 ### END SOLUTION
-''')
-b.test("diagnoses", 4, '''
+
+# %% nbgrader="tests" id="test_diagnoses"
 assert isinstance(diagnoses, dict), f"diagnoses must be a dict, not {type(diagnoses).__name__}"
 missing = sorted(set(MYSTERY_MODULES) - set(diagnoses))
 assert not missing, f"no diagnosis for {missing}"
 unknown = {name: label for name, label in diagnoses.items() if label not in BUG_LABELS}
 assert not unknown, f"labels not in BUG_LABELS: {unknown}"
 ### BEGIN HIDDEN TESTS
-answer_key = __ANSWER_KEY__
+answer_key = {
+{%- for name, (label, hint) in keys.diagnoses.key.items() %}
+    {{ name | py }}: ({{ label | py }}, {{ hint | py }}),
+{%- endfor %}
+}
 wrong = [name for name, (label, _) in answer_key.items() if diagnoses.get(name) != label]
 for name in wrong:
     print(f"{name}: not '{diagnoses.get(name)}'. Hint: {answer_key[name][1]}.")
 assert len(wrong) < len(answer_key), "no mystery module diagnosed correctly"
 4 * (len(answer_key) - len(wrong)) / len(answer_key)
 ### END HIDDEN TESTS
-'''.replace("__ANSWER_KEY__", ANSWER_KEY_LITERAL))
-b.md("parity_intro", r"""
-## (b) The test that catches bugs hiding behind d_in == d_out
 
-Two later bugs in the historical notebook passed every check: an output projection built as
-`nn.Linear(d_in, d_out)` instead of `nn.Linear(d_out, d_out)`, and an einsum implementation whose weights were
-stored transposed. Both are invisible when `d_in == d_out`, which is how the benchmark (768 in, 768 out) and most
-quick checks build the module. The fix came with a *parity test* at `d_in != d_out`.
+# %% [markdown] id="parity_intro"
+# ## (b) The test that catches bugs hiding behind d_in == d_out
+#
+# Two later bugs in the historical notebook passed every check: an output projection built as
+# `nn.Linear(d_in, d_out)` instead of `nn.Linear(d_out, d_out)`, and an einsum implementation whose weights were
+# stored transposed. Both are invisible when `d_in == d_out`, which is how the benchmark (768 in, 768 out) and most
+# quick checks build the module. The fix came with a *parity test* at `d_in != d_out`.
+#
+# Write `passes_parity_test(mha_cls)`: build `mha_cls` with the chapter's constructor and return `True` when it works
+# as multi-head attention must, whatever `d_in` and `d_out` are; return `False` for a class whose bug hides when
+# `d_in == d_out`. Return a `bool`; never let an error escape. The classes you will be given may be written any way
+# (one fused projection, einsum, a loop over heads, `nn.MultiheadAttention` inside), so rely only on the constructor
+# and the forward pass, not on attribute names or parameter counts.
 
-Write `passes_parity_test(mha_cls)`: build `mha_cls` with the chapter's constructor and return `True` when it works
-as multi-head attention must, whatever `d_in` and `d_out` are; return `False` for a class whose bug hides when
-`d_in == d_out`. Return a `bool`; never let an error escape. The classes you will be given may be written any way
-(one fused projection, einsum, a loop over heads, `nn.MultiheadAttention` inside), so rely only on the constructor
-and the forward pass, not on attribute names or parameter counts.
-""")
-b.solution("parity_test", '''
+# %% nbgrader="solution" id="parity_test"
 def passes_parity_test(mha_cls):
     """True when mha_cls works at d_in != d_out as it does at d_in == d_out."""
     ### BEGIN SOLUTION
@@ -348,8 +330,9 @@ def passes_parity_test(mha_cls):
             return False
     return True
     ### END SOLUTION
-''')
-b.test("parity_test", 3, '''
+
+
+# %% nbgrader="tests" id="test_parity_test"
 class TorchMultiHeadAttention(nn.Module):
     """Correct causal multi-head attention built on nn.MultiheadAttention (which wants d_in == d_out, hence the
     extra bias-free map from d_in to d_out in front of it)."""
@@ -382,7 +365,7 @@ class HeadsWithInputSizedProjection(nn.Module):
 verdict = passes_parity_test(TorchMultiHeadAttention)
 assert verdict is True or verdict is False, f"return a bool, not {verdict!r}"
 assert verdict, "your test rejects a correct module built on nn.MultiheadAttention"
-assert passes_parity_test(HeadsWithInputSizedProjection) is False, \\
+assert passes_parity_test(HeadsWithInputSizedProjection) is False, \
     "your test passes a module whose out_proj is nn.Linear(d_in, d_out): it never builds one with d_in != d_out"
 ### BEGIN HIDDEN TESTS
 class ChapterMultiHeadAttention(nn.Module):
@@ -448,8 +431,16 @@ class ProjectsBackToInputWidth(ChapterMultiHeadAttention):
         self.out_proj = nn.Linear(d_out, d_in)
 
 
-correct_classes = __CORRECT__
-camouflaged_bugs = __CAMOUFLAGED__
+correct_classes = {
+{%- for description, cls in keys.parity_test.correct_classes.items() %}
+    {{ description | py }}: {{ cls }},
+{%- endfor %}
+}
+camouflaged_bugs = {
+{%- for description, (cls, reason) in keys.parity_test.camouflaged_bugs.items() %}
+    {{ description | py }}: ({{ cls }}, {{ reason | py }}),
+{%- endfor %}
+}
 
 
 def verdict_on(cls, description):
@@ -469,16 +460,16 @@ for description, (cls, reason) in camouflaged_bugs.items():
     assert not verdict_on(cls, description), (f"parity test misses a bug hidden by d_in == d_out: it passes a "
                                               f"class whose {description}; {reason}")
 ### END HIDDEN TESTS
-'''.replace("__CORRECT__", CORRECT_LITERAL).replace("__CAMOUFLAGED__", CAMOUFLAGED_LITERAL))
-b.md("wrapper_intro", r"""
-## (c) Fix the 9216 wrapper
 
-Below are the chapter's single causal head and the wrapper as the historical notebook built it: `d_out` is the
-width of *one* head, so 12 heads built with `d_out=768` concatenate to 12 x 768 = 9216 features, and nothing
-mixes the heads afterwards. The next cell builds it at the benchmark's size on the `meta` device, which computes
-shapes without storing any data.
-""")
-b.code("given_wrapper", '''
+# %% [markdown] id="wrapper_intro"
+# ## (c) Fix the 9216 wrapper
+#
+# Below are the chapter's single causal head and the wrapper as the historical notebook built it: `d_out` is the
+# width of *one* head, so 12 heads built with `d_out=768` concatenate to 12 x 768 = 9216 features, and nothing
+# mixes the heads afterwards. The next cell builds it at the benchmark's size on the `meta` device, which computes
+# shapes without storing any data.
+
+# %% nbgrader="given" id="given_wrapper"
 class CausalAttention(nn.Module):
     """One causal attention head (chapter 2)."""
 
@@ -509,21 +500,23 @@ class MultiHeadAttentionWrapper(nn.Module):
 
     def forward(self, x):
         return torch.cat([head(x) for head in self.heads], dim=-1)
-''')
-b.code("given_wrapper_demo", '''
+
+
+# %% nbgrader="given" id="given_wrapper_demo"
 with torch.device("meta"):
     historical = MultiHeadAttentionWrapper(d_in=768, d_out=768, context_length=1024, dropout=0.0, num_heads=12)
     print("output:", tuple(historical(torch.empty(8, 1024, 768)).shape))
 print(f"parameters: {sum(p.numel() for p in historical.parameters()):,}")
-''')
-b.md("wrapper_task", r"""
-Write `FixedMultiHeadAttentionWrapper` with the same constructor, where `d_out` is now the **total** width:
-each of the `num_heads` heads gets `d_out // num_heads` features (raise a `ValueError` when `d_out` is not
-divisible by `num_heads`), and an output projection `self.out_proj = nn.Linear(d_out, d_out)` is applied after
-the concatenation. Keep the heads in `self.heads`, as `CausalAttention` modules (the tests copy their weights into
-`nn.MultiheadAttention` and compare). At 768 wide with 12 heads the fix has 2,360,064 parameters.
-""")
-b.solution("fixed_wrapper", '''
+
+
+# %% [markdown] id="wrapper_task"
+# Write `FixedMultiHeadAttentionWrapper` with the same constructor, where `d_out` is now the **total** width:
+# each of the `num_heads` heads gets `d_out // num_heads` features (raise a `ValueError` when `d_out` is not
+# divisible by `num_heads`), and an output projection `self.out_proj = nn.Linear(d_out, d_out)` is applied after
+# the concatenation. Keep the heads in `self.heads`, as `CausalAttention` modules (the tests copy their weights into
+# `nn.MultiheadAttention` and compare). At 768 wide with 12 heads the fix has 2,360,064 parameters.
+
+# %% nbgrader="solution" id="fixed_wrapper"
 class FixedMultiHeadAttentionWrapper(nn.Module):
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
@@ -541,8 +534,9 @@ class FixedMultiHeadAttentionWrapper(nn.Module):
         context = torch.cat([head(x) for head in self.heads], dim=-1)  # (b, num_tokens, d_out)
         return self.out_proj(context)
         ### END SOLUTION
-''')
-b.test("fixed_wrapper", 3, '''
+
+
+# %% nbgrader="tests" id="test_fixed_wrapper"
 def wrapper_reference(wrapper, x, num_heads):
     """nn.MultiheadAttention holding the wrapper's weights: head h's Q/K/V rows stacked in head order."""
     qkv = []
@@ -556,7 +550,7 @@ def wrapper_reference(wrapper, x, num_heads):
 def check_fixed_wrapper(d_in, d_out, num_heads, qkv_bias=False, num_tokens=6):
     wrapper = FixedMultiHeadAttentionWrapper(d_in, d_out, 8, 0.0, num_heads, qkv_bias).to(device).eval()
     heads = getattr(wrapper, "heads", None)
-    assert isinstance(heads, nn.ModuleList) and len(heads) == num_heads, \\
+    assert isinstance(heads, nn.ModuleList) and len(heads) == num_heads, \
         f"keep the {num_heads} heads in self.heads (an nn.ModuleList of CausalAttention)"
     x = torch.randn(2, num_tokens, d_in, device=device)
     with torch.no_grad():
@@ -571,7 +565,7 @@ def check_fixed_wrapper(d_in, d_out, num_heads, qkv_bias=False, num_tokens=6):
     expected = wrapper_reference(wrapper, x, num_heads)
     if not torch.allclose(out, expected, atol=1e-4, rtol=1e-3):
         concat = torch.cat([head(x) for head in wrapper.heads], dim=-1)
-        assert not torch.allclose(out, concat, atol=1e-4, rtol=1e-3), \\
+        assert not torch.allclose(out, concat, atol=1e-4, rtol=1e-3), \
             f"{diagnose.BUGS['out_proj_unused']}: the output is the plain concatenation of the heads"
         raise AssertionError(f"{diagnose.BUGS['mismatch']}: max difference {(out - expected).abs().max():.3g} "
                              f"from nn.MultiheadAttention holding your weights (d_in={d_in}, d_out={d_out})")
@@ -593,15 +587,15 @@ with torch.device("meta"):
     assert tuple(full_size(torch.empty(8, 1024, 768)).shape) == (8, 1024, 768), "not [8, 1024, 768] at full size"
 diagnose.check_parameter_count(full_size, 768, 768, 12)
 ### END HIDDEN TESTS
-''')
-b.md("projection_intro", r"""
-## (d) Fix the module without a final projection
 
-The vectorised module below splits the heads and merges them correctly, but returns the merged heads as they
-are: nothing mixes the features of different heads, and it has only three quarters of the parameters the chapter's
-`MultiHeadAttention` has.
-""")
-b.code("given_no_projection", '''
+# %% [markdown] id="projection_intro"
+# ## (d) Fix the module without a final projection
+#
+# The vectorised module below splits the heads and merges them correctly, but returns the merged heads as they
+# are: nothing mixes the features of different heads, and it has only three quarters of the parameters the chapter's
+# `MultiHeadAttention` has.
+
+# %% nbgrader="given" id="given_no_projection"
 class MultiHeadAttentionNoProjection(nn.Module):
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
@@ -625,14 +619,15 @@ class MultiHeadAttentionNoProjection(nn.Module):
         weights = self.dropout(torch.softmax(scores / self.head_dim**0.5, dim=-1))
         # (b, num_heads, num_tokens, head_dim) -> (b, num_tokens, d_out)
         return (weights @ values).transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
-''')
-b.md("projection_task", r"""
-Write `FixedMultiHeadAttention` with the same constructor and the chapter's attribute names (`W_query`, `W_key`,
-`W_value`, `out_proj`): it must equal `torch.nn.MultiheadAttention` holding the same weights, with a causal mask,
-both when `d_in == d_out` and when they differ. You may subclass `MultiHeadAttentionNoProjection` or write the
-class out in full.
-""")
-b.solution("fixed_projection", '''
+
+
+# %% [markdown] id="projection_task"
+# Write `FixedMultiHeadAttention` with the same constructor and the chapter's attribute names (`W_query`, `W_key`,
+# `W_value`, `out_proj`): it must equal `torch.nn.MultiheadAttention` holding the same weights, with a causal mask,
+# both when `d_in == d_out` and when they differ. You may subclass `MultiHeadAttentionNoProjection` or write the
+# class out in full.
+
+# %% nbgrader="solution" id="fixed_projection"
 class FixedMultiHeadAttention(MultiHeadAttentionNoProjection):
     ### BEGIN SOLUTION
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
@@ -642,8 +637,9 @@ class FixedMultiHeadAttention(MultiHeadAttentionNoProjection):
     def forward(self, x):
         return self.out_proj(super().forward(x))
     ### END SOLUTION
-''')
-b.test("fixed_projection", 3, '''
+
+
+# %% nbgrader="tests" id="test_fixed_projection"
 def make_fixed(d_in, d_out, num_heads=3, qkv_bias=False):
     return FixedMultiHeadAttention(d_in, d_out, context_length=8, dropout=0.0, num_heads=num_heads,
                                    qkv_bias=qkv_bias)
@@ -660,5 +656,3 @@ diagnose.check_d_in_not_d_out(lambda d_in, d_out: make_fixed(d_in, d_out, num_he
 diagnose.check_parameter_count(make_fixed(8, 12), 8, 12, num_heads=3)
 diagnose.check_no_future_leakage(make_fixed(12, 12).to(device).eval(), torch.randn(2, 7, 12, device=device))
 ### END HIDDEN TESTS
-''')
-source_notebook(b, Path(__file__).with_name("ps4.ipynb"))

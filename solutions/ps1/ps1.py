@@ -1,15 +1,14 @@
-"""Writes ps1.ipynb, the nbgrader source of ps1 (solutions and hidden tests). Never shipped to students.
+# %% [markdown] id="intro"
+# # Problem set 1: one head and scaled dot-product attention
+#
+# Goes with the book's chapter *One attention head*. Write each function or class in the cell marked
+# `YOUR CODE HERE`, then run the test cell under it. A failing test names the bug it sees. Tensors may live on the
+# GPU: write code that works for whatever device its inputs are on.
+#
+# Points: attention_scores {{ points.attention_scores }}, scaled_dot_product {{
+# points.scaled_dot_product }}, SelfAttention {{ points.self_attention }}.
 
-    python solutions/ps1/make_notebook.py && python -m grader release ps1
-"""
-from pathlib import Path
-
-from grader.release import given, markdown, solution, source_notebook, tests
-from grader.assignments import ASSIGNMENTS
-
-PS = ASSIGNMENTS["ps1"]
-
-SETUP = '''
+# %% nbgrader="given" id="setup"
 import math
 
 import torch
@@ -21,9 +20,14 @@ from grader import diagnose
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 torch.manual_seed(123)
 print("running on", device)
-'''
 
-SCORES = '''
+
+# %% [markdown] id="md-scores"
+# ## 1. Attention scores
+#
+# The score of query *i* for key *j* is their dot product. Return all of them at once, for any leading (batch, head) dimensions.
+
+# %% nbgrader="solution" id="attention_scores"
 def attention_scores(queries, keys):
     """Dot product of every query with every key.
 
@@ -32,9 +36,9 @@ def attention_scores(queries, keys):
     ### BEGIN SOLUTION
     return queries @ keys.transpose(-2, -1)
     ### END SOLUTION
-'''
 
-SCORES_TESTS = '''
+
+# %% nbgrader="tests" id="test_attention_scores"
 # Small enough to check every entry by eye: row i holds query i dotted with each key.
 queries = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
 keys = torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.5, 0.5]])
@@ -53,9 +57,13 @@ assert torch.allclose(attention_scores(2 * q, k), 2 * reference, atol=1e-4), "at
 single_q, single_k = torch.randn(3, 6, device=device), torch.randn(9, 6, device=device)
 assert torch.allclose(attention_scores(single_q, single_k), single_q @ single_k.t(), atol=1e-5)
 ### END HIDDEN TESTS
-'''
 
-SDPA = '''
+# %% [markdown] id="md-sdpa"
+# ## 2. Scaled dot-product attention
+#
+# Divide the scores by $\sqrt{d_k}$ (the key width) so that they do not grow with it, turn each row into weights with a softmax over the keys, and mix the values with those weights. Return `(context, weights)`.
+
+# %% nbgrader="solution" id="scaled_dot_product"
 def scaled_dot_product(queries, keys, values):
     """Scaled dot-product attention.
 
@@ -67,9 +75,9 @@ def scaled_dot_product(queries, keys, values):
     weights = torch.softmax(attention_scores(queries, keys) / math.sqrt(d_k), dim=-1)
     return weights @ values, weights
     ### END SOLUTION
-'''
 
-SDPA_TESTS = '''
+
+# %% nbgrader="tests" id="test_scaled_dot_product"
 # Two identical keys must get identical weights, and every row of weights is a probability distribution.
 queries = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
 keys = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
@@ -92,9 +100,13 @@ for d_k in (1, 4, 16):
     assert torch.allclose(w, torch.tensor([[0.75, 0.25]], device=device), atol=1e-5), (d_k, w)
 diagnose.check_batch_independence(lambda x: scaled_dot_product(x, x, x)[0], torch.randn(3, 5, 4, device=device))
 ### END HIDDEN TESTS
-'''
 
-SELF_ATTENTION = '''
+# %% [markdown] id="md-self-attention"
+# ## 3. `SelfAttention`
+#
+# The same computation, with queries, keys and values produced from the input by three `nn.Linear(d_in, d_out)` layers named `W_query`, `W_key` and `W_value`. The tests copy your weights into PyTorch's own attention and compare, with `d_in == d_out` and with `d_in != d_out`.
+
+# %% nbgrader="solution" id="self_attention"
 class SelfAttention(nn.Module):
     """One attention head with trainable projections W_query, W_key, W_value (nn.Linear d_in -> d_out).
 
@@ -117,9 +129,9 @@ class SelfAttention(nn.Module):
         context, _ = scaled_dot_product(queries, keys, values)
         return context
         ### END SOLUTION
-'''
 
-SELF_ATTENTION_TESTS = '''
+
+# %% nbgrader="tests" id="test_self_attention"
 torch.manual_seed(123)
 attention = SelfAttention(d_in=3, d_out=2).to(device)
 x = torch.randn(2, 6, 3, device=device)
@@ -138,42 +150,3 @@ diagnose.check_attention_module(biased, d_in=4, causal=False)
 attention = SelfAttention(5, 5).to(device)
 diagnose.check_batch_independence(attention, torch.randn(3, 4, 5, device=device))
 ### END HIDDEN TESTS
-'''
-
-INTRO = '''
-# Problem set 1: one head and scaled dot-product attention
-
-Goes with the book's chapter *One attention head*. Write each function or class in the cell marked
-`YOUR CODE HERE`, then run the test cell under it. A failing test names the bug it sees. Tensors may live on the
-GPU: write code that works for whatever device its inputs are on.
-
-Points: attention_scores 2, scaled_dot_product 3, SelfAttention 5.
-'''
-
-
-def build() -> None:
-    points = {t.name: t.points for t in PS.tasks}
-    cells = [
-        markdown("intro", INTRO),
-        given("setup", SETUP),
-        markdown("md-scores", "## 1. Attention scores\n\nThe score of query *i* for key *j* is their dot "
-                              "product. Return all of them at once, for any leading (batch, head) dimensions."),
-        solution("attention_scores", SCORES),
-        tests("attention_scores", points["attention_scores"], SCORES_TESTS),
-        markdown("md-sdpa", "## 2. Scaled dot-product attention\n\nDivide the scores by $\\sqrt{d_k}$ (the key "
-                            "width) so that they do not grow with it, turn each row into weights with a softmax "
-                            "over the keys, and mix the values with those weights. Return `(context, weights)`."),
-        solution("scaled_dot_product", SDPA),
-        tests("scaled_dot_product", points["scaled_dot_product"], SDPA_TESTS),
-        markdown("md-self-attention", "## 3. `SelfAttention`\n\nThe same computation, with queries, keys and "
-                                      "values produced from the input by three `nn.Linear(d_in, d_out)` layers named "
-                                      "`W_query`, `W_key` and `W_value`. The tests copy your weights into PyTorch's "
-                                      "own attention and compare, with `d_in == d_out` and with `d_in != d_out`."),
-        solution("self_attention", SELF_ATTENTION),
-        tests("self_attention", points["self_attention"], SELF_ATTENTION_TESTS),
-    ]
-    source_notebook(cells, Path(__file__).with_name("ps1.ipynb"))
-
-
-if __name__ == "__main__":
-    build()

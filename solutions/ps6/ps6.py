@@ -1,41 +1,24 @@
-"""Writes ps6.ipynb, the nbgrader source of ps6 (solutions and hidden tests). Never shipped to students.
+# %% [markdown] id="intro"
+# # Problem set 6: masks in the wild
+#
+# Chapter 11 took attention past same-length batches: padding and the query that has nothing to see, two APIs whose
+# boolean masks mean opposite things, and key/value heads shared between query heads. Here you build each piece,
+# find the module that mixes up a mask's polarity, and write the test that would have caught it.
+#
+# | Task | Points | You define |
+# |---|---|---|
+# | (a) attention with a key padding mask | {{ points.padded_attention }} | `MultiHeadAttention` |
+# | (b) converting masks between conventions | {{ points.convert_mask }} | `convert_mask(mask, source, target)` |
+# | (c) grouped-query attention | {{ points.grouped_query }} | `GroupedQueryAttention` |
+# | (d) bug clinic: which module flips the polarity? | {{ points.polarity_clinic }} | `polarity_suspect` |
+# | (e) the test that exposes it | {{ points.polarity_test }} | `test_key_padding_polarity(mha_cls)` |
+#
+# Replace each `raise NotImplementedError()` with your code and run the test cell under it. The visible tests are
+# a first check; more tests run when the notebook is graded. Before handing in, run
+# `python -m grader check ps6.ipynb` in a terminal. Everything runs on a GPU if the kernel has one, on the CPU
+# otherwise.
 
-    python solutions/ps6/make_notebook.py && python -m grader release ps6
-"""
-import json
-from pathlib import Path
-
-from grader.release import Cells, source_notebook
-
-# The answer keys are data (answer_key.json beside this script): the solution and the hidden tests below are written
-# from them and the grader reads the same file (grader/assignments/ps6.py), so the two cannot drift apart.
-KEYS = json.loads(Path(__file__).with_name("answer_key.json").read_text())
-CLINIC, VERDICTS = KEYS["polarity_clinic"], KEYS["polarity_test"]
-WHY_NOT_LITERAL = "{\n" + "".join(f"    {json.dumps(name)}: {json.dumps(why)},\n"
-                                   for name, why in CLINIC["why_not"].items()) + "}"
-
-b = Cells("ps6")
-b.md("intro", r"""
-# Problem set 6: masks in the wild
-
-Chapter 11 took attention past same-length batches: padding and the query that has nothing to see, two APIs whose
-boolean masks mean opposite things, and key/value heads shared between query heads. Here you build each piece,
-find the module that mixes up a mask's polarity, and write the test that would have caught it.
-
-| Task | Points | You define |
-|---|---|---|
-| (a) attention with a key padding mask | 5 | `MultiHeadAttention` |
-| (b) converting masks between conventions | 3 | `convert_mask(mask, source, target)` |
-| (c) grouped-query attention | 3 | `GroupedQueryAttention` |
-| (d) bug clinic: which module flips the polarity? | 2 | `polarity_suspect` |
-| (e) the test that exposes it | 3 | `test_key_padding_polarity(mha_cls)` |
-
-Replace each `raise NotImplementedError()` with your code and run the test cell under it. The visible tests are
-a first check; more tests run when the notebook is graded. Before handing in, run
-`python -m grader check ps6.ipynb` in a terminal. Everything runs on a GPU if the kernel has one, on the CPU
-otherwise.
-""")
-b.code("setup", """
+# %% nbgrader="given" id="setup"
 import math
 
 import torch
@@ -49,36 +32,37 @@ print("running on", device)
 
 
 def padding_mask(lengths, num_tokens, side="right"):
-    \"\"\"(batch, num_tokens) bool key padding mask, True = padding, for sequences of the given real lengths.
+    """(batch, num_tokens) bool key padding mask, True = padding, for sequences of the given real lengths.
 
     side="right" puts the padding after the tokens, side="left" before them (as batched generation pads prompts).
-    \"\"\"
+    """
     positions = torch.arange(num_tokens, device=device)
     real = torch.as_tensor(lengths, device=device)[:, None]
     return positions < num_tokens - real if side == "left" else positions >= real
-""")
-b.md("padded_intro", r"""
-## (a) Attention with a key padding mask
 
-Write the chapter's causal `MultiHeadAttention(d_in, d_out, context_length, dropout, num_heads, qkv_bias=False)`
-with `W_query`, `W_key`, `W_value` (each `nn.Linear(d_in, d_out, bias=qkv_bias)`) and `out_proj`
-(`nn.Linear(d_out, d_out)`), whose forward pass takes an optional mask:
 
-`forward(x, key_padding_mask=None)`: `x` is `(batch, num_tokens, d_in)`; `key_padding_mask` is
-`(batch, num_tokens)` bool with **True = padding**, `nn.MultiheadAttention`'s convention. It returns
-`(batch, num_tokens, d_out)`, where
+# %% [markdown] id="padded_intro"
+# ## (a) Attention with a key padding mask
+#
+# Write the chapter's causal `MultiHeadAttention(d_in, d_out, context_length, dropout, num_heads, qkv_bias=False)`
+# with `W_query`, `W_key`, `W_value` (each `nn.Linear(d_in, d_out, bias=qkv_bias)`) and `out_proj`
+# (`nn.Linear(d_out, d_out)`), whose forward pass takes an optional mask:
+#
+# `forward(x, key_padding_mask=None)`: `x` is `(batch, num_tokens, d_in)`; `key_padding_mask` is
+# `(batch, num_tokens)` bool with **True = padding**, `nn.MultiheadAttention`'s convention. It returns
+# `(batch, num_tokens, d_out)`, where
+#
+# - a query never attends to a future key (the causal mask) nor to a padded key;
+# - the output at a **padded position is zeros** (after `out_proj` and its bias): a padded query has nothing anyone
+#   should read, and with left padding it has no key it may look at at all;
+# - everything stays finite, outputs *and gradients*: a score row with every key hidden must not become NaN
+#   (chapter 11 shows how a NaN there reaches `W_value`'s gradient even when the loss never reads that row);
+# - with `key_padding_mask=None` (or a mask without any `True`) the module is the chapter's causal multi-head
+#   attention.
+#
+# The grader copies its own weights into `W_query`, `W_key`, `W_value` and `out_proj`, so keep those names.
 
-- a query never attends to a future key (the causal mask) nor to a padded key;
-- the output at a **padded position is zeros** (after `out_proj` and its bias): a padded query has nothing anyone
-  should read, and with left padding it has no key it may look at at all;
-- everything stays finite, outputs *and gradients*: a score row with every key hidden must not become NaN
-  (chapter 11 shows how a NaN there reaches `W_value`'s gradient even when the loss never reads that row);
-- with `key_padding_mask=None` (or a mask without any `True`) the module is the chapter's causal multi-head
-  attention.
-
-The grader copies its own weights into `W_query`, `W_key`, `W_value` and `out_proj`, so keep those names.
-""")
-b.solution("padded_attention", '''
+# %% nbgrader="solution" id="padded_attention"
 class MultiHeadAttention(nn.Module):
     """Causal multi-head attention with an optional key padding mask (chapter 11).
 
@@ -120,8 +104,9 @@ class MultiHeadAttention(nn.Module):
             out = out.masked_fill(key_padding_mask[..., None], 0.0)             # padded queries: zeros
         return out
         ### END SOLUTION
-''')
-b.test("padded_attention", 5, '''
+
+
+# %% nbgrader="tests" id="test_padded_attention"
 torch.manual_seed(1)
 mha = MultiHeadAttention(d_in=6, d_out=8, context_length=8, dropout=0.0, num_heads=2).to(device).eval()
 x = torch.randn(3, 8, 6, device=device)
@@ -167,7 +152,7 @@ with torch.no_grad():
     pad_wide = padding_mask([2, 6], 6, side="left")
     out_wide = wide.eval()(x_wide, key_padding_mask=pad_wide)
     for b, alone in enumerate(real_outputs_alone(wide, x_wide, pad_wide)):
-        assert torch.allclose(out_wide[b, ~pad_wide[b]], alone, atol=1e-5), \\
+        assert torch.allclose(out_wide[b, ~pad_wide[b]], alone, atol=1e-5), \
             f"{diagnose.BUGS['mismatch']}: d_in=5, d_out=12, qkv_bias=True, sequence {b}"
 
 # The loss reads the real tokens only, and still every gradient must be finite.
@@ -178,24 +163,24 @@ assert x_grad.grad.isfinite().all() and not bad, (
     f"{diagnose.BUGS['mask_neg_inf']}: the loss over the real tokens is finite, its gradient is not "
     f"({', '.join(bad) or 'the input'}): a query with nothing to see gave NaN weights, and 0 x NaN is NaN")
 ### END HIDDEN TESTS
-''')
-b.md("convert_intro", r"""
-## (b) One mask, three conventions
 
-The same "which key may this query look at" can be written three ways:
+# %% [markdown] id="convert_intro"
+# ## (b) One mask, three conventions
+#
+# The same "which key may this query look at" can be written three ways:
+#
+# - `"sdpa"`: a bool tensor, **True = may attend** (`F.scaled_dot_product_attention`'s `attn_mask`);
+# - `"mha"`: a bool tensor, **True = may not attend** (`nn.MultiheadAttention`'s `attn_mask` and `key_padding_mask`);
+# - `"additive"`: a float tensor added to the scores: **0.0** where a query may attend and **-inf** where it may
+#   not (PyTorch's convention, as in `nn.Transformer.generate_square_subsequent_mask`). An additive mask you are
+#   *given* may instead use a very negative finite number such as `torch.finfo(torch.float32).min`; read anything
+#   at most `-1e9` as "may not".
+#
+# Write `convert_mask(mask, source, target)`, which returns `mask` (written in convention `source`) in convention
+# `target`, with the same shape, on the same device: a `torch.bool` tensor for `"sdpa"` and `"mha"`, a float32
+# tensor for `"additive"`. Raise `ValueError` for a convention that is none of the three.
 
-- `"sdpa"`: a bool tensor, **True = may attend** (`F.scaled_dot_product_attention`'s `attn_mask`);
-- `"mha"`: a bool tensor, **True = may not attend** (`nn.MultiheadAttention`'s `attn_mask` and `key_padding_mask`);
-- `"additive"`: a float tensor added to the scores: **0.0** where a query may attend and **-inf** where it may
-  not (PyTorch's convention, as in `nn.Transformer.generate_square_subsequent_mask`). An additive mask you are
-  *given* may instead use a very negative finite number such as `torch.finfo(torch.float32).min`; read anything
-  at most `-1e9` as "may not".
-
-Write `convert_mask(mask, source, target)`, which returns `mask` (written in convention `source`) in convention
-`target`, with the same shape, on the same device: a `torch.bool` tensor for `"sdpa"` and `"mha"`, a float32
-tensor for `"additive"`. Raise `ValueError` for a convention that is none of the three.
-""")
-b.solution("convert_mask", '''
+# %% nbgrader="solution" id="convert_mask"
 CONVENTIONS = ("sdpa", "mha", "additive")
 
 
@@ -223,8 +208,9 @@ def convert_mask(mask, source, target):
     additive = torch.zeros(may_attend.shape, dtype=torch.float32, device=may_attend.device)
     return additive.masked_fill(~may_attend, float("-inf"))
     ### END SOLUTION
-''')
-b.test("convert_mask", 3, '''
+
+
+# %% nbgrader="tests" id="test_convert_mask"
 padding = torch.tensor([[False, False, True]], device=device)                 # mha: the last key is padding
 as_sdpa = convert_mask(padding, "mha", "sdpa")
 assert not torch.equal(as_sdpa, padding), (f"{diagnose.BUGS['mask_polarity']}: mha -> sdpa returned the mask as "
@@ -232,7 +218,7 @@ assert not torch.equal(as_sdpa, padding), (f"{diagnose.BUGS['mask_polarity']}: m
 assert torch.equal(as_sdpa, ~padding), f"mha -> sdpa: {as_sdpa}, expected {~padding}"
 additive = convert_mask(padding, "mha", "additive")
 assert additive.dtype.is_floating_point, f"an additive mask is a float tensor, not {additive.dtype}"
-assert not (additive[0, 2] == 0 and torch.all(additive[0, :2] <= -1e9)), \\
+assert not (additive[0, 2] == 0 and torch.all(additive[0, :2] <= -1e9)), \
     f"{diagnose.BUGS['mask_polarity']}: mha -> additive hides the real keys and keeps the padded one"
 assert additive[0, :2].eq(0).all() and additive[0, 2] <= -1e9, f"mha -> additive: {additive}"
 print("the two small conversions: OK")
@@ -270,18 +256,18 @@ for bad in ("torch", "nn.MultiheadAttention"):
         continue
     raise AssertionError(f"convert_mask(mask, 'sdpa', {bad!r}) must raise ValueError")
 ### END HIDDEN TESTS
-''')
-b.md("gqa_intro", r"""
-## (c) Grouped-query attention
 
-Write `GroupedQueryAttention(d_in, d_out, context_length, dropout, num_heads, num_kv_heads, qkv_bias=False)`:
-causal attention where `num_heads` query heads of `head_dim = d_out // num_heads` share `num_kv_heads` key/value
-heads. `W_query` is `nn.Linear(d_in, d_out)`, `W_key` and `W_value` are `nn.Linear(d_in, num_kv_heads * head_dim)`
-(all with `bias=qkv_bias`), `out_proj` is `nn.Linear(d_out, d_out)`; the input is `(batch, num_tokens, d_in)`, the
-output `(batch, num_tokens, d_out)`. Query head `h` uses K/V head `h // (num_heads // num_kv_heads)`, the order of
-`F.scaled_dot_product_attention(..., enable_gqa=True)`, which is what your module is compared with.
-""")
-b.solution("grouped_query", '''
+# %% [markdown] id="gqa_intro"
+# ## (c) Grouped-query attention
+#
+# Write `GroupedQueryAttention(d_in, d_out, context_length, dropout, num_heads, num_kv_heads, qkv_bias=False)`:
+# causal attention where `num_heads` query heads of `head_dim = d_out // num_heads` share `num_kv_heads` key/value
+# heads. `W_query` is `nn.Linear(d_in, d_out)`, `W_key` and `W_value` are `nn.Linear(d_in, num_kv_heads * head_dim)`
+# (all with `bias=qkv_bias`), `out_proj` is `nn.Linear(d_out, d_out)`; the input is `(batch, num_tokens, d_in)`, the
+# output `(batch, num_tokens, d_out)`. Query head `h` uses K/V head `h // (num_heads // num_kv_heads)`, the order of
+# `F.scaled_dot_product_attention(..., enable_gqa=True)`, which is what your module is compared with.
+
+# %% nbgrader="solution" id="grouped_query"
 class GroupedQueryAttention(nn.Module):
     """Causal attention, num_heads query heads sharing num_kv_heads key/value heads (Ainslie et al. 2023, GQA).
 
@@ -323,8 +309,9 @@ class GroupedQueryAttention(nn.Module):
         context = (weights @ values).transpose(1, 2).reshape(b, num_tokens, self.d_out)
         return self.out_proj(context)
         ### END SOLUTION
-''')
-b.test("grouped_query", 3, '''
+
+
+# %% nbgrader="tests" id="test_grouped_query"
 torch.manual_seed(3)
 gqa = GroupedQueryAttention(d_in=8, d_out=12, context_length=6, dropout=0.0, num_heads=6, num_kv_heads=2).to(device)
 assert tuple(gqa.W_key.weight.shape) == (4, 8), f"W_key is {tuple(gqa.W_key.weight.shape)}: 2 K/V heads of 2, from 8"
@@ -362,21 +349,20 @@ for d_in, d_out, heads, kv_heads, bias in [(8, 12, 6, 2, False), (6, 12, 6, 3, T
                          f"d_out={d_out}: not SDPA with enable_gqa=True (largest error "
                          f"{(got - want).abs().max().item():.2e})")
 ### END HIDDEN TESTS
-''')
-b.md("clinic_intro", r"""
-## (d) Bug clinic: a True that means the opposite
 
-Each class below claims to be the module of task (a): causal multi-head attention, `forward(x,
-key_padding_mask=None)` with **True = padding**, zeros at padded positions. Each was written differently, and
-some carry a bug from chapter 11. Exactly one of them mixes up the polarity of a boolean mask. Read the code, and
-run experiments: a mask with padding, a mask with no `True` at all, left and right padding, outputs that should
-be zero, each sequence run alone without its padding.
+# %% [markdown] id="clinic_intro"
+# ## (d) Bug clinic: a True that means the opposite
+#
+# Each class below claims to be the module of task (a): causal multi-head attention, `forward(x,
+# key_padding_mask=None)` with **True = padding**, zeros at padded positions. Each was written differently, and
+# some carry a bug from chapter 11. Exactly one of them mixes up the polarity of a boolean mask. Read the code, and
+# run experiments: a mask with padding, a mask with no `True` at all, left and right padding, outputs that should
+# be zero, each sequence run alone without its padding.
+#
+# `TorchPaddedAttention` is correct: it wraps `nn.MultiheadAttention` (with a projection to its width first, so it
+# accepts `d_in != d_out`). Use it as a known-good module in your experiments and your test.
 
-`TorchPaddedAttention` is correct: it wraps `nn.MultiheadAttention` (with a projection to its width first, so it
-accepts `d_in != d_out`). Use it as a known-good module in your experiments and your test.
-""")
-MYSTERY = {}
-MYSTERY["mystery_a"] = '''
+# %% nbgrader="given" id="mystery_a"
 class MysteryA(nn.Module):
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
@@ -398,8 +384,9 @@ class MysteryA(nn.Module):
         if key_padding_mask is not None:
             out = out.masked_fill(key_padding_mask[..., None], 0.0)
         return out
-'''
-MYSTERY["mystery_b"] = '''
+
+
+# %% nbgrader="given" id="mystery_b"
 class MysteryB(nn.Module):
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
@@ -424,8 +411,9 @@ class MysteryB(nn.Module):
         if key_padding_mask is not None:
             out = torch.where(key_padding_mask[..., None], torch.zeros_like(out), out)
         return out
-'''
-MYSTERY["mystery_c"] = '''
+
+
+# %% nbgrader="given" id="mystery_c"
 class MysteryC(nn.Module):
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
@@ -451,8 +439,9 @@ class MysteryC(nn.Module):
         if key_padding_mask is not None:
             out = out.masked_fill(key_padding_mask[..., None], 0.0)
         return out
-'''
-MYSTERY["mystery_d"] = '''
+
+
+# %% nbgrader="given" id="mystery_d"
 class MysteryD(nn.Module):
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
@@ -475,8 +464,9 @@ class MysteryD(nn.Module):
         scores = (q @ k.transpose(2, 3) / self.head_dim**0.5).masked_fill(hidden, -torch.inf)
         weights = self.dropout(torch.softmax(scores, dim=-1))
         return self.out_proj((weights @ v).transpose(1, 2).reshape(b, num_tokens, -1))
-'''
-MYSTERY["torch_padded"] = '''
+
+
+# %% nbgrader="given" id="torch_padded"
 class TorchPaddedAttention(nn.Module):
     """Correct: nn.MultiheadAttention after a projection to d_out; True = padding; padded outputs are zeros."""
 
@@ -495,10 +485,9 @@ class TorchPaddedAttention(nn.Module):
         if key_padding_mask is not None:
             out = out.masked_fill(key_padding_mask[..., None], 0.0)
         return out
-'''
-for cell_id, code in MYSTERY.items():
-    b.code(cell_id, code)
-b.scratch("experiments", '''
+
+
+# %% id="experiments"
 # Your experiments (not graded). A start:
 torch.manual_seed(0)
 x = torch.randn(2, 6, 8, device=device)
@@ -507,42 +496,47 @@ for cls in (MysteryA, MysteryB, MysteryC, MysteryD, TorchPaddedAttention):
     module = cls(d_in=8, d_out=8, context_length=6, dropout=0.0, num_heads=2).to(device).eval()
     with torch.no_grad():
         print(cls.__name__, tuple(module(x, key_padding_mask=padding).shape))
-''')
-b.md("clinic_question", r"""
-Set `polarity_suspect` to the name of the one class that mixes up the polarity of a boolean mask, as a string
-such as `"MysteryA"`.
-""")
-b.solution("polarity_clinic", f'''
+
+# %% [markdown] id="clinic_question"
+# Set `polarity_suspect` to the name of the one class that mixes up the polarity of a boolean mask, as a string
+# such as `"MysteryA"`.
+
+# %% nbgrader="solution" id="polarity_clinic"
 ### BEGIN SOLUTION
-polarity_suspect = {json.dumps(CLINIC["answer"])}
+polarity_suspect = {{ keys.polarity_clinic.answer | py }}
 ### END SOLUTION
-''')
-b.test("polarity_clinic", 2, '''
-choices = __CHOICES__
+
+# %% nbgrader="tests" id="test_polarity_clinic"
+choices = {{ keys.polarity_clinic.choices | py }}
 assert polarity_suspect in choices, f"polarity_suspect must be one of {choices}, not {polarity_suspect!r}"
 ### BEGIN HIDDEN TESTS
-why_not = __WHY_NOT__
-assert polarity_suspect == __ANSWER__, f"{polarity_suspect} is not it: {why_not.get(polarity_suspect, '')}. __HINT__"
+why_not = {
+{%- for choice, why in keys.polarity_clinic.why_not.items() %}
+    {{ choice | py }}: {{ why | py }},
+{%- endfor %}
+}
+assert polarity_suspect == {{
+    keys.polarity_clinic.answer | py }}, f"{polarity_suspect} is not it: {why_not.get(polarity_suspect, '')}. {{
+    keys.polarity_clinic.hint }}"
 ### END HIDDEN TESTS
-'''.replace("__CHOICES__", json.dumps(CLINIC["choices"])).replace("__WHY_NOT__", WHY_NOT_LITERAL)
-       .replace("__ANSWER__", json.dumps(CLINIC["answer"])).replace("__HINT__", CLINIC["hint"]))
-b.md("test_intro", r"""
-## (e) The test that exposes it
 
-The module with flipped polarity passed the checks its author ran: the right shape, the right parameter count,
-and, without a mask, the right numbers. Write the test that would have stopped it.
+# %% [markdown] id="test_intro"
+# ## (e) The test that exposes it
+#
+# The module with flipped polarity passed the checks its author ran: the right shape, the right parameter count,
+# and, without a mask, the right numbers. Write the test that would have stopped it.
+#
+# `test_key_padding_polarity(mha_cls)` builds `mha_cls(d_in, d_out, context_length, dropout, num_heads)` (the
+# constructor of task (a)), runs it, and **fails** (raises, e.g. with `assert`) when the class mixes up the polarity
+# of its key padding mask; on a correct class it returns without an error. It is graded by running it on classes you
+# have not seen, written in other ways (one fused projection, SDPA, `nn.MultiheadAttention` inside), with their names
+# changed and docstrings removed: rely only on the constructor and `forward(x, key_padding_mask=None)`, not on
+# attribute names or class names.
+#
+# A good test needs no reference weights: padding must not change what a real token sees, so each sequence's real
+# outputs must equal those of the same sequence run alone, without padding.
 
-`test_key_padding_polarity(mha_cls)` builds `mha_cls(d_in, d_out, context_length, dropout, num_heads)` (the
-constructor of task (a)), runs it, and **fails** (raises, e.g. with `assert`) when the class mixes up the polarity
-of its key padding mask; on a correct class it returns without an error. It is graded by running it on classes you
-have not seen, written in other ways (one fused projection, SDPA, `nn.MultiheadAttention` inside), with their names
-changed and docstrings removed: rely only on the constructor and `forward(x, key_padding_mask=None)`, not on
-attribute names or class names.
-
-A good test needs no reference weights: padding must not change what a real token sees, so each sequence's real
-outputs must equal those of the same sequence run alone, without padding.
-""")
-b.solution("polarity_test", '''
+# %% nbgrader="solution" id="polarity_test"
 def test_key_padding_polarity(mha_cls):
     """Fails (AssertionError) when mha_cls lets padding change what real tokens see, or reads True as "attend"."""
     ### BEGIN SOLUTION
@@ -557,12 +551,13 @@ def test_key_padding_polarity(mha_cls):
             for b in range(len(lengths)):
                 real = ~padding[b]
                 alone = module(x[b:b + 1, real])[0]        # the same tokens, no padding, no mask
-                assert torch.allclose(out[b, real], alone, atol=1e-5), \\
+                assert torch.allclose(out[b, real], alone, atol=1e-5), \
                     f"{side} padding changes the real tokens of sequence {b}"
         assert torch.all(out[padding] == 0), f"{side} padding: padded outputs are not zeros"
     ### END SOLUTION
-''')
-b.test("polarity_test", 3, '''
+
+
+# %% nbgrader="tests" id="test_polarity_test"
 assert callable(test_key_padding_polarity), "define test_key_padding_polarity(mha_cls) as a function"
 try:
     test_key_padding_polarity(TorchPaddedAttention)  # a correct module: the test must pass
@@ -571,12 +566,12 @@ except Exception as err:
                          f"{err}") from None
 print("passes a correct module: OK")
 ### BEGIN HIDDEN TESTS
-for name in __CORRECT__:
+for name in {{ keys.polarity_test.correct_classes | py }}:
     try:
         test_key_padding_polarity(globals()[name])
     except Exception as err:
         raise AssertionError(f"the test fails {name}, a correct module: {type(err).__name__}: {err}") from None
-for name in __BUGGY__:
+for name in {{ keys.polarity_test.buggy_classes | py }}:
     try:
         test_key_padding_polarity(globals()[name])
     except Exception:
@@ -584,6 +579,3 @@ for name in __BUGGY__:
     raise AssertionError(f"the test passes {name}, whose bug is '{diagnose.BUGS['mask_polarity']}': give it a "
                          f"key_padding_mask with padding and check that real tokens ignore the padded ones")
 ### END HIDDEN TESTS
-'''.replace("__CORRECT__", json.dumps(VERDICTS["correct_classes"]))
-       .replace("__BUGGY__", json.dumps(VERDICTS["buggy_classes"])))
-source_notebook(b, Path(__file__).with_name("ps6.ipynb"))

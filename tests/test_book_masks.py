@@ -14,7 +14,7 @@ import jupytext
 import pytest
 
 from conftest import REPO
-from test_book_part_c import last_section, output_text, parse
+from test_book_bug_clinics import last_section, output_text, parse
 
 PAGE = "book/11_masks_in_the_wild"                       # padding and mask polarity
 PAGE_B = "book/11b_cross_attention_and_kv_cache"         # cross-attention, the KV cache, grouped-query attention
