@@ -48,8 +48,13 @@ def make_venv(path: Path) -> Path:
 
 
 def copy_checkout(dest: Path) -> Path:
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    for rel in filter(None, files.decode().split("\0")):
+    """The checkout's tracked files (all its files where it is itself a copy without git: the matrix's)."""
+    if (REPO / ".git").exists():
+        files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+        names = filter(None, files.decode().split("\0"))
+    else:
+        names = (str(p.relative_to(REPO)) for p in REPO.rglob("*") if "__pycache__" not in p.parts)
+    for rel in names:
         if (REPO / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, dest / rel)
