@@ -83,3 +83,14 @@ def require(prefix: list[str], roots: list[str]) -> None:
 
         raise SandboxUnavailable(why)
     _passed.add(key)
+
+
+def missing_bwrap() -> str:
+    """The refusal where bwrap is not on PATH: install it; for a normal user, also what keeps user namespaces off
+    here, if anything does (checked, not guessed)."""
+    advice = "Install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`)."
+    if os.geteuid() != 0:
+        blocked = namespace_advice(False)
+        if not blocked.startswith("this machine"):
+            advice += f" It will also need: {blocked}"
+    return f"bubblewrap (bwrap) is not installed (not on PATH). {advice} {NO_SANDBOX}"
