@@ -88,6 +88,9 @@ if pid == 0:
 r["fork"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 with multiprocessing.get_context("fork").Pool(2) as pool:
     r["pool"] = pool.map(abs, [-1, -2])
+from torch.utils.data import DataLoader, TensorDataset      # workers share tensors through shared memory
+r["shared"] = torch.zeros(4).share_memory_().is_shared()
+r["loader"] = [b[0].tolist() for b in DataLoader(TensorDataset(torch.arange(4.)), batch_size=2, num_workers=2)]
 print("RESULT " + json.dumps(r))
 '''
 
@@ -140,4 +143,5 @@ def test_no_namespace_mount_tracing_userfaultfd_io_uring_or_uncounted_memory(san
 
 def test_what_notebooks_use_still_works(sandbox):
     r = run_code(sandbox, STILL_WORKS)
-    assert r == {"matmul": 64.0, "thread": True, "subprocess": "42", "fork": 3, "pool": [1, 2]}, r
+    assert r == {"matmul": 64.0, "thread": True, "subprocess": "42", "fork": 3, "pool": [1, 2], "shared": True,
+                 "loader": [[0.0, 1.0], [2.0, 3.0]]}, r

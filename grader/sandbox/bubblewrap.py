@@ -5,15 +5,19 @@ What a kernel's file system holds (everything else of the machine is absent, not
 
 - read-only: ``/usr`` and the ``/bin``, ``/lib*`` links or folders beside it; a few files of ``/etc`` (dynamic
   linker, fonts, time zone; ``passwd`` and ``group`` written here, so no real account is listed); the Python
-  installation(s) the grader runs on, at their own paths; the kernel-side ``grader`` package at ``/opt/mha-course``
-  (``__init__``, ``bugs``, ``diagnose``, ``diagnose_perf`` and the sandbox's inside code: no verification, no answer keys);
+  installation(s) the grader runs on, at their own paths, wherever they lie (a venv in the checkout, beside the
+  notebook, under /tmp or the home folder: only the venv is shown, nothing else of the folder around it); the
+  kernel-side ``grader`` package at ``/opt/mha-course`` (``__init__``, ``bugs``, ``diagnose``, ``diagnose_perf``
+  and the sandbox's inside code: no verification, no answer keys) and the kernels' seccomp filter;
 - its own ``/box`` (conn/, work/, tmp/), ``/tmp``, ``/dev/shm`` and ``/proc`` (made in ``inside.confine_kernel``);
 - with ``--gpus``, the NVIDIA device nodes and ``/sys`` (CUDA reads its topology there).
 
 Root runs bwrap without a user namespace (there only uid 0 would be mapped, and a kernel running as the host's
-uid 0 could write host sysctls through its own /proc), and kernels become ``nobody``; any other user gets a user namespace in which no further one can be made
-(``--disable-userns``, bubblewrap 0.8). Either way the fork server keeps CAP_SYS_ADMIN (and, for root, SETUID and
-SETGID) to make each kernel's namespaces, and every kernel drops all of them before student code runs.
+uid 0 could write host sysctls through its own /proc), and kernels become ``nobody``; any other user gets a user
+namespace in which no further one can be made (``--disable-userns``, bubblewrap 0.8). Either way the fork server
+keeps CAP_SYS_ADMIN (and, for root, SETUID and SETGID) to make each kernel's namespaces, and every kernel drops
+all of them, then loads the seccomp filter (grader.sandbox.seccomp: no keyrings, namespaces, mounts...) before
+student code runs.
 """
 from __future__ import annotations
 
