@@ -9,7 +9,8 @@ Processes, isolated mode (host pid namespace on the left):
         supervisor, one a kernel  new mount, pid, network and IPC namespaces of its own; keeps the kernel's
                                   stderr tail in the grader's log folder; reports the kernel's pid
           kernel (pid 1)          its own /proc, /box (a capped tmpfs: conn/, work/, tmp/), /dev/shm and /tmp;
-                                  the log folder covered; no capabilities, no new privileges; then ipykernel
+                                  the log folder covered; no capabilities, no new privileges, the
+                                  seccomp filter (grader.sandbox.seccomp); then ipykernel
 
 A process in one kernel's pid namespace cannot name, signal or trace anything outside it, and when the kernel
 (its pid 1) dies, the kernel's namespace and every process in it die with it. With ``isolate`` false
