@@ -23,7 +23,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.matrix]
 
 VENV = Path("/opt/mha-venv")
 USER = "mha-student"
-TESTS = ["tests/test_sandbox.py", "tests/test_grading_bad_input.py", "tests/test_cheating.py",
+# test_sandbox_layouts adds, in both configurations, the grader run from a venv inside the checkout (in the home
+# folder), under /tmp and beside the notebook (issue 25); test_sandbox_seccomp the kernels' filter (issue 23).
+TESTS = ["tests/test_sandbox.py", "tests/test_sandbox_seccomp.py", "tests/test_sandbox_layouts.py",
+         "tests/test_sandbox_refusal.py",
+         "tests/test_grading_bad_input.py", "tests/test_cheating.py",
          "tests/test_grading.py::test_readme_sample_class_end_to_end"]
 
 

@@ -9,7 +9,8 @@ One entry point: ``Sandbox`` (grader.sandbox.service), a context manager made on
 Modules: ``limits`` (what a notebook may use), ``bubblewrap`` (the outer layer: the bwrap command and the
 kernels' read-only package), ``inside`` (runs inside bwrap: fork server, per-kernel namespaces and privilege
 drop; standard library only), ``kernel`` (jupyter_client's side), ``watch`` (cgroups and the watchdog),
-``runner`` (nbclient, cell by cell), ``isolation`` (the start-up check), ``service`` (``Sandbox``).
+``runner`` (nbclient, cell by cell), ``isolation`` (the start-up check), ``service`` (``Sandbox``),
+``seccomp`` (the kernels' filter, built with libseccomp), ``preflight`` (why bwrap or the interpreter cannot start).
 
 This file is copied into the kernels' view of the package, so it imports nothing but ``limits`` eagerly.
 """

@@ -9,7 +9,8 @@ Processes, isolated mode (host pid namespace on the left):
         supervisor, one a kernel  new mount, pid, network and IPC namespaces of its own; keeps the kernel's
                                   stderr tail in the grader's log folder; reports the kernel's pid
           kernel (pid 1)          its own /proc, /box (a capped tmpfs: conn/, work/, tmp/), /dev/shm and /tmp;
-                                  the log folder covered; no capabilities, no new privileges; then ipykernel
+                                  the log folder covered; no capabilities, no new privileges, the
+                                  seccomp filter (grader.sandbox.seccomp); then ipykernel
 
 A process in one kernel's pid namespace cannot name, signal or trace anything outside it, and when the kernel
 (its pid 1) dies, the kernel's namespace and every process in it die with it. With ``isolate`` false
@@ -37,6 +38,8 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 38, 24
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 STDERR_TAIL = 8192          # bytes of a kernel's stderr kept for the grader's messages
+SECCOMP_PATH = "/opt/mha-course/seccomp.bpf"    # the kernels' filter (grader.sandbox.seccomp), bound read-only
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -119,13 +122,55 @@ def confine_kernel(request: dict) -> None:
         os.mkdir(f"{box}/{sub}", 0o700)
         os.chown(f"{box}/{sub}", *owner)
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(limits['shm_bytes'])},mode=1777")
-    mount(f"{box}/tmp", "/tmp", None, MS_BIND)
+    cover_keeping_mounts(f"{box}/tmp", "/tmp")
     mount("tmpfs", "/dev/pts", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555")
     remount_read_only("/dev")
     mount("tmpfs", request["logs"], "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555")
     write_connection_file(request, owner)
     set_rlimits(request)
     drop_privileges(uid)
+    load_seccomp(SECCOMP_PATH)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def load_seccomp(path: str) -> bool:
+    """Install the seccomp filter at `path` (a BPF program: struct sock_filter[], 8 bytes each) on this process and
+    everything it will start; needs no privilege once no-new-privileges is set. False when there is no filter file
+    (a machine without libseccomp: the start-up check finds the calls allowed and says so); raises when a filter is
+    there and cannot be installed."""
+    try:
+        with open(path, "rb") as f:
+            program = f.read()
+    except FileNotFoundError:
+        return False
+    if not program or len(program) % 8:
+        raise OSError(f"the seccomp filter {path} is not a BPF program ({len(program)} bytes)")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "prctl(PR_SET_SECCOMP)")
+    return True
+
+
+def cover_keeping_mounts(source: str, target: str) -> None:
+    """Bind `source` over `target`, then bind again, read-only, whatever was mounted below `target` (a Python
+    installation under /tmp that bwrap bound there): the kernel gets its own folder without losing its Python."""
+    with open("/proc/self/mountinfo") as f:
+        points = sorted({line.split()[4] for line in f if line.split()[4].startswith(target + "/")},
+                        key=lambda p: p.count("/"))
+    below: list[str] = []
+    for point in points:
+        if not any(point == p or point.startswith(p + "/") for p in below):
+            below.append(point)
+    held = [(point, os.open(point, os.O_PATH | os.O_DIRECTORY)) for point in below]
+    mount(source, target, None, MS_BIND)
+    for point, fd in held:
+        os.makedirs(point, mode=0o755, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", point, None, MS_BIND | MS_REC)
+        remount_read_only(point)
+        os.close(fd)
 
 
 def write_connection_file(request: dict, owner: tuple[int, int] | None = None) -> None:
