@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "scripts" / "gpu_kit.lock"
 IMAGE = REPO / "scripts" / "gpu_image_packages.txt"
 # What the check imports that the image lacks (pins come from requirements.txt).
-TOP = ("nbgrader", "nbclient", "nbconvert", "nbformat", "ipykernel", "jupytext", "sqlalchemy")
+TOP = ("nbgrader", "nbclient", "nbconvert", "nbformat", "ipykernel", "jupytext", "sqlalchemy", "nh3")
 # Requirements of the kit's packages that nothing the check runs imports; their own requirements drop out with
 # them. jupyter-server itself stays: nbgrader.apps imports its handlers' module.
 LEFT_OUT = {
