@@ -44,12 +44,12 @@ way grading runs them. It holds no solutions and no hidden tests.
 
 ## Install (once)
 
-You need Python 3.10 or newer. Make a virtual environment in your home folder and install the packages into it
-from this folder (on Debian and Ubuntu, `python` is `python3`, and `pip install` outside a virtual environment is
+You need Python 3.10 or newer. Make a virtual environment in this folder and install the packages into it
+from here (on Debian and Ubuntu, `python` is `python3`, and `pip install` outside a virtual environment is
 refused):
 
-    python3 -m venv ~/.venvs/mha-course
-    . ~/.venvs/mha-course/bin/activate        # Windows: %USERPROFILE%\\.venvs\\mha-course\\Scripts\\activate
+    python3 -m venv .venv
+    . .venv/bin/activate        # Windows: .venv\\Scripts\\activate
     pip install -r requirements.txt
 
 Without an NVIDIA GPU, install PyTorch's CPU build first (from PyPI the same version is the CUDA build, several GB
@@ -64,7 +64,7 @@ without isolation.
 
 ## Work
 
-    . ~/.venvs/mha-course/bin/activate
+    . .venv/bin/activate
     JUPYTER_CONFIG_PATH="$PWD/jupyter-config" jupyter lab exercises/
 
 (As root, JupyterLab also needs `--allow-root`.) Open `exercises/ps1/ps1.ipynb`, write your code where it says
@@ -92,7 +92,9 @@ and Courses panels; to hide them in every session of that environment instead:
 
 def kit_modules() -> list[str]:
     """The grader package's files a student needs (paths relative to grader/): what ENTRY_MODULES import, found by
-    importing them in a fresh interpreter on this checkout, plus the kernel-side files the sandbox binds."""
+    importing them in a fresh interpreter on this checkout, plus the kernel-side files the sandbox binds, plus the
+    whole sandbox package (it imports some of its parts only when a sandbox starts: the seccomp filter, the
+    preflight)."""
     from grader.sandbox.bubblewrap import KERNEL_SIDE
 
     probe = ("import importlib, json, sys\n"
@@ -104,7 +106,8 @@ def kit_modules() -> list[str]:
                            cwd=REPO, env=env, check=True)
     package = REPO / "grader"
     files = {Path(f).resolve().relative_to(package).as_posix() for f in json.loads(found.stdout)}
-    return sorted(files | set(KERNEL_SIDE))
+    sandbox = {p.relative_to(package).as_posix() for p in (package / "sandbox").glob("*.py")}
+    return sorted(files | set(KERNEL_SIDE) | sandbox)
 
 
 def student_requirements(requirements: Path = REPO / "requirements.txt") -> list[str]:

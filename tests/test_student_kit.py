@@ -228,7 +228,7 @@ def rows_total(rows: dict[str, tuple[float, float]]) -> float:
 
 def test_readme_and_requirements_say_how_to_install_open_and_check(kit):
     readme = (kit / "README.md").read_text()
-    for needed in ("python3 -m venv ~/.venvs/mha-course", "pip install -r requirements.txt", "download.pytorch.org/whl/cpu",
+    for needed in ("python3 -m venv .venv", "pip install -r requirements.txt", "download.pytorch.org/whl/cpu",
                    "jupyter lab", "--allow-root", "python -m grader check exercises/ps1/ps1.ipynb",
                    "jupyter labextension disable"):
         assert needed in readme, needed
