@@ -171,3 +171,10 @@ def test_the_chapter_keeps_its_own_asserts():
     assert 'assert trained_val < math.log(vocab_size)' in source
     assert "assert torch.allclose(rebuilt, output" in source
     assert "raises-exception" in (REPO / f"{PAGE}.md").read_text()
+
+
+def test_check_yourself_answers_are_folded(built_book: Path):
+    html = (built_book / f"{PAGE}.html").read_text()
+    section = html[html.index('<section id="check-yourself">'):]
+    assert re.search(r"<ol[ >]", section)
+    assert len(re.findall(r'class="[^"]*dropdown', section)) >= 3
