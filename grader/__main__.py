@@ -12,6 +12,8 @@ COMMANDS = {
     "release": ("grader.release", "Generate the student notebooks in exercises/ from solutions/ (nbgrader)."),
     "grade": ("grader.grade", "Grade a class: python -m grader grade ASSIGNMENT SUBMISSIONS --out OUT"),
     "check": ("grader.check", "Run the visible tests of one notebook under grading limits: python -m grader check NB"),
+    "report": ("grader.pipeline.class_report", "Rebuild a graded class's report.html and class_summary.csv: "
+                                               "python -m grader report OUT"),
     "student-kit": ("grader.student_kit", "Write what students get (notebooks, the check command, a README): "
                                           "python -m grader student-kit DIR"),
     "bench": ("grader.bench", "Run the course's benchmarks and write JSON plus a table."),

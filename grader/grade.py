@@ -28,6 +28,7 @@ from nbformat import NotebookNode
 from grader import paths
 from grader.assignments import ContractError
 from grader.pipeline import Result, Submission, TaskResult
+from grader.pipeline import class_report
 from grader.pipeline.collect import collect
 from grader.pipeline.execute import execute
 from grader.pipeline.record import BadDatabaseURL, gradebook_url, prepare, record
@@ -263,6 +264,7 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
                 log(line)
         except Exception as err:      # the LMS import files are a convenience: the rows are already written
             log(f"LMS import files not written: {type(err).__name__}: {err}")
+        class_report.after_grading(out, log)      # OUT/report.html and class_summary.csv, from the CSVs just written
         try:
             prepared.result()
             record(db_url, assignment, source_path.stem, g.cells, results)
