@@ -28,7 +28,7 @@ from pathlib import Path
 from grader.paths import EXERCISES, REPO
 
 # What a student runs: the check command, and what the notebooks import (the sandbox starts the rest by itself).
-ENTRY_MODULES = ("grader.__main__", "grader.check", "grader.diagnose", "grader.diagnose_perf",
+ENTRY_MODULES = ("grader.__main__", "grader.check", "grader.diagnose", "grader.diagnose_perf", "grader.notebook_check",
                  "grader.sandbox.service", "grader.sandbox.isolation", "grader.sandbox.runner", "grader.sandbox.inside")
 # The student's packages (names as in requirements.txt): PyTorch, JupyterLab and its kernel, and what `check` uses.
 STUDENT_PACKAGES = ("torch", "numpy", "jupyterlab", "ipykernel", "nbformat", "nbclient", "psutil")

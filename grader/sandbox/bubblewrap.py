@@ -37,7 +37,7 @@ INSIDE_BOX = "/box"
 INSIDE_LOGS = "/run/grader-logs"
 NOBODY = 65534
 # What a kernel imports from the course: the student checks, and what the sandbox itself needs inside.
-KERNEL_SIDE = ("__init__.py", "bugs.py", "diagnose.py", "diagnose_perf.py",
+KERNEL_SIDE = ("__init__.py", "bugs.py", "diagnose.py", "diagnose_perf.py", "notebook_check.py",
                "sandbox/__init__.py", "sandbox/limits.py", "sandbox/inside.py")
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "fonts", "alternatives",
              "ssl/openssl.cnf", "mime.types", "host.conf")
