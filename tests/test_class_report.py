@@ -20,7 +20,8 @@ import pytest
 from conftest import REPO
 from grader.bench_grading import honest_copy
 from grader.bugs import BY_CODE, CATALOGUE, named
-from grader.pipeline.class_report import CLASS_SUMMARY_COLUMNS, bugs_named, is_unknown, write_report
+from grader.pipeline.class_report import (CLASS_SUMMARY_COLUMNS, bugs_named, is_evidence, is_unknown,
+                                           write_report)
 from test_grading import grade, read_csv
 from test_mutations_grade import PLANTED, planted_notebook
 
@@ -40,6 +41,14 @@ def test_every_catalogued_name_is_found_where_a_message_says_it():
     assert bugs_named("the notebook's test failed: NotImplementedError") == []
     unknown = "verification failed, case x: not one of the 5 known bugs the grader checked for this case"
     assert is_unknown(unknown) and not is_unknown(f"{unknown}; looks like {BY_CODE['batch'].name}")
+
+
+def test_a_task_not_written_or_not_run_is_no_evidence_of_a_bug():
+    said = f"verification: check divisibility failed, case c: {named('divisibility', 'raised NotImplementedError')}"
+    assert not is_evidence(f"the notebook's test failed: NotImplementedError; {said}")
+    assert not is_evidence(f"{said} (notebook tests: not run: The kernel died)")
+    assert not is_evidence(said, "crashed") and is_evidence(said, "graded")
+    assert is_evidence(f"the notebook's test failed: AssertionError: {said}", "crashed")
 
 
 def make_submissions(assignment: str, dest: Path) -> dict[str, list[str]]:

@@ -11,7 +11,9 @@ since grades.csv then holds every row) writes:
 
 It reads the two CSVs as plain text: nothing a submission produced is imported or run. A bug is counted for a
 student when a task that lost points has a message naming it (:func:`grader.bugs.code_of` at each place a name can
-start), so the counts are exactly what the students were told. The chapter of a bug is the first chapter number in
+start), so the counts are what the students were told; a task left as released (NotImplementedError) or whose test
+never ran (the kernel stopped before it; in a stopped notebook, any task whose test did not run) counts for no
+bug. The chapter of a bug is the first chapter number in
 its catalogue entry's ``where``; chapter N is the book page whose file name starts with N and an underscore
 (book/07_bug_clinic_9216.md is chapter 7), linked as the built site names it (``<site>/book/<stem>.html``), where
 ``site`` defaults to ``../_build/html``: the site built beside OUT (``jupyter-book build .`` writes _build/html).
@@ -36,6 +38,9 @@ CLASS_SUMMARY_COLUMNS = ["section", "item", "code", "task", "students", "of_stud
 DEFAULT_SITE = "../_build/html"      # from OUT/report.html to a site built in OUT's parent folder
 UNKNOWN = re.compile(r"not one of the (?:\d+ )?known bugs")
 NAME_STARTS = re.compile(r"(?:^|(?<=[\s:;(,]))\S")     # where a bug's name may start inside a message
+# A task left as released (nbgrader's stub raises NotImplementedError) or whose test never ran (the kernel stopped
+# before it): what verification said of it is no evidence of a bug the student made.
+NOT_EVIDENCE = re.compile(r"NotImplementedError|notebook tests: not run|^not graded: ")
 LOCATED_FLAG = re.compile(r"^(?:cell \d+(?: \(task [^)]*\))?|task \S+): ")
 
 
@@ -64,6 +69,14 @@ def is_unknown(message: str) -> bool:
     not know the bug but whose verification named it is diagnosed)."""
     named = bugs_named(message)
     return (bool(UNKNOWN.search(message)) or "mismatch" in named) and not set(named) - {"mismatch"}
+
+
+def is_evidence(message: str, status: str = "graded") -> bool:
+    """Whether a task's message can be evidence of a bug: not a task left as released or whose test never ran; in
+    a notebook that was stopped (a status other than graded), only a test that ran (failed, or passed)."""
+    if NOT_EVIDENCE.search(message):
+        return False
+    return status == "graded" or message.startswith("the notebook's test failed") or "notebook tests: passed" in message
 
 
 def _number(text: str) -> float:
@@ -106,6 +119,7 @@ def summarise(out: Path, site: str = DEFAULT_SITE) -> dict:
     """Everything the report shows, computed from OUT/grades.csv and OUT/tasks.csv."""
     grades, tasks = read_rows(out / "grades.csv"), read_rows(out / "tasks.csv")
     students = [row["student_id"] for row in grades]
+    status_of = {row["student_id"]: row["status"] for row in grades}
     scores: dict[str, Counter] = defaultdict(Counter)      # task -> Counter of (score, max_score)
     bug_students: dict[str, set] = defaultdict(set)
     bug_tasks: dict[str, set] = defaultdict(set)
@@ -113,7 +127,7 @@ def summarise(out: Path, site: str = DEFAULT_SITE) -> dict:
     for row in tasks:
         score, top = _number(row["score"]), _number(row["max_score"])
         scores[row["task"]][(score, top)] += 1
-        if score >= top:
+        if score >= top or not is_evidence(row["message"], status_of.get(row["student_id"], "graded")):
             continue
         for code in bugs_named(row["message"]):
             if code != "mismatch":
@@ -213,7 +227,8 @@ def render_html(data: dict, png: bytes) -> str:
     title = f"Class report: {data['assignment'] or 'no assignment'} ({n} students)"
     parts = [f"<h1>{e(title)}</h1>",
              "<p>From grades.csv and tasks.csv of this folder. A bug is counted for a student when a task that "
-             "lost points names it.</p>",
+             "lost points names it; a task left as released (NotImplementedError) or whose test never ran (the "
+             "kernel stopped before it) counts for none.</p>",
              "<h2>Scores per task</h2>",
              f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{e(distribution_words(data))}">',
              _table("Students per score and task", ["task", "score", "students"],
