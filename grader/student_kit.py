@@ -80,6 +80,12 @@ It prints one line per task with the points the visible tests give, the total, a
 the notebook ran within the grading limits. Grading also runs hidden tests, so full marks here are necessary, not
 sufficient. Hand in the `.ipynb` file itself (not a copy renamed, not a PDF).
 
+Or from inside the notebook: save it first (Ctrl+S), then run in a new cell
+
+    from grader.notebook_check import check_notebook; check_notebook()
+
+It runs the same check on the saved file and prints its table in the cell; the cell may stay in when you hand in.
+
 ## Instructor tools in JupyterLab
 
 The packages above do not include nbgrader, so JupyterLab shows no instructor tools. If your environment has
