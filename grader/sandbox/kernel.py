@@ -7,9 +7,11 @@ ever lands on the grader's disk, and a kernel that fills its folder fills only i
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -20,6 +22,31 @@ import psutil
 from jupyter_client import AsyncKernelManager
 
 from grader.sandbox.bubblewrap import INSIDE_BOX, INSIDE_LIB, INSIDE_LOGS
+
+
+CHANNELS = ("shell", "iopub", "stdin", "hb", "control")
+
+
+class KernelSocketError(RuntimeError):
+    """The kernel's connection folder does not hold the sockets the kernel was started with."""
+
+
+def open_no_follow(root: str, inside_path: str, kind: int) -> int:
+    """An O_PATH file descriptor of `inside_path` under folder `root` (the kernel's root as /proc/PID/root, which
+    the grader enters once), opened one name at a time without following any link, checked to be of `kind`
+    (stat.S_IFSOCK, stat.S_IFREG, stat.S_IFDIR). Raises OSError (ELOOP for a link) or KernelSocketError."""
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for part in [p for p in inside_path.split("/") if p]:
+            nxt = os.open(part, os.O_PATH | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        if stat.S_IFMT(os.fstat(fd).st_mode) != kind:
+            raise KernelSocketError(f"{inside_path} is not a {'socket' if kind == stat.S_IFSOCK else 'file'}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class ForeignProcess:
@@ -162,6 +189,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.host_box.mkdir(mode=0o700)
         self.inside_box = INSIDE_BOX if sandbox.isolate else str(self.host_box / "box")
         self.kernel_host_pid: int | None = None
+        self.socket_fds: list[int] = []                 # O_PATH fds of the kernel's sockets, held while it runs
         super().__init__(transport="ipc", connection_file=str(self.host_box / "kernel.json"), **kw)
         self.ip = f"{self.inside_box}/conn/k"
 
@@ -199,10 +227,48 @@ class SandboxedKernelManager(AsyncKernelManager):
         provisioner.pid = provisioner.pgid = pid      # the kernel called setsid()
         provisioner.cwd = None
         self._reconcile_connection_info(provisioner.connection_info)
-        self.ip = self.view(f"{self.inside_box}/conn/k")   # where the grader finds the kernel's sockets
+        self.ip = await self.pin_sockets()
+
+    async def pin_sockets(self, timeout: float = 120.0) -> str:
+        """Wait for the kernel to bind its five sockets, open each without following a link (checked to be a
+        socket) and return the `ip` through which the grader connects: a folder of the grader's own whose entries
+        point at ``/proc/self/fd/N`` of those descriptors. So every (re)connection reaches the socket the kernel
+        bound at start-up, whatever the kernel later puts in its folder (a link to a host socket: issue 23)."""
+        root = self.view("/") if self.sandbox.isolate else "/"
+        conn = f"{self.inside_box}/conn"
+        links = self.host_box / "sockets"
+        links.mkdir(mode=0o700)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = list(CHANNELS)
+        while pending:
+            channel = pending[0]
+            try:
+                fd = open_no_follow(root, f"{conn}/k-{getattr(self, channel + '_port')}", stat.S_IFSOCK)
+            except FileNotFoundError:
+                if loop.time() > deadline or self.provisioner.process.poll() is not None:
+                    raise KernelSocketError("the kernel did not open its sockets") from None
+                await asyncio.sleep(0.02)
+                continue
+            except OSError as err:      # ELOOP: a link where the kernel's socket should be
+                raise KernelSocketError(f"the kernel's connection folder holds something other than its sockets "
+                                        f"({type(err).__name__})") from None
+            self.socket_fds.append(fd)
+            os.symlink(f"/proc/self/fd/{fd}", links / f"k-{getattr(self, channel + '_port')}")
+            pending.pop(0)
+        return str(links / "k")
+
+    def close_sockets(self) -> None:
+        """Release the descriptors `pin_sockets` holds (after the channels are closed)."""
+        fds, self.socket_fds = self.socket_fds, []
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def cleanup_ipc_files(self) -> None:
-        pass        # the sockets live in the kernel's own tmpfs, gone with it
+        self.close_sockets()        # the sockets live in the kernel's own tmpfs, gone with it
 
     def stderr_tail(self, lines: int = 12) -> str:
         try:

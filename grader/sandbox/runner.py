@@ -232,8 +232,8 @@ class _Run:
                     continue
                 result.stopped_at = index
                 result.message = (f"A cell ran longer than {limits.cell_timeout:g} s and ignored the interrupt "
-                                  "(a loop that catches KeyboardInterrupt?); the kernel was stopped, later cells "
-                                  "did not run.")
+                                  "(a loop that catches KeyboardInterrupt?) or the kernel stopped answering; the "
+                                  "kernel was stopped, later cells did not run.")
                 self.watchdog.trip("cell_timeout")
                 return
             except DeadKernelError:
