@@ -5,6 +5,7 @@ add's test cell, so add's 2 points are earned before it starts and greet's 3 sho
 """
 from __future__ import annotations
 
+import json
 import socket
 import threading
 
@@ -25,6 +26,50 @@ for obj in gc.get_objects():
     if isinstance(obj, zmq.Socket) and obj.type in (zmq.REP, zmq.ROUTER):
         obj.close(linger=0)
 time.sleep(8)
+'''
+
+
+# Output that is not a print: each sends about 20-40 MB under --output 1 (kept: 1 MB), then the notebook goes on.
+OUTPUTS = {
+    "display_updates": 'h = display("start", display_id=True)\nfor i in range(40):\n    h.update("u" * 2**20)',
+    "error_text": 'raise ValueError("e" * 3 * 2**20)',
+    "display_metadata": ('for i in range(20):\n    display({"text/plain": "m"}, metadata={"pad": "p" * 2**20}, '
+                         'raw=True)'),
+    "widget_state": ('from comm import create_comm\n'
+                     'c = create_comm(target_name="jupyter.widget", data={"state": {"_model_name": "DOMWidgetModel", '
+                     '"_model_module": "@jupyter-widgets/base"}, "buffer_paths": []})\n'
+                     'for i in range(40):\n'
+                     '    c.send({"method": "update", "state": {"pad": "w" * 2**20}, "buffer_paths": []})'),
+}
+
+# 1.5 GiB under --memory 1 that no process's resident memory shows: memfd files written with write(), and a System V
+# segment filled then detached. (A seccomp filter may refuse the call: then the cell says so and nothing is held.)
+MEMFD = '''
+import os, time
+try:
+    fds = [os.memfd_create(f"hoard{i}") for i in range(8)]
+except OSError as err:
+    print("REFUSED", type(err).__name__)
+else:
+    for fd in fds:                  # 8 x 192 MiB: each file below the sandbox's largest-file limit
+        for i in range(3):
+            os.write(fd, b"m" * 2**26)
+    time.sleep(5)
+'''
+SYSV = '''
+import ctypes, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+size = 1536 * 2**20
+shmid = libc.shmget(0, ctypes.c_size_t(size), 0o1600)      # IPC_PRIVATE, IPC_CREAT | 0600
+if shmid < 0:
+    print("REFUSED", ctypes.get_errno())
+else:
+    for part in range(6):
+        addr = libc.shmat(shmid, None, 0)
+        ctypes.memset(ctypes.c_void_p(addr + part * size // 6), 1, size // 6)
+        libc.shmdt(ctypes.c_void_p(addr))
+    time.sleep(5)
 '''
 
 
@@ -57,7 +102,12 @@ def channel_run(tmp_path_factory):
     write_student(subs, "honest", student(source))
     write_student(subs, "honest_too", student(source))
     write_student(subs, "steer", student(source, after_add_test=STEER % {"host": host.path}))
-    proc = grade("tiny", subs, out, "--source", str(source), "--timeout", "15", "--jobs", "2")
+    for sid, code in OUTPUTS.items():
+        write_student(subs, sid, student(source, after_add_test=code))
+    write_student(subs, "memfd", student(source, after_add_test=MEMFD))
+    write_student(subs, "sysv_shm", student(source, after_add_test=SYSV))
+    proc = grade("tiny", subs, out, "--source", str(source), "--timeout", "15", "--jobs", "2", "--memory", "1",
+                 "--output", "1")
     rows = {r["student_id"]: r for r in read_csv(out / "grades.csv")}
     return dict(proc=proc, rows=rows, host=host, out=out)
 
@@ -65,7 +115,7 @@ def channel_run(tmp_path_factory):
 def test_every_student_has_a_row_and_classmates_are_graded_as_alone(channel_run):
     assert channel_run["proc"].returncode == 0, channel_run["proc"].stderr[-3000:]
     rows = channel_run["rows"]
-    assert set(rows) == {"honest", "honest_too", "steer"}
+    assert set(rows) == {"honest", "honest_too", "steer", "memfd", "sysv_shm", *OUTPUTS}
     for sid in ("honest", "honest_too"):
         assert (rows[sid]["status"], rows[sid]["score"], rows[sid]["message"]) == ("graded", "5", "")
 
@@ -76,3 +126,24 @@ def test_a_kernel_cannot_steer_the_grader_to_a_host_socket(channel_run):
     # Its sockets closed, the kernel no longer answers: stopped at the cell's limit, add's points kept.
     assert (row["status"], row["score"]) == ("timeout", "2")
     assert "stopped answering" in row["message"]
+
+
+@pytest.mark.parametrize("sid", sorted(OUTPUTS))
+def test_every_kind_of_output_counts_against_the_cap_and_keeps_the_points(channel_run, sid):
+    row = channel_run["rows"][sid]
+    assert (row["status"], row["score"]) == ("graded", "5"), row
+    assert "the output past that was dropped" in row["message"]
+    kept = channel_run["out"] / "autograded" / sid / "tiny" / "tiny.ipynb"
+    assert kept.stat().st_size < 3 * 2**20          # 1 MB kept, plus the notebook itself
+    assert (channel_run["out"] / "feedback" / sid / "tiny.html").stat().st_size < 8 * 2**20
+
+
+@pytest.mark.parametrize("sid", ["memfd", "sysv_shm"])
+def test_memory_no_process_shows_is_counted(channel_run, sid):
+    row = channel_run["rows"][sid]
+    nb = json.loads((channel_run["out"] / "autograded" / sid / "tiny" / "tiny.ipynb").read_text())
+    printed = [o.get("text", "") for c in nb["cells"] for o in c.get("outputs", []) if o.get("name") == "stdout"]
+    if any(text.startswith("REFUSED") for text in printed):       # the sandbox refuses the call: nothing held, graded as it is
+        assert (row["status"], row["score"]) == ("graded", "5"), row
+    else:
+        assert (row["status"], row["score"]) == ("memory_limit", "2"), row

@@ -2,14 +2,15 @@
 
 nbclient runs each cell with errors allowed (a failing cell does not stop the next, as in nbgrader). What nbclient
 does not do is here: a cell past its timeout is interrupted and, if it swallows the interrupt, the kernel is
-killed; output past the cap is dropped (the notebook goes on, as nbgrader's LimitOutput keeps the first part) and
-only output that would threaten the grader's memory stops the kernel; the watchdog's kills (memory, processes,
+killed; every message the kernel sends counts against the output cap, and past it is dropped (the notebook goes on,
+as nbgrader's LimitOutput keeps the first part; issue 25: only memory stops a notebook); the watchdog's kills (memory, processes,
 total time) and a kernel that dies by itself end the run with a status instead of an exception. The files the
 probe cells write (``work/_probe``) are copied out of the kernel's private folder before the kernel is stopped.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -29,7 +30,7 @@ PROBE_DIRNAME = "_probe"
 
 @dataclass
 class Execution:
-    status: str = "graded"           # or timeout, crashed, memory_limit, process_limit, output_limit, grader_error
+    status: str = "graded"           # or timeout, crashed, memory_limit, process_limit, grader_error
     message: str = ""
     ran: set[int] = field(default_factory=set)      # indices of cells that ran to the end (with or without error)
     stopped_at: int | None = None                   # index of the cell during which the run was stopped
@@ -40,24 +41,55 @@ class Execution:
     permanent: bool = False                         # a grader_error that grading again cannot fix
 
 
-def _text_size(content: dict) -> int:
-    size = len(content.get("text", "") or "")
-    for value in (content.get("data") or {}).values():
-        size += len(value) if isinstance(value, str) else len(str(value))
-    size += sum(len(line) for line in content.get("traceback", []) or [])
-    return size
+def message_size(msg: dict) -> int:
+    """Bytes a kernel message carries, whatever its type: its content and metadata as JSON, plus binary buffers
+    (widget state travels in those)."""
+    size = 0
+    for part in (msg.get("content"), msg.get("metadata")):
+        if part:
+            size += len(json.dumps(part, default=str, ensure_ascii=False))
+    return size + sum(len(b) for b in msg.get("buffers") or [])
+
+
+def _short_error(content: dict) -> dict:
+    """An error output past the cap: its exception's name only (a failed test must still count as failed)."""
+    name = str(content.get("ename") or "Error")[:100]
+    text = "[the grader dropped this error's message: the output cap was reached]"
+    return {"ename": name, "evalue": text, "traceback": [f"{name}: {text}"]}
 
 
 class GradingClient(NotebookClient):
-    """NotebookClient that keeps the first `output_cap` bytes of output, drops the rest (saying so once in the cell
-    where it starts), and calls `on_output_stop` past `output_stop`."""
+    """NotebookClient that counts every message a kernel sends for a cell against `output_cap` bytes (streams,
+    displays and their updates, results, errors with their tracebacks, metadata, widget state, comm messages),
+    keeps what fits and drops the rest, saying so once in the cell where dropping starts. An error past the cap
+    stays as its exception's name (scoring needs to know a test failed); a status message as its state."""
 
     output_cap: int = 0
-    output_stop: int = 0
     output_used: int = 0
     output_dropped: int = 0
-    on_output_stop = None
     in_probe: bool = False          # set while the grader's probe cells run
+
+    def process_message(self, msg, cell, cell_index):
+        size = message_size(msg)
+        self.output_used += size
+        if not self.output_cap or self.output_used <= self.output_cap:
+            return super().process_message(msg, cell, cell_index)
+        msg_type = msg.get("msg_type")
+        content = msg.get("content") or {}
+        if msg_type == "status":
+            msg = {**msg, "content": {"execution_state": content.get("execution_state")}, "metadata": {}}
+            return super().process_message(msg, cell, cell_index)
+        if msg_type == "clear_output":
+            return super().process_message(msg, cell, cell_index)
+        if not self.output_dropped:
+            cell.outputs.append(NotebookNode({"output_type": "stream", "name": "stderr", "text":
+                                              f"[the grader dropped the output past "
+                                              f"{self.output_cap / 2**20:g} MB]\n"}))
+        self.output_dropped += size
+        if msg_type == "error":
+            msg = {**msg, "content": _short_error(content), "metadata": {}, "buffers": []}
+            return super().process_message(msg, cell, cell_index)
+        return None
 
     def _update_display_id(self, display_id, msg):
         # A display made by a student cell and updated from a probe cell would show probe data on the feedback
@@ -65,19 +97,6 @@ class GradingClient(NotebookClient):
         if self.in_probe:
             return None
         return super()._update_display_id(display_id, msg)
-
-    def output(self, outs, msg, display_id, cell_index):
-        size = _text_size(msg.get("content", {}))
-        self.output_used += size
-        if self.output_stop and self.output_used > self.output_stop and self.on_output_stop:
-            self.on_output_stop()
-        if self.output_cap and self.output_used > self.output_cap and msg.get("msg_type") != "error":
-            if not self.output_dropped:
-                outs.append(NotebookNode({"output_type": "stream", "name": "stderr", "text":
-                                          f"[the grader dropped the output past {self.output_cap / 2**20:g} MB]\n"}))
-            self.output_dropped += size
-            return None
-        return super().output(outs, msg, display_id, cell_index)
 
 
 def _timeout_output(seconds: float, ignored: bool) -> dict:
@@ -167,7 +186,6 @@ class _Run:
                                     record_timing=False, iopub_timeout=5, shell_timeout_interval=1,
                                     coalesce_streams=True)
         self.client.output_cap = self.limits.output_bytes
-        self.client.output_stop = self.limits.output_stop_bytes
 
     def copy_probe(self) -> None:
         """While the kernel is alive: its ./_probe into the grader's own folder."""
@@ -190,7 +208,6 @@ class _Run:
                 self.cgroups.join(km.kernel_host_pid)
                 private = [km.view(f"{km.inside_box}"), km.view("/dev/shm")] if self.sandbox.isolate else []
                 self.watchdog = Watchdog(km.kernel_host_pid, limits, self.cgroups, private_folders=private)
-                self.client.on_output_stop = lambda: self.watchdog.trip("output")
                 self.watchdog.start()
                 await self.each_cell()
                 self.copy_probe()
@@ -268,15 +285,11 @@ def run_notebook(nb: NotebookNode, sandbox, name: str) -> Execution:
     if reason == "memory":
         result.status = "memory_limit"
         result.message = (f"The notebook used more than {limits.memory_bytes / 2**30:g} GiB of memory (its "
-                          "processes and the files in its folders) and was stopped; later cells did not run.")
+                          "processes, the files in its folders, its shared memory) and was stopped; later cells did not run.")
     elif reason == "processes":
         result.status = "process_limit"
         result.message = (f"The notebook started more than {limits.max_processes} processes and was stopped; "
                           "later cells did not run.")
-    elif reason == "output":
-        result.status = "output_limit"
-        result.message = (f"The notebook printed more than {limits.output_stop_bytes / 2**20:g} MB of output and "
-                          "was stopped; later cells did not run.")
     elif reason == "notebook_timeout":
         result.status = "timeout"
         result.message = (f"The notebook ran longer than its total limit of {limits.notebook_timeout:g} s and was "
@@ -285,10 +298,10 @@ def run_notebook(nb: NotebookNode, sandbox, name: str) -> Execution:
         result.status = "crashed"
         result.message = ("The kernel died while running a cell (os._exit, a crash in native code, ...); later "
                           "cells did not run.")
-    if result.output_dropped and result.status != "output_limit":
+    if result.output_dropped:
         result.message = " ".join(filter(None, [result.message, (
-            f"The notebook printed more than {limits.output_bytes / 2**20:g} MB; the output past that was dropped "
-            "(not stored), and the notebook was graded normally.")]))
+            f"The notebook printed more than {limits.output_bytes / 2**20:g} MB (prints, displays, errors, widget "
+            "state); the output past that was dropped (not stored), and the notebook was graded normally.")]))
     if result.status == "grader_error" and result.stderr_tail:
         result.message += " The kernel's last words: " + " | ".join(result.stderr_tail.splitlines()[-6:])
     return result
