@@ -16,9 +16,10 @@ import os
 import secrets
 import shutil
 import sys
+import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +63,12 @@ class Grading:
     def isolate(self) -> bool:
         return self.cluster.config["isolate"] if self.cluster is not None else self.sandbox.isolate
 
-    def execute(self, nb: NotebookNode, sub: Submission):
-        """The execute stage: in this machine's sandbox, or on a worker of the cluster."""
+    def execute(self, nb: NotebookNode, sub: Submission, notebook_timeout: float | None = None):
+        """The execute stage: in this machine's sandbox, or on a worker of the cluster; within `notebook_timeout`
+        seconds when given (else the run's limit)."""
         if self.cluster is not None:
-            return self.cluster.execute(nb, sub.student_id, sub.notebook_bytes)
-        return execute(nb, self.sandbox)
+            return self.cluster.execute(nb, sub.student_id, sub.notebook_bytes, notebook_timeout)
+        return execute(nb, self.sandbox, notebook_timeout)
 
     @property
     def max_score(self) -> float:
@@ -100,6 +102,33 @@ def load_secret(out: Path) -> bytes:
     return bytes.fromhex(path.read_text().strip())
 
 
+def safe_terminal(text: str) -> str:
+    """`text` for the instructor's terminal: every character that is not printable (escape sequences, newlines,
+    carriage returns, bidirectional overrides) written as its Python escape, so that a student id cannot forge or
+    hide a progress line."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
+
+
+class IdClash(ValueError):
+    """Two student ids that the spreadsheet-safe CSV cells would write alike (raised before any grading)."""
+
+
+def refuse_clashing_ids(students: list[Submission]) -> None:
+    """Raises IdClash naming every pair of ids whose grades.csv cells would be equal (``=1+1`` is written
+    ``'=1+1``, as is the id ``'=1+1`` itself), so that no student's row could stand for another's."""
+    from grader.pipeline.lms import spreadsheet_safe
+
+    written: dict[str, list[str]] = {}
+    for sub in students:
+        written.setdefault(spreadsheet_safe(sub.student_id), []).append(sub.student_id)
+    clashes = [ids for ids in written.values() if len(ids) > 1]
+    if clashes:
+        pairs = "; ".join(" and ".join(repr(i) for i in ids) for ids in clashes)
+        raise IdClash(f"student ids {pairs} would be written alike in grades.csv (a leading ' keeps a spreadsheet "
+                      "from reading an id as a formula): rename one of the folders (or the LMS entries), then grade "
+                      "again; nothing was graded")
+
+
 def rejected(sub: Submission, g: Grading, status: str, message: str) -> Result:
     tasks = [TaskResult(c.task, 0.0, c.points, f"not graded: {status}", c.grade_id) for c in g.cells]
     return Result(sub.student_id, g.assignment, status, " ".join([message, *sub.notes]), g.max_score, tasks)
@@ -118,10 +147,12 @@ def grade_one(sub: Submission, g: Grading) -> Result:
         execution = g.execute(nb, sub)
         probe_dir = execution.probe_dir
         probe_dirs.append(probe_dir)
-        if execution.stopped_at is not None and any(is_probe(c) for c in nb.cells):
+        left = g.limits.notebook_timeout - execution.elapsed
+        if execution.stopped_at is not None and any(is_probe(c) for c in nb.cells) and left >= 1:
             # The kernel was stopped before the verification cells ran: verify in a fresh kernel that runs only
-            # the cells that had finished, so the tasks done before the crash can still be checked.
-            second = g.execute(verification_rerun(nb, execution.stopped_at), sub)
+            # the cells that had finished, so the tasks done before the crash can still be checked. Within what is
+            # left of the notebook's time: one submission never holds a grading slot past its limit.
+            second = g.execute(verification_rerun(nb, execution.stopped_at), sub, left)
             probe_dir = second.probe_dir
             probe_dirs.append(probe_dir)
         verified, flags = verify_stage.verify(g.verification, seed, probe_dir, submitted_json)
@@ -163,6 +194,26 @@ def _safe_grade_one(sub: Submission, g: Grading) -> Result:
                                                 "please report it with this message (the student need not "
                                                 "change anything; `grade --student ID` regrades this one "
                                                 "submission once the fault is fixed).")
+
+
+NOT_GRADED_YET = ("Not graded: the grading run stopped before this submission was graded (killed, out of memory or "
+                  "interrupted); the other rows stand. Grade it again with `grade ... --student ID` (repeatable), "
+                  "which replaces only these rows.")
+PROGRESS_FOLDER = ".grader-progress"
+
+
+def write_progress(out: Path, done: list[Result], pending: list[Result], replace: set[str] | None) -> None:
+    """OUT/grades.csv and OUT/tasks.csv as the run stands: the rows graded so far and a grader_error row for every
+    submission not graded yet, so that a run killed at any moment (the grader out of memory, a machine restart)
+    leaves every student a row. Each file is written beside and renamed into place (never half written)."""
+    folder = out / PROGRESS_FOLDER
+    folder.mkdir(exist_ok=True)
+    if replace is not None:           # --student: merged into the earlier run's rows, as the final write does
+        for name in ("grades.csv", "tasks.csv"):
+            shutil.copyfile(out / name, folder / name)
+    write_csvs(folder, [*done, *pending], replace)
+    for name in ("tasks.csv", "grades.csv"):
+        os.replace(folder / name, out / name)
 
 
 def _grade_and_report(sub: Submission, g: Grading, out: Path) -> Result:
@@ -229,18 +280,28 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
         students = collect(submissions, source_path.name)
         for line in getattr(students, "summary", lambda: [])():
             log(line)
+        refuse_clashing_ids(students)
         if only:
             students = only_students(students, only)
         g = Grading(assignment, source_path, source_nb, graded_cells(source_nb), limits, load_secret(out),
                     verification, None if cluster else sandbox, sandbox if cluster else None)
         log(f"grading {len(students)} submission(s) of {assignment} with {jobs} job(s)")
+        log(f"rows are written to {out / 'grades.csv'} as each submission finishes; if this run stops, the ones "
+            "not graded yet say grader_error: grade them then with --student ID")
         started, results = time.monotonic(), []
+        replace = set(only) if only else None
+        pending = {s.student_id: rejected(s, g, "grader_error", NOT_GRADED_YET) for s in students}
+        write_progress(out, [], list(pending.values()), replace)
         gradebook = ThreadPoolExecutor(max_workers=1)
         prepared = gradebook.submit(prepare, db_url, assignment, source_path.stem, g.cells)
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for result in pool.map(lambda s: _grade_and_report(s, g, out), students):
+            # As each finishes, not in order: a slow notebook never holds back the rows of those after it.
+            for future in as_completed([pool.submit(_grade_and_report, s, g, out) for s in students]):
+                result = future.result()
                 results.append(result)
-                line = (f"  [{len(results)}/{len(students)}] {result.student_id}: {result.status} "
+                pending.pop(result.student_id, None)
+                write_progress(out, results, list(pending.values()), replace)
+                line = (f"  [{len(results)}/{len(students)}] {safe_terminal(result.student_id)}: {result.status} "
                         f"{result.score:g}/{result.max_score:g}")
                 if cluster:
                     from grader.cluster import progress
@@ -249,12 +310,16 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
                 log(line)
     except BaseException:
         sandbox.close()
+        left = [sid for sid in locals().get("pending") or {}]
+        if left:
+            log(f"stopped: {len(left)} submission(s) not graded; their rows in {out / 'grades.csv'} say grader_error. "
+                "Grade them with " + " ".join(f"--student {safe_terminal(sid)}" for sid in left[:20])
+                + (f" ... ({len(left)} in all)" if len(left) > 20 else ""))
         raise
     # A cluster's workers take seconds to stop: let them stop while the CSVs and the gradebook are written.
     closing = threading.Thread(target=sandbox.close, name="grader-sandbox-close")
     closing.start()
     try:
-        replace = set(only) if only else None
         write_csvs(out, results, replace)      # first: the rows must not depend on a database being reachable
         try:
             from grader.pipeline.lms import write_lms_files
@@ -347,10 +412,18 @@ def main(argv: list[str] | None = None) -> int:
               f"choose an output folder outside the submissions", file=sys.stderr)
         return 2
     try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.out):
+            pass
+    except OSError as err:
+        print(f"not grading: --out {args.out} cannot be written ({err.strerror or type(err).__name__}); choose a "
+              "folder you can write", file=sys.stderr)
+        return 2
+    try:
         grade_class(args.assignment, args.submissions, args.out, jobs=args.jobs, limits=limits, db_url=args.db,
                     source=args.source, kernel=args.kernel, preload=not args.no_preload,
                     isolate=not args.no_sandbox, cluster=args.cluster, only=args.student,
-                    log=lambda m: print(m, file=sys.stderr))
+                    log=lambda m: print("\n".join(map(safe_terminal, str(m).split("\n"))), file=sys.stderr))
     except SandboxUnavailable as err:
         print(f"not grading: {err}", file=sys.stderr)
         return 2
@@ -359,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
               f"source notebook (see CONTRIBUTING.md); grading again without that change fails the same way.",
               file=sys.stderr)
         return 2
-    except (NotRegraded, BadDatabaseURL) as err:
+    except (NotRegraded, BadDatabaseURL, IdClash) as err:
         print(f"not grading: {err}", file=sys.stderr)
         return 2
     except CannotMerge as err:      # after grading, before any file or the gradebook is written

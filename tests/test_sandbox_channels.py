@@ -29,10 +29,11 @@ time.sleep(8)
 '''
 
 
-# Output that is not a print: each sends about 20-40 MB under --output 1 (kept: 1 MB), then the notebook goes on.
+# Output that is not a print (and one print too large to be received at all): each sends about 20-40 MB under --output 1 (kept: 1 MB), then the notebook goes on.
 OUTPUTS = {
     "display_updates": 'h = display("start", display_id=True)\nfor i in range(40):\n    h.update("u" * 2**20)',
     "error_text": 'raise ValueError("e" * 3 * 2**20)',
+    "one_huge_message": 'print("z" * 80 * 2**20)',       # one frame past what the grader accepts at all
     "display_metadata": ('for i in range(20):\n    display({"text/plain": "m"}, metadata={"pad": "p" * 2**20}, '
                          'raw=True)'),
     "widget_state": ('from comm import create_comm\n'

@@ -26,7 +26,7 @@ from grader.sandbox.bubblewrap import INSIDE_BOX, INSIDE_LIB, INSIDE_LOGS
 
 
 CHANNELS = ("shell", "iopub", "stdin", "hb", "control")
-MAX_FRAME = 16 * 2**20      # bytes: the largest message frame the grader accepts from a kernel
+MAX_FRAME = 64 * 2**20      # bytes: the largest message frame the grader accepts from a kernel
 QUEUED = 64                 # messages that may wait unread on one channel
 
 
@@ -264,8 +264,8 @@ class SandboxedKernelManager(AsyncKernelManager):
     def client(self, **kw):
         """The grader's client of this kernel, whose sockets bound what one kernel can make the grader hold: a
         message frame larger than MAX_FRAME is refused by ZeroMQ (the connection is reset and made again, the
-        message lost), and at most QUEUED messages wait unread per channel. Output within those bounds is counted
-        and capped by the runner (``--output``)."""
+        message lost, which the runner notices and says), and at most QUEUED messages wait unread per channel.
+        Output within those bounds is counted and capped by the runner (``--output``)."""
         kc = super().client(**kw)
         kc.context.setsockopt(zmq.MAXMSGSIZE, max(MAX_FRAME, 4 * self.sandbox.limits.output_bytes))
         kc.context.setsockopt(zmq.RCVHWM, QUEUED)

@@ -184,6 +184,25 @@ def kill_tree(pid: int | None, cgroups: KernelCgroups | None) -> None:
         cgroups.kill_and_remove()
 
 
+def freeze(pid: int | None, cgroups: KernelCgroups | None) -> None:
+    """Stop (SIGSTOP) every process of the kernel: those of its cgroup where there is one, else its tree (the
+    kernel is its pid namespace's init: every process it starts stays below it). Twice, for a fork in between."""
+    for _ in range(2):
+        procs = process_tree(pid)
+        if cgroups is not None and cgroups.dirs:
+            known = {p.pid for p in procs}
+            for other in cgroups.pids() - known:
+                try:
+                    procs.append(psutil.Process(other))
+                except psutil.Error:
+                    pass
+        for p in procs:
+            try:
+                p.suspend()
+            except psutil.Error:
+                pass
+
+
 def _pss(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
