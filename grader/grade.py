@@ -276,6 +276,8 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
         sandbox = Sandbox(limits, isolate=isolate, preload=preload, kernel=kernel, hide=hide)
     try:
         sandbox.start(log)      # refuses here, before anything is graded, when isolation cannot be had
+        if limits.gpus and not cluster:
+            sandbox.require_gpus(log)
         source_nb = load_source(source_path)
         students = collect(submissions, source_path.name)
         for line in getattr(students, "summary", lambda: [])():

@@ -108,14 +108,17 @@ class Sandbox:
         else:
             log("sandbox: NONE (--no-sandbox): student code runs with the grader's rights; "
                 + "; ".join(f"{k}: {'holds' if ok else 'does not hold'}" for k, ok in self.report.items()))
-        if self.limits.gpus:
-            devices = self.gpus_seen()
-            if not devices:
-                raise SandboxUnavailable(f"--gpus {self.limits.gpus!r}: a kernel started as the notebooks' kernels are "
-                                         "sees no CUDA device (torch.cuda.is_available() is False in it); grade "
-                                         "without --gpus, or on a machine whose GPU is visible")
-            log(f"GPUs: {devices} CUDA device(s) visible to the kernels")
         return self.report
+
+    def require_gpus(self, log=print) -> None:
+        """For --gpus on this machine (a cluster's workers declare theirs as a dask resource instead): raises
+        SandboxUnavailable when a kernel started as the notebooks' kernels are sees no CUDA device."""
+        devices = self.gpus_seen()
+        if not devices:
+            raise SandboxUnavailable(f"--gpus {self.limits.gpus!r}: a kernel started as the notebooks' kernels are "
+                                     "sees no CUDA device (torch.cuda.is_available() is False in it); grade without "
+                                     "--gpus, or on a machine whose GPU is visible")
+        log(f"GPUs: {devices} CUDA device(s) visible to the kernels")
 
     def gpus_seen(self) -> int:
         """CUDA devices a kernel sees, probed in one kernel started exactly as the notebooks' kernels are (the
