@@ -29,7 +29,8 @@ time.sleep(8)
 '''
 
 
-# Output that is not a print (and one print too large to be received at all): each sends about 20-40 MB under --output 1 (kept: 1 MB), then the notebook goes on.
+# Output that is not a print (and one print too large to be received at all): each sends about 20-80 MB under
+# --output 1 (kept: 1 MB), then the notebook goes on.
 OUTPUTS = {
     "display_updates": 'h = display("start", display_id=True)\nfor i in range(40):\n    h.update("u" * 2**20)',
     "error_text": 'raise ValueError("e" * 3 * 2**20)',
@@ -144,7 +145,7 @@ def test_memory_no_process_shows_is_counted(channel_run, sid):
     row = channel_run["rows"][sid]
     nb = json.loads((channel_run["out"] / "autograded" / sid / "tiny" / "tiny.ipynb").read_text())
     printed = [o.get("text", "") for c in nb["cells"] for o in c.get("outputs", []) if o.get("name") == "stdout"]
-    if any(text.startswith("REFUSED") for text in printed):       # the sandbox refuses the call: nothing held, graded as it is
+    if any(text.startswith("REFUSED") for text in printed):     # the sandbox refused the call: nothing held
         assert (row["status"], row["score"]) == ("graded", "5"), row
     else:
         assert (row["status"], row["score"]) == ("memory_limit", "2"), row
