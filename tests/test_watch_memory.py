@@ -7,9 +7,11 @@ import ctypes
 import mmap
 import os
 import threading
+import time
 
 import psutil
 
+from grader.sandbox.sysv import CLONE_NEWUSER, SysvReader
 from grader.sandbox.watch import CLONE_NEWIPC, enter_ipc_namespace, memfd_bytes, sysv_shm_bytes
 
 MiB = 2**20
@@ -83,6 +85,44 @@ def test_a_detached_system_v_segment_of_another_ipc_namespace_counts_where_the_g
             assert not seen["entered"]
         # The grader's own threads stay in its own namespace.
         assert os.stat("/proc/self/ns/ipc").st_ino == os.stat(f"/proc/{os.getpid()}/task/{os.getpid()}/ns/ipc").st_ino
+    finally:
+        os.write(done_w, b"1")
+        os.waitpid(pid, 0)
+
+
+def test_the_helper_counts_a_detached_segment_of_a_kernels_own_namespaces():
+    """As a kernel of a normal user's grader: a child in a user and IPC namespace of its own (only an IPC one as
+    root) leaves a filled segment detached; the helper process, entering those namespaces, reports it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    size = 40 * MiB
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            flags = CLONE_NEWIPC | (0 if os.geteuid() == 0 else CLONE_NEWUSER)
+            ok = libc.unshare(flags) == 0
+            if ok:
+                shmid = libc.shmget(0, ctypes.c_size_t(size), 0o1600)
+                addr = libc.shmat(shmid, None, 0)
+                ctypes.memset(ctypes.c_void_p(addr), 1, size)
+                libc.shmdt(ctypes.c_void_p(addr))
+            os.write(ready_w, b"1" if ok else b"0")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+        reader = SysvReader.start(pid)
+        assert reader is not None
+        try:
+            deadline = time.monotonic() + 20
+            while reader.latest() < size and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert reader.latest() >= size
+        finally:
+            reader.close()
     finally:
         os.write(done_w, b"1")
         os.waitpid(pid, 0)

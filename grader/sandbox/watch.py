@@ -10,7 +10,6 @@ System V segments included, whoever maps them) count too: the larger of the two 
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from grader.sandbox.limits import Limits
+from grader.sandbox.sysv import CLONE_NEWIPC, SysvReader, enter_ipc_namespace, sysv_shm_bytes  # noqa: F401
 
 
 def writable_cgroup(controller: str) -> tuple[str, int]:
@@ -262,38 +262,6 @@ def memfd_bytes(procs: list[psutil.Process]) -> int:
     return sum(sizes.values()) + sum(size for (_, _, ino), size in mapped.items() if ino not in inodes)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWIPC = 0x08000000
-
-
-def enter_ipc_namespace(pid: int) -> bool:
-    """Move the calling thread (only it: namespaces are per thread) into the IPC namespace of `pid`, where
-    /proc/sysvipc/shm lists that namespace's segments. True when entered; False where not allowed (setns needs
-    CAP_SYS_ADMIN: a grader run as root) or when `pid` shares the grader's own namespace."""
-    try:
-        if os.stat(f"/proc/{pid}/ns/ipc").st_ino == os.stat("/proc/self/ns/ipc").st_ino:
-            return False
-        fd = os.open(f"/proc/{pid}/ns/ipc", os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        return _libc.setns(fd, CLONE_NEWIPC) == 0
-    finally:
-        os.close(fd)
-
-
-def sysv_shm_bytes() -> int:
-    """Resident plus swapped bytes of every System V segment of the calling thread's IPC namespace, attached or
-    not (/proc/sysvipc/shm's rss and swap columns)."""
-    try:
-        with open("/proc/sysvipc/shm") as table:
-            header = table.readline().split()
-            rss, swap = header.index("rss"), header.index("swap")
-            return sum(int(f[rss]) + int(f[swap]) for f in (line.split() for line in table) if len(f) > swap)
-    except (OSError, ValueError):
-        return 0
-
-
 class Watchdog(threading.Thread):
     """Polls the kernel's process tree; kills it over the memory or process cap or past the notebook limit."""
 
@@ -309,6 +277,7 @@ class Watchdog(threading.Thread):
         self._stop_event = threading.Event()
         self.started_at = time.monotonic()
         self.in_ipc_namespace = False
+        self.sysv_reader: SysvReader | None = None
         self._hidden, self._hidden_at = 0, -1.0
 
     def stop(self) -> None:
@@ -341,7 +310,8 @@ class Watchdog(threading.Thread):
         """memfd and System V bytes (reading every process's maps costs more than a poll: at most every `every` s)."""
         now = time.monotonic()
         if now - self._hidden_at >= every:
-            self._hidden = memfd_bytes(procs) + (sysv_shm_bytes() if self.in_ipc_namespace else 0)
+            sysv = sysv_shm_bytes() if self.in_ipc_namespace else self.sysv_reader.latest() if self.sysv_reader else 0
+            self._hidden = memfd_bytes(procs) + sysv
             self._hidden_at = now
         return self._hidden
 
@@ -352,6 +322,15 @@ class Watchdog(threading.Thread):
 
     def run(self) -> None:
         self.in_ipc_namespace = enter_ipc_namespace(self.pid)
+        if not self.in_ipc_namespace:       # a normal user: a helper process joins the kernel's namespaces instead
+            self.sysv_reader = SysvReader.start(self.pid)
+        try:
+            self.watch()
+        finally:
+            if self.sysv_reader is not None:
+                self.sysv_reader.close()
+
+    def watch(self) -> None:
         while not self._stop_event.wait(self.interval):
             if time.monotonic() - self.started_at > self.limits.notebook_timeout:
                 self.trip("notebook_timeout")
