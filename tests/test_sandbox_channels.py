@@ -106,6 +106,9 @@ def channel_run(tmp_path_factory):
     write_student(subs, "steer", student(source, after_add_test=STEER % {"host": host.path}))
     for sid, code in OUTPUTS.items():
         write_student(subs, sid, student(source, after_add_test=code))
+    # A test whose failure is too large to be received on the output channel still fails (the shell reply says so).
+    write_student(subs, "huge_test_error", student(source, answers={
+        "greet": "def greet(name):\n    raise ValueError('g' * 20 * 2**20)"}))
     write_student(subs, "memfd", student(source, after_add_test=MEMFD))
     write_student(subs, "sysv_shm", student(source, after_add_test=SYSV))
     proc = grade("tiny", subs, out, "--source", str(source), "--timeout", "15", "--jobs", "2", "--memory", "1",
@@ -117,7 +120,7 @@ def channel_run(tmp_path_factory):
 def test_every_student_has_a_row_and_classmates_are_graded_as_alone(channel_run):
     assert channel_run["proc"].returncode == 0, channel_run["proc"].stderr[-3000:]
     rows = channel_run["rows"]
-    assert set(rows) == {"honest", "honest_too", "steer", "memfd", "sysv_shm", *OUTPUTS}
+    assert set(rows) == {"honest", "honest_too", "steer", "memfd", "sysv_shm", "huge_test_error", *OUTPUTS}
     for sid in ("honest", "honest_too"):
         assert (rows[sid]["status"], rows[sid]["score"], rows[sid]["message"]) == ("graded", "5", "")
 
@@ -149,3 +152,28 @@ def test_memory_no_process_shows_is_counted(channel_run, sid):
         assert (row["status"], row["score"]) == ("graded", "5"), row
     else:
         assert (row["status"], row["score"]) == ("memory_limit", "2"), row
+
+
+def test_a_test_cell_never_passes_by_losing_its_error(channel_run):
+    row = channel_run["rows"]["huge_test_error"]
+    assert (row["status"], row["score"]) == ("graded", "2"), row
+
+
+def test_streams_are_coalesced_in_linear_time_as_nbclient_would():
+    """One printed line of megabytes kept nbclient's carriage-return regular expression busy for hours (quadratic);
+    the grader's own coalescing gives nbclient's result on ordinary text, at once on a long line."""
+    import re
+    import time
+
+    from grader.sandbox.runner import coalesce_streams
+
+    nbclient_cr = re.compile(r".*\r(?=[^\n])")
+    for text in ["a\rb\r", "progress 1\rprogress 2\rdone\n", "x\r\ny\rz\n", "plain\n"]:
+        out = coalesce_streams([{"output_type": "stream", "name": "stdout", "text": text}])
+        assert out[0]["text"] == nbclient_cr.sub("", text), text
+    started = time.monotonic()
+    out = coalesce_streams([{"output_type": "stream", "name": "stdout", "text": "x" * 4 * 2**20},
+                            {"output_type": "stream", "name": "stderr", "text": "e"},
+                            {"output_type": "stream", "name": "stdout", "text": "y"}])
+    assert time.monotonic() - started < 1
+    assert [(o["name"], len(o["text"])) for o in out] == [("stdout", 4 * 2**20 + 1), ("stderr", 1)]

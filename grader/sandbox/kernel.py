@@ -26,8 +26,9 @@ from grader.sandbox.bubblewrap import INSIDE_BOX, INSIDE_LIB, INSIDE_LOGS
 
 
 CHANNELS = ("shell", "iopub", "stdin", "hb", "control")
-MAX_FRAME = 64 * 2**20      # bytes: the largest message frame the grader accepts from a kernel
+MAX_FRAME = 16 * 2**20      # bytes: the largest message frame the grader accepts from a kernel
 QUEUED = 64                 # messages that may wait unread on one channel
+SEND_TIMEOUT_MS = 10_000    # a message to a kernel that no longer takes any is given up after this
 
 
 class KernelSocketError(RuntimeError):
@@ -262,13 +263,24 @@ class SandboxedKernelManager(AsyncKernelManager):
         return str(links / "k")
 
     def client(self, **kw):
-        """The grader's client of this kernel, whose sockets bound what one kernel can make the grader hold: a
-        message frame larger than MAX_FRAME is refused by ZeroMQ (the connection is reset and made again, the
-        message lost, which the runner notices and says), and at most QUEUED messages wait unread per channel.
+        """The grader's client of this kernel, whose sockets bound what one kernel can make the grader hold: an
+        output message frame larger than MAX_FRAME is refused by ZeroMQ (the connection is reset and made again,
+        the message lost, which the runner notices and says), and at most QUEUED messages wait unread per channel.
         Output within those bounds is counted and capped by the runner (``--output``)."""
         kc = super().client(**kw)
-        kc.context.setsockopt(zmq.MAXMSGSIZE, max(MAX_FRAME, 4 * self.sandbox.limits.output_bytes))
         kc.context.setsockopt(zmq.RCVHWM, QUEUED)
+        kc.context.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)   # a send never blocks the grader for good
+        connect_iopub, largest = kc.connect_iopub, max(MAX_FRAME, 4 * self.sandbox.limits.output_bytes)
+
+        def capped_iopub(identity=None):
+            # Only the output channel: a reply refused on the shell channel would leave it without a peer.
+            kc.context.setsockopt(zmq.MAXMSGSIZE, largest)
+            try:
+                return connect_iopub(identity=identity)
+            finally:
+                kc.context.setsockopt(zmq.MAXMSGSIZE, -1)
+
+        kc.connect_iopub = capped_iopub
         return kc
 
     def close_sockets(self) -> None:

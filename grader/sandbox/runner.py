@@ -52,6 +52,9 @@ def message_size(msg: dict) -> int:
     (widget state travels in those)."""
     size = 0
     for part in (msg.get("content"), msg.get("metadata")):
+        if isinstance(part, dict) and isinstance(part.get("text"), str):     # a stream: its text without a copy
+            size += len(part["text"])
+            part = {k: v for k, v in part.items() if k != "text"}
         if part:
             size += len(json.dumps(part, default=str, ensure_ascii=False))
     return size + sum(len(b) for b in msg.get("buffers") or [])
@@ -87,6 +90,12 @@ class GradingClient(NotebookClient):
             return super().process_message(msg, cell, cell_index)
         if msg_type == "clear_output":
             return super().process_message(msg, cell, cell_index)
+        room = self.output_cap - (self.output_used - size)
+        if msg_type == "stream" and room > 0 and isinstance(content.get("text"), str):
+            # The message that crosses the cap: its first part is kept, as nbgrader's LimitOutput keeps it.
+            kept = {**msg, "content": {**content, "text": content["text"][:room]}, "metadata": {}}
+            super().process_message(kept, cell, cell_index)
+            size -= room
         if not self.output_dropped:
             cell.outputs.append(NotebookNode({"output_type": "stream", "name": "stderr", "text":
                                               f"[the grader dropped the output past "
@@ -96,6 +105,14 @@ class GradingClient(NotebookClient):
             msg = {**msg, "content": _short_error(content), "metadata": {}, "buffers": []}
             return super().process_message(msg, cell, cell_index)
         return None
+
+    async def _check_raise_for_error(self, cell, cell_index, exec_reply):
+        # A cell whose error output never arrived (refused for its size, dropped past the cap) still failed: the
+        # reply on the shell channel says so, and a test cell must never pass by losing its error.
+        content = (exec_reply or {}).get("content") or {}
+        if content.get("status") == "error" and not any(o.get("output_type") == "error" for o in cell.outputs):
+            cell.outputs.append(NotebookNode({"output_type": "error", **_short_error(content)}))
+        return await super()._check_raise_for_error(cell, cell_index, exec_reply)
 
     def watch_refused_frames(self) -> None:
         """Be told when ZeroMQ resets the output channel because a message was larger than MAX_FRAME."""
@@ -138,6 +155,36 @@ class GradingClient(NotebookClient):
         return super()._update_display_id(display_id, msg)
 
 
+def _drop_overwritten(line: str) -> str:
+    """What a terminal shows of one line: the text after its last carriage return that something follows."""
+    end = len(line.rstrip("\r"))
+    cut = line.rfind("\r", 0, end)
+    return line if cut < 0 else line[cut + 1:]
+
+
+def coalesce_streams(outputs: list) -> list:
+    """nbclient's coalesce_streams, in linear time: consecutive-kind stream outputs merged per stream (stdout before
+    stderr), and text a carriage return overwrote removed. (nbclient's regular expression for the latter,
+    ``.*\\r(?=[^\\n])``, takes time quadratic in a line's length: one printed line of a megabyte held the grader
+    for hours.)"""
+    merged, streams = [], {}
+    for output in outputs:
+        if output.get("output_type") == "stream" and isinstance(output.get("text"), str):
+            if output["name"] in streams:
+                streams[output["name"]]["text"] += output["text"]
+                continue
+            streams[output["name"]] = output
+        merged.append(output)
+    for output in streams.values():
+        if "\r" in output["text"]:
+            output["text"] = "\n".join(_drop_overwritten(line) for line in output["text"].split("\n"))
+    for i, output in enumerate(merged):
+        if output.get("output_type") == "stream" and output.get("name") == "stderr" and i + 1 < len(merged) \
+                and merged[i + 1].get("output_type") == "stream" and merged[i + 1].get("name") == "stdout":
+            merged.insert(i, merged.pop(i + 1))
+    return merged
+
+
 def _timeout_output(seconds: float, ignored: bool) -> dict:
     text = (f"The cell ran longer than {seconds:g} s and was stopped" +
             (" (it ignored the interrupt, so the kernel was stopped and later cells did not run)." if ignored else "."))
@@ -146,7 +193,10 @@ def _timeout_output(seconds: float, ignored: bool) -> dict:
 
 async def _responsive(client: GradingClient, grace: float) -> bool:
     """After an interrupt: True when the kernel answers a trivial request within `grace` seconds."""
-    msg_id = client.kc.execute("", silent=True, store_history=False)
+    try:
+        msg_id = client.kc.execute("", silent=True, store_history=False)
+    except zmq.ZMQError:        # the kernel takes no message at all (SEND_TIMEOUT_MS)
+        return False
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
     while loop.time() < deadline:
@@ -172,7 +222,7 @@ class _Run:
         self.client = GradingClient(nb, km=self.km, timeout=int(max(1, self.limits.cell_timeout)),
                                     interrupt_on_timeout=False, allow_errors=True, startup_timeout=120,
                                     record_timing=False, iopub_timeout=5, shell_timeout_interval=1,
-                                    coalesce_streams=True)
+                                    coalesce_streams=False)        # coalesced here, in linear time
         self.client.output_cap = self.limits.output_bytes
 
     def open_probe_folder(self) -> int:
@@ -244,6 +294,7 @@ class _Run:
         result, limits, client = self.result, self.limits, self.client
         try:
             await client.async_execute_cell(cell, index, store_history=True)
+            cell.outputs = coalesce_streams(cell.outputs)
             client.note_refused_frames(cell)
             if self.watchdog.reason:      # the kernel was killed just as the cell ended
                 raise DeadKernelError("stopped")
