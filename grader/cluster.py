@@ -109,7 +109,7 @@ def run_on_worker(payload: dict) -> bytes:
         where = ""
     sandbox = _worker_sandbox(payload["config"])
     nb = nbformat.reads(payload["notebook"], as_version=4)   # reads, not from_dict: sources as strings
-    execution = sandbox.run(nb)
+    execution = sandbox.run(nb, notebook_timeout=payload.get("notebook_timeout"))
     try:
         probes = _probe_files(execution.probe_dir)
     finally:
@@ -264,11 +264,12 @@ class Cluster:
         if broken:
             raise SandboxUnavailable(f"worker {broken[0]}: {answers[broken[0]]['log'][0]}")
 
-    def execute(self, nb, student_id: str, notebook_bytes: bytes | None) -> Execution:
+    def execute(self, nb, student_id: str, notebook_bytes: bytes | None,
+                notebook_timeout: float | None = None) -> Execution:
         from distributed.scheduler import KilledWorker
 
         payload = {"student_id": student_id, "submission": base64.b64encode(notebook_bytes or b"").decode("ascii"),
-                   "notebook": nbformat.writes(nb), "config": self.config}
+                   "notebook": nbformat.writes(nb), "config": self.config, "notebook_timeout": notebook_timeout}
         # At most one submission per worker thread is on the cluster. dask counts a worker's death against every
         # task it holds, queued ones too (Scheduler.remove_worker: `ts.suspicious += 1` for all of ws.processing),
         # so a submission queued behind one that kills its worker would be blamed with it; here it waits instead.

@@ -16,9 +16,10 @@ import os
 import secrets
 import shutil
 import sys
+import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from grader.pipeline.sanitize import Rejected, append_probes, load_source, sanit
 from grader.pipeline import verify as verify_stage
 from grader.pipeline.score import score
 from grader.pipeline.types import GradedCell, graded_cells
+from grader.progress import NOT_GRADED_YET, IdClash, refuse_clashing_ids, safe_terminal, write_progress
 from grader.sandbox import Limits
 from grader.sandbox.service import Sandbox, SandboxUnavailable
 
@@ -63,11 +65,12 @@ class Grading:
     def isolate(self) -> bool:
         return self.cluster.config["isolate"] if self.cluster is not None else self.sandbox.isolate
 
-    def execute(self, nb: NotebookNode, sub: Submission):
-        """The execute stage: in this machine's sandbox, or on a worker of the cluster."""
+    def execute(self, nb: NotebookNode, sub: Submission, notebook_timeout: float | None = None):
+        """The execute stage: in this machine's sandbox, or on a worker of the cluster; within `notebook_timeout`
+        seconds when given (else the run's limit)."""
         if self.cluster is not None:
-            return self.cluster.execute(nb, sub.student_id, sub.notebook_bytes)
-        return execute(nb, self.sandbox)
+            return self.cluster.execute(nb, sub.student_id, sub.notebook_bytes, notebook_timeout)
+        return execute(nb, self.sandbox, notebook_timeout)
 
     @property
     def max_score(self) -> float:
@@ -119,10 +122,12 @@ def grade_one(sub: Submission, g: Grading) -> Result:
         execution = g.execute(nb, sub)
         probe_dir = execution.probe_dir
         probe_dirs.append(probe_dir)
-        if execution.stopped_at is not None and any(is_probe(c) for c in nb.cells):
+        left = g.limits.notebook_timeout - execution.elapsed
+        if execution.stopped_at is not None and any(is_probe(c) for c in nb.cells) and left >= 1:
             # The kernel was stopped before the verification cells ran: verify in a fresh kernel that runs only
-            # the cells that had finished, so the tasks done before the crash can still be checked.
-            second = g.execute(verification_rerun(nb, execution.stopped_at), sub)
+            # the cells that had finished, so the tasks done before the crash can still be checked. Within what is
+            # left of the notebook's time: one submission never holds a grading slot past its limit.
+            second = g.execute(verification_rerun(nb, execution.stopped_at), sub, left)
             probe_dir = second.probe_dir
             probe_dirs.append(probe_dir)
         verified, flags = verify_stage.verify(g.verification, seed, probe_dir, submitted_json)
@@ -226,22 +231,34 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
         sandbox = Sandbox(limits, isolate=isolate, preload=preload, kernel=kernel, hide=hide)
     try:
         sandbox.start(log)      # refuses here, before anything is graded, when isolation cannot be had
+        if limits.gpus and not cluster:
+            sandbox.require_gpus(log)
         source_nb = load_source(source_path)
         students = collect(submissions, source_path.name)
         for line in getattr(students, "summary", lambda: [])():
             log(line)
+        refuse_clashing_ids(students)
         if only:
             students = only_students(students, only)
         g = Grading(assignment, source_path, source_nb, graded_cells(source_nb), limits, load_secret(out),
                     verification, None if cluster else sandbox, sandbox if cluster else None)
         log(f"grading {len(students)} submission(s) of {assignment} with {jobs} job(s)")
+        log(f"rows are written to {out / 'grades.csv'} as each submission finishes; if this run stops, the ones "
+            "not graded yet say grader_error: grade them then with --student ID")
         started, results = time.monotonic(), []
+        replace = set(only) if only else None
+        pending = {s.student_id: rejected(s, g, "grader_error", NOT_GRADED_YET) for s in students}
+        write_progress(out, [], list(pending.values()), replace)
         gradebook = ThreadPoolExecutor(max_workers=1)
         prepared = gradebook.submit(prepare, db_url, assignment, source_path.stem, g.cells)
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for result in pool.map(lambda s: _grade_and_report(s, g, out), students):
+            # As each finishes, not in order: a slow notebook never holds back the rows of those after it.
+            for future in as_completed([pool.submit(_grade_and_report, s, g, out) for s in students]):
+                result = future.result()
                 results.append(result)
-                line = (f"  [{len(results)}/{len(students)}] {result.student_id}: {result.status} "
+                pending.pop(result.student_id, None)
+                write_progress(out, results, list(pending.values()), replace)
+                line = (f"  [{len(results)}/{len(students)}] {safe_terminal(result.student_id)}: {result.status} "
                         f"{result.score:g}/{result.max_score:g}")
                 if cluster:
                     from grader.cluster import progress
@@ -250,12 +267,16 @@ def grade_class(assignment: str, submissions: Path, out: Path, *, jobs: int | No
                 log(line)
     except BaseException:
         sandbox.close()
+        left = [sid for sid in locals().get("pending") or {}]
+        if left:
+            log(f"stopped: {len(left)} submission(s) not graded; their rows in {out / 'grades.csv'} say grader_error. "
+                "Grade them with " + " ".join(f"--student {safe_terminal(sid)}" for sid in left[:20])
+                + (f" ... ({len(left)} in all)" if len(left) > 20 else ""))
         raise
     # A cluster's workers take seconds to stop: let them stop while the CSVs and the gradebook are written.
     closing = threading.Thread(target=sandbox.close, name="grader-sandbox-close")
     closing.start()
     try:
-        replace = set(only) if only else None
         write_csvs(out, results, replace)      # first: the rows must not depend on a database being reachable
         try:
             from grader.pipeline.lms import write_lms_files
@@ -349,10 +370,18 @@ def main(argv: list[str] | None = None) -> int:
               f"choose an output folder outside the submissions", file=sys.stderr)
         return 2
     try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.out):
+            pass
+    except OSError as err:
+        print(f"not grading: --out {args.out} cannot be written ({err.strerror or type(err).__name__}); choose a "
+              "folder you can write", file=sys.stderr)
+        return 2
+    try:
         grade_class(args.assignment, args.submissions, args.out, jobs=args.jobs, limits=limits, db_url=args.db,
                     source=args.source, kernel=args.kernel, preload=not args.no_preload,
                     isolate=not args.no_sandbox, cluster=args.cluster, only=args.student,
-                    log=lambda m: print(m, file=sys.stderr))
+                    log=lambda m: print("\n".join(map(safe_terminal, str(m).split("\n"))), file=sys.stderr))
     except SandboxUnavailable as err:
         print(f"not grading: {err}", file=sys.stderr)
         return 2
@@ -361,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
               f"source notebook (see CONTRIBUTING.md); grading again without that change fails the same way.",
               file=sys.stderr)
         return 2
-    except (NotRegraded, BadDatabaseURL) as err:
+    except (NotRegraded, BadDatabaseURL, IdClash) as err:
         print(f"not grading: {err}", file=sys.stderr)
         return 2
     except CannotMerge as err:      # after grading, before any file or the gradebook is written

@@ -21,9 +21,9 @@ SWALLOW = ("import time\nwhile True:\n    try:\n        time.sleep(0.01)\n    ex
 EXIT = "import os\nos._exit(1)"
 MEMORY = "hoard = []\nwhile True:\n    hoard.append(b'x' * 50_000_000)"
 FORK = "import os\nwhile True:\n    os.fork()"
-# 40 MB: past the 2 MB kept, below the 64 MB that stops the kernel; 100 MB: past that too
+# 40 MB and 100 MB, both past the 1 MB kept: dropped past the cap, the notebook runs on and keeps its points
+# (issue 25: only memory stops a notebook)
 FLOOD = "for i in range(40):\n    print('x' * 2**20)"
-# (paced, so that the kernel's own send queue stays small: what is tested is the grader's cap, not its memory)
 FLOOD_STOP = "import time\nfor i in range(100):\n    print('y' * 2**20)\n    time.sleep(0.02)"
 
 # student id -> (status, score, words the message must contain)
@@ -35,7 +35,7 @@ EXPECTED = {
     "memory_bomb": ("memory_limit", "2", "memory"),
     "fork_bomb": ("process_limit", "2", "processes"),
     "output_flood": ("graded", "5", "the output past that was dropped"),
-    "output_stop": ("output_limit", "2", "more than 64 MB of output"),
+    "output_stop": ("graded", "5", "the output past that was dropped"),
     "invalid_json": ("invalid_notebook", "0", "not valid notebook JSON"),
     "empty_file": ("invalid_notebook", "0", "empty file"),
     "tests_deleted": ("graded", "0", "Deleted cells were restored"),
@@ -127,7 +127,7 @@ def test_bad_submission_row(bad_run, sid):
 
 def test_tasks_after_a_stopped_kernel_say_they_did_not_run(bad_run):
     tasks = {(t["student_id"], t["task"]): t for t in read_csv(bad_run["out"] / "tasks.csv")}
-    for sid in ("swallows_interrupt", "os_exit", "memory_bomb", "fork_bomb", "output_stop"):
+    for sid in ("swallows_interrupt", "os_exit", "memory_bomb", "fork_bomb"):
         assert tasks[(sid, "add")]["score"] == "2", sid
         assert tasks[(sid, "greet")]["score"] == "0" and tasks[(sid, "greet")]["message"].startswith("not run"), sid
     assert tasks[("tests_deleted", "add")]["message"].startswith("AssertionError")

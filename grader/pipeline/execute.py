@@ -12,6 +12,7 @@ from grader.sandbox.runner import Execution
 __all__ = ["Execution", "execute"]
 
 
-def execute(nb: NotebookNode, sandbox) -> Execution:
-    """Run `nb` in place (outputs are filled in) in `sandbox` (a started grader.sandbox.Sandbox)."""
-    return sandbox.run(nb)
+def execute(nb: NotebookNode, sandbox, notebook_timeout: float | None = None) -> Execution:
+    """Run `nb` in place (outputs are filled in) in `sandbox` (a started grader.sandbox.Sandbox), within
+    `notebook_timeout` seconds when given (else the sandbox's limit)."""
+    return sandbox.run(nb, notebook_timeout=notebook_timeout)

@@ -15,7 +15,6 @@ STATUSES = {
     "crashed": "The kernel died while running the notebook (os._exit, a segfault, ...); the cells before were graded.",
     "memory_limit": "The notebook used more memory than the cap and was stopped; the cells before were graded.",
     "process_limit": "The notebook started more processes than the cap and was stopped; the cells before were graded.",
-    "output_limit": "The notebook printed more output than the cap and was stopped; the cells before were graded.",
     "invalid_notebook": "The file is not a notebook that can be read (empty, not JSON, not nbformat, or beyond what "
                         "any notebook holds: too large, too many cells, nested too deep); score 0.",
     "wrong_assignment": "The notebook belongs to another assignment (none of this assignment's cells are in it); "

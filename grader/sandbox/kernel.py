@@ -7,9 +7,11 @@ ever lands on the grader's disk, and a kernel that fills its folder fills only i
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -17,9 +19,38 @@ import time
 from pathlib import Path
 
 import psutil
+import zmq
 from jupyter_client import AsyncKernelManager
 
 from grader.sandbox.bubblewrap import INSIDE_BOX, INSIDE_LIB, INSIDE_LOGS
+
+
+CHANNELS = ("shell", "iopub", "stdin", "hb", "control")
+MAX_FRAME = 16 * 2**20      # bytes: the largest message frame the grader accepts from a kernel
+QUEUED = 64                 # messages that may wait unread on one channel
+SEND_TIMEOUT_MS = 10_000    # a message to a kernel that no longer takes any is given up after this
+
+
+class KernelSocketError(RuntimeError):
+    """The kernel's connection folder does not hold the sockets the kernel was started with."""
+
+
+def open_no_follow(root: str, inside_path: str, kind: int) -> int:
+    """An O_PATH file descriptor of `inside_path` under folder `root` (the kernel's root as /proc/PID/root, which
+    the grader enters once), opened one name at a time without following any link, checked to be of `kind`
+    (stat.S_IFSOCK, stat.S_IFREG, stat.S_IFDIR). Raises OSError (ELOOP for a link) or KernelSocketError."""
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for part in [p for p in inside_path.split("/") if p]:
+            nxt = os.open(part, os.O_PATH | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        if stat.S_IFMT(os.fstat(fd).st_mode) != kind:
+            raise KernelSocketError(f"{inside_path} is not a {'socket' if kind == stat.S_IFSOCK else 'file'}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class ForeignProcess:
@@ -162,6 +193,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.host_box.mkdir(mode=0o700)
         self.inside_box = INSIDE_BOX if sandbox.isolate else str(self.host_box / "box")
         self.kernel_host_pid: int | None = None
+        self.socket_fds: list[int] = []                 # O_PATH fds of the kernel's sockets, held while it runs
         super().__init__(transport="ipc", connection_file=str(self.host_box / "kernel.json"), **kw)
         self.ip = f"{self.inside_box}/conn/k"
 
@@ -199,10 +231,69 @@ class SandboxedKernelManager(AsyncKernelManager):
         provisioner.pid = provisioner.pgid = pid      # the kernel called setsid()
         provisioner.cwd = None
         self._reconcile_connection_info(provisioner.connection_info)
-        self.ip = self.view(f"{self.inside_box}/conn/k")   # where the grader finds the kernel's sockets
+        self.ip = await self.pin_sockets()
+
+    async def pin_sockets(self, timeout: float = 120.0) -> str:
+        """Wait for the kernel to bind its five sockets, open each without following a link (checked to be a
+        socket) and return the `ip` through which the grader connects: a folder of the grader's own whose entries
+        point at ``/proc/self/fd/N`` of those descriptors. So every (re)connection reaches the socket the kernel
+        bound at start-up, whatever the kernel later puts in its folder (a link to a host socket: issue 23)."""
+        root = self.view("/") if self.sandbox.isolate else "/"
+        conn = f"{self.inside_box}/conn"
+        links = self.host_box / "sockets"
+        links.mkdir(mode=0o700)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = list(CHANNELS)
+        while pending:
+            channel = pending[0]
+            try:
+                fd = open_no_follow(root, f"{conn}/k-{getattr(self, channel + '_port')}", stat.S_IFSOCK)
+            except FileNotFoundError:
+                if loop.time() > deadline or self.provisioner.process.poll() is not None:
+                    raise KernelSocketError("the kernel did not open its sockets") from None
+                await asyncio.sleep(0.02)
+                continue
+            except OSError as err:      # ELOOP: a link where the kernel's socket should be
+                raise KernelSocketError(f"the kernel's connection folder holds something other than its sockets "
+                                        f"({type(err).__name__})") from None
+            self.socket_fds.append(fd)
+            os.symlink(f"/proc/self/fd/{fd}", links / f"k-{getattr(self, channel + '_port')}")
+            pending.pop(0)
+        return str(links / "k")
+
+    def client(self, **kw):
+        """The grader's client of this kernel, whose sockets bound what one kernel can make the grader hold: an
+        output message frame larger than MAX_FRAME is refused by ZeroMQ (the connection is reset and made again,
+        the message lost, which the runner notices and says), and at most QUEUED messages wait unread per channel.
+        Output within those bounds is counted and capped by the runner (``--output``)."""
+        kc = super().client(**kw)
+        kc.context.setsockopt(zmq.RCVHWM, QUEUED)
+        kc.context.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)   # a send never blocks the grader for good
+        connect_iopub, largest = kc.connect_iopub, max(MAX_FRAME, 4 * self.sandbox.limits.output_bytes)
+
+        def capped_iopub(identity=None):
+            # Only the output channel: a reply refused on the shell channel would leave it without a peer.
+            kc.context.setsockopt(zmq.MAXMSGSIZE, largest)
+            try:
+                return connect_iopub(identity=identity)
+            finally:
+                kc.context.setsockopt(zmq.MAXMSGSIZE, -1)
+
+        kc.connect_iopub = capped_iopub
+        return kc
+
+    def close_sockets(self) -> None:
+        """Release the descriptors `pin_sockets` holds (after the channels are closed)."""
+        fds, self.socket_fds = self.socket_fds, []
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def cleanup_ipc_files(self) -> None:
-        pass        # the sockets live in the kernel's own tmpfs, gone with it
+        self.close_sockets()        # the sockets live in the kernel's own tmpfs, gone with it
 
     def stderr_tail(self, lines: int = 12) -> str:
         try:

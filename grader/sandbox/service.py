@@ -110,6 +110,30 @@ class Sandbox:
                 + "; ".join(f"{k}: {'holds' if ok else 'does not hold'}" for k, ok in self.report.items()))
         return self.report
 
+    def require_gpus(self, log=print) -> None:
+        """For --gpus on this machine (a cluster's workers declare theirs as a dask resource instead): raises
+        SandboxUnavailable when a kernel started as the notebooks' kernels are sees no CUDA device."""
+        devices = self.gpus_seen()
+        if not devices:
+            raise SandboxUnavailable(f"--gpus {self.limits.gpus!r}: a kernel started as the notebooks' kernels are "
+                                     "sees no CUDA device (torch.cuda.is_available() is False in it); grade without "
+                                     "--gpus, or on a machine whose GPU is visible")
+        log(f"GPUs: {devices} CUDA device(s) visible to the kernels")
+
+    def gpus_seen(self) -> int:
+        """CUDA devices a kernel sees, probed in one kernel started exactly as the notebooks' kernels are (the
+        sandbox's device nodes and CUDA_VISIBLE_DEVICES); 0 when none or when the probe fails."""
+        import nbformat
+
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+            "import torch\nprint('CUDA', torch.cuda.device_count() if torch.cuda.is_available() else 0)")])
+        self.run(nb)
+        for output in nb.cells[0].get("outputs", []):
+            words = str(output.get("text", "")).split()
+            if output.get("name") == "stdout" and len(words) == 2 and words[0] == "CUDA" and words[1].isdigit():
+                return int(words[1])
+        return 0
+
     def __enter__(self) -> "Sandbox":
         return self
 
@@ -202,8 +226,9 @@ class Sandbox:
             (self.logs / f"{request['name']}.launcher").read_text(errors="replace")[-1500:]
         raise RuntimeError(f"the sandbox could not start the kernel: {why.strip()}")
 
-    def run(self, nb):
-        """Run notebook `nb` in place (outputs filled in) in a fresh confined kernel: an Execution."""
+    def run(self, nb, notebook_timeout: float | None = None):
+        """Run notebook `nb` in place (outputs filled in) in a fresh confined kernel: an Execution. `notebook_timeout`
+        (seconds): this run's whole-notebook limit instead of the sandbox's (what is left of a submission's time)."""
         from grader.sandbox.runner import run_notebook
 
-        return run_notebook(nb, self, name=self.new_name())
+        return run_notebook(nb, self, name=self.new_name(), notebook_timeout=notebook_timeout)

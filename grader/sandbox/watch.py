@@ -2,7 +2,11 @@
 polls the kernel's process tree (memory, processes, total time) and kills it past a cap.
 
 Memory is the resident memory of the tree (proportional set sizes, so forked children's shared pages count once)
-plus what the kernel keeps in its private tmpfs folders (``/box``, ``/dev/shm``), which no process's RSS shows.
+plus what the kernel holds that no process's resident memory shows (issue 23): its private tmpfs folders (``/box``,
+``/dev/shm``), memfd files held open (``/proc/PID/fd``) or mapped (``/proc/PID/maps``), and the System V shared
+memory of its IPC namespace, attached or not (read from inside that namespace, where the grader may enter it). Where
+a memory cgroup is made for the kernel, its anonymous and shared-memory pages (``memory.stat``: tmpfs, memfd and
+System V segments included, whoever maps them) count too: the larger of the two sums is the kernel's memory.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from grader.sandbox.limits import Limits
+from grader.sandbox.sysv import CLONE_NEWIPC, SysvReader, enter_ipc_namespace, sysv_shm_bytes  # noqa: F401
 
 
 def writable_cgroup(controller: str) -> tuple[str, int]:
@@ -109,6 +114,19 @@ class KernelCgroups:
                     return "memory"
         return ""
 
+    def memory_bytes(self) -> int:
+        """Anonymous plus shared-memory (tmpfs, memfd, System V) bytes charged to the kernel's memory cgroup, 0
+        without one. cgroup v2 ``anon`` + ``shmem``; v1 ``total_rss`` + ``total_shmem`` (page cache is left out: it
+        is reclaimed at the limit, not held)."""
+        if "memory" not in self.dirs:
+            return 0
+        try:
+            stat = dict(line.split()[:2] for line in (self.dirs["memory"] / "memory.stat").read_text().splitlines())
+        except (OSError, ValueError):
+            return 0
+        keys = ("anon", "shmem") if "anon" in stat else ("total_rss", "total_shmem")
+        return sum(int(stat.get(k, 0)) for k in keys)
+
     def kill_and_remove(self) -> None:
         for _ in range(50):
             pids = self.pids()
@@ -166,6 +184,25 @@ def kill_tree(pid: int | None, cgroups: KernelCgroups | None) -> None:
         cgroups.kill_and_remove()
 
 
+def freeze(pid: int | None, cgroups: KernelCgroups | None) -> None:
+    """Stop (SIGSTOP) every process of the kernel: those of its cgroup where there is one, else its tree (the
+    kernel is its pid namespace's init: every process it starts stays below it). Twice, for a fork in between."""
+    for _ in range(2):
+        procs = process_tree(pid)
+        if cgroups is not None and cgroups.dirs:
+            known = {p.pid for p in procs}
+            for other in cgroups.pids() - known:
+                try:
+                    procs.append(psutil.Process(other))
+                except psutil.Error:
+                    pass
+        for p in procs:
+            try:
+                p.suspend()
+            except psutil.Error:
+                pass
+
+
 def _pss(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -191,6 +228,40 @@ def tree_memory(procs: list[psutil.Process]) -> int:
     return total
 
 
+def memfd_bytes(procs: list[psutil.Process]) -> int:
+    """Bytes of the memfd files the processes hold: by open descriptor, the file's allocated size; mapped but no
+    longer open, the size of its mappings (what /proc shows without CAP_SYS_ADMIN). Each file counts once."""
+    sizes: dict[tuple, int] = {}
+    mapped: dict[tuple, int] = {}
+    for p in procs:
+        fd_dir = f"/proc/{p.pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if not os.readlink(f"{fd_dir}/{fd}").startswith("/memfd:"):
+                    continue
+                st = os.stat(f"{fd_dir}/{fd}")       # the magic link: the memfd itself, never a path of the kernel's
+            except OSError:
+                continue
+            sizes[(st.st_dev, st.st_ino)] = st.st_blocks * 512
+        try:
+            with open(f"/proc/{p.pid}/maps") as maps:
+                for line in maps:
+                    if "/memfd:" not in line:
+                        continue
+                    fields = line.split()
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    key = ("map", fields[3], int(fields[4]))
+                    mapped[key] = mapped.get(key, 0) + end - start
+        except (OSError, ValueError, IndexError):
+            continue
+    inodes = {ino for (_, ino) in sizes}
+    return sum(sizes.values()) + sum(size for (_, _, ino), size in mapped.items() if ino not in inodes)
+
+
 class Watchdog(threading.Thread):
     """Polls the kernel's process tree; kills it over the memory or process cap or past the notebook limit."""
 
@@ -205,6 +276,9 @@ class Watchdog(threading.Thread):
         self.peak_rss = 0
         self._stop_event = threading.Event()
         self.started_at = time.monotonic()
+        self.in_ipc_namespace = False
+        self.sysv_reader: SysvReader | None = None
+        self._hidden, self._hidden_at = 0, -1.0
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -232,12 +306,31 @@ class Watchdog(threading.Thread):
                 pass
         return used
 
+    def hidden_bytes(self, procs: list[psutil.Process], every: float = 0.25) -> int:
+        """memfd and System V bytes (reading every process's maps costs more than a poll: at most every `every` s)."""
+        now = time.monotonic()
+        if now - self._hidden_at >= every:
+            sysv = sysv_shm_bytes() if self.in_ipc_namespace else self.sysv_reader.latest() if self.sysv_reader else 0
+            self._hidden = memfd_bytes(procs) + sysv
+            self._hidden_at = now
+        return self._hidden
+
     def trip(self, reason: str) -> None:
         if not self.reason:
             self.reason = reason
         kill_tree(self.pid, self.cgroups)
 
     def run(self) -> None:
+        self.in_ipc_namespace = enter_ipc_namespace(self.pid)
+        if not self.in_ipc_namespace:       # a normal user: a helper process joins the kernel's namespaces instead
+            self.sysv_reader = SysvReader.start(self.pid)
+        try:
+            self.watch()
+        finally:
+            if self.sysv_reader is not None:
+                self.sysv_reader.close()
+
+    def watch(self) -> None:
         while not self._stop_event.wait(self.interval):
             if time.monotonic() - self.started_at > self.limits.notebook_timeout:
                 self.trip("notebook_timeout")
@@ -248,7 +341,8 @@ class Watchdog(threading.Thread):
             if len(procs) > self.limits.max_processes or hit == "processes":
                 self.trip("processes")
                 return
-            rss = tree_memory(procs) + self.folder_bytes()
+            rss = max(tree_memory(procs) + self.folder_bytes() + self.hidden_bytes(procs),
+                      self.cgroups.memory_bytes())
             self.peak_rss = max(self.peak_rss, rss)
             if rss > self.limits.memory_bytes or hit == "memory":
                 self.trip("memory")

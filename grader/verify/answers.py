@@ -31,7 +31,7 @@ def check_answer(case: Case, meta: dict) -> float:
             raise AnswerFailure(f"no diagnosis for {missing}")
         unknown = sorted(name for name, label in answer.items() if label not in labels)
         if unknown:
-            raise AnswerFailure(f"labels not in BUG_LABELS for {unknown}")
+            raise AnswerFailure(f"{len(unknown)} label(s) not in BUG_LABELS")
         right = sum(answer.get(name) == label for name, label in right_labels.items())
         if right == 0:
             raise AnswerFailure("no mystery module diagnosed correctly")
@@ -39,8 +39,7 @@ def check_answer(case: Case, meta: dict) -> float:
     if key["kind"] == "choice":
         choices = key["choices"]
         if not isinstance(answer, str) or answer not in choices:
-            raise AnswerFailure(f"{case.callee} must be one of {', '.join(repr(c) for c in choices)}, "
-                                f"not {str(answer)[:20]!r}")
+            raise AnswerFailure(f"{case.callee} must be one of {', '.join(repr(c) for c in choices)}")
         if answer != key["answer"]:
             hint = key.get("hint", "")
             raise AnswerFailure(f"{answer} is not the explanation" + (f"; {hint[0].lower()}{hint[1:]}" if hint

@@ -20,7 +20,7 @@ from grader.verify import reference
 from grader.verify.cases import Case
 from grader.verify.checks import (CaseFailure, _close, _looks_like, _shape_diagnosis, _weight_diagnosis,
                                   _weights_moved)
-from grader.verify.loading import load_array
+from grader.verify.loading import exception_name, load_array
 
 
 def _outputs(case: Case, folder: Path, meta: dict) -> list:
@@ -33,8 +33,7 @@ def _outputs(case: Case, folder: Path, meta: dict) -> list:
         if record.get("ok") is True:
             found.append(load_array(folder / f"{case.name}.call{index}.npy", allow_nonfinite=True))
         else:
-            kind = str(record.get("error") or "").split(":", 1)[0].strip()
-            found.append((reference.RAISES, kind if kind.isidentifier() else "an error"))
+            found.append((reference.RAISES, exception_name(record.get("error"))))
     return found
 
 

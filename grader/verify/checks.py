@@ -16,7 +16,8 @@ import numpy as np
 from grader.bugs import BY_CODE, CATALOGUE, code_of, named
 from grader.verify import reference
 from grader.verify.cases import Case
-from grader.verify.loading import ProbeDataError, load_array, load_json, safe_dir
+from grader.verify.loading import (BUILTIN_LABELS, ProbeDataError, exception_name, load_array, load_json,
+                                   safe_dir)
 
 # float32 results of these small problems sit within ~1e-6 of float64 (CUDA kernels within ~1e-5); every named bug
 # is off by more than 1e-2. The same tolerances as the notebooks' own tests (grader.diagnose).
@@ -282,7 +283,8 @@ def _check_raises(case: Case, meta: dict) -> None:
     if wanted not in (meta.get("raised_bases") or []):
         raised = meta.get("raised")
         call = f"{case.callee}({', '.join(f'{k}={v}' for k, v in case.kwargs.items())})"
-        detail = f"{call} should raise {wanted}" + (f", raised {raised}" if raised else ", raised nothing")
+        detail = f"{call} should raise {wanted}" + (f", raised {exception_name(raised)}" if raised
+                                                     else ", raised nothing")
         raise CaseFailure(named("divisibility", detail) if wanted == "ValueError" and "d_out" in case.kwargs
                           and "num_heads" in case.kwargs else detail)
 
@@ -305,10 +307,8 @@ def probe_error_text(error) -> str:
     if own:   # the probe's own words about the module's layout (fixed text, names only): safe to show
         return f"{own.group('attr')} has no bias although the case builds the class with qkv_bias=True" \
             if own.group("what") == "bias" else f"{own.group('attr')}: {own.group('rest')}"
-    name = text.split(":", 1)[0].strip()
-    if not name.isidentifier():
-        return "the probe failed"
-    return f"raised {name} on the grader's inputs (its message is not shown: it could carry those inputs)"
+    return f"raised {exception_name(text)} on the grader's inputs (its message is not shown: it could carry " \
+        "those inputs)"
 
 
 def judge_case(case: Case, folder: Path) -> float:
@@ -356,8 +356,9 @@ def builtin_calls(folder: Path, cases: list[Case]) -> dict[str, int]:
             continue
         if isinstance(calls, dict):
             for name, count in calls.items():
-                if isinstance(count, int) and count > 0:
-                    seen[str(name)[:80]] = seen.get(str(name)[:80], 0) + count
+                # Only the probe runtime's own labels: the file is the kernel's to write.
+                if name in BUILTIN_LABELS and isinstance(count, int) and count > 0:
+                    seen[name] = seen.get(name, 0) + count
     return seen
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from grader.bugs import named
 from grader.verify.cases import Case
 from grader.verify.extra import ExtraFailure
-from grader.verify.loading import load_array
+from grader.verify.loading import exception_name, load_array
 
 # An additive mask's "may not": -inf, or a finite number so negative that exp(fill - max) is exactly 0.
 ADDITIVE_HIDDEN_AT_MOST = -1e9
@@ -70,7 +70,7 @@ def _check_test_verdicts(case: Case, folder: Path, meta: dict) -> None:
             raise ExtraFailure(f"the function {case.callee} was not defined when the probe ran (renamed, or its "
                                f"cell did not run): define it with that name")
         if must_pass and error:
-            kind = error.split(":", 1)[0].strip()[:60]
+            kind = exception_name(error)
             raise ExtraFailure(f"the test fails a correct module (candidate class {number}: {kind}): it is too "
                                f"strict, or it relies on how the module is written rather than on what it does")
         if not must_pass and not error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from grader.bugs import named
 from grader.verify.cases import Case
+from grader.verify.loading import exception_name
 
 
 class ExtraFailure(Exception):
@@ -47,12 +48,12 @@ def _check_timing(case: Case, meta: dict) -> None:
     def measured(name: str) -> float:
         result = results.get(name) or {}
         if result.get("error"):
-            raise ExtraFailure(f"time_forward failed ({name}): {str(result['error'])[:200]}")
+            raise ExtraFailure(f"time_forward raised {exception_name(result['error'])} ({name})")
         if result.get("is_float") is not True:
-            raise ExtraFailure(f"return a Python float, not {str(result.get('type'))[:30]}")
+            raise ExtraFailure("return a Python float")
         value = result.get("value")
         if not isinstance(value, (int, float)) or value != value:
-            raise ExtraFailure(f"time_forward returned {value!r} ({name})")
+            raise ExtraFailure(f"time_forward returned something other than a number of milliseconds ({name})")
         return float(value)
 
     steady = case.params["steady"]
@@ -97,12 +98,13 @@ def _check_calls(case: Case, meta: dict) -> None:
         raise ExtraFailure("no results for the probe's calls")
     for args, result in zip(case.kwargs["calls"], results):
         if not isinstance(result, dict) or result.get("error"):
-            raise ExtraFailure(f"{case.callee}{tuple(args)} failed: {str((result or {}).get('error'))[:200]}")
+            why = exception_name(result.get("error")) if isinstance(result, dict) else "no result"
+            raise ExtraFailure(f"{case.callee}{tuple(args)} failed: {why}")
         value = result.get("value")
         if case.check == "memory":
             want = _bytes_reference(*args)
             if result.get("is_int") is not True:
-                raise ExtraFailure(f"return an int (a number of bytes), not {result.get('type')}")
+                raise ExtraFailure("return an int (a number of bytes)")
             if value != want:
                 raise ExtraFailure(f"{case.callee}{tuple(args)} = {value}, expected {want} (the bytes of a "
                                    f"tensor of that shape and dtype)")
@@ -127,10 +129,10 @@ def _check_parity(case: Case, meta: dict) -> None:
         if not isinstance(result, dict):
             raise ExtraFailure(f"no verdict for candidate class {number}")
         if result.get("error"):
-            raise ExtraFailure(f"passes_parity_test raised {str(result['error'])[:160]}: catch the module's "
+            raise ExtraFailure(f"passes_parity_test raised {exception_name(result['error'])}: catch the module's "
                                f"errors and return False")
         if result.get("type") != "bool":
-            raise ExtraFailure(f"return a bool, not {str(result.get('type'))[:30]}")
+            raise ExtraFailure("return a bool")
         if result.get("value") is not wanted:
             raise ExtraFailure("parity test too strict: it rejects a correct class" if wanted else
                                "parity test misses a bug hidden by d_in == d_out: it passes a buggy class")

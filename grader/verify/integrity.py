@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from grader import astlock
-from grader.verify.loading import ProbeDataError, load_json, safe_dir
+from grader.verify.loading import BUILTIN_LABELS, ProbeDataError, load_json, safe_dir
 
 
 BUILTIN_ATTENTION = {
@@ -327,8 +327,9 @@ def runtime_flags(assignment, probe_dir: Path) -> list[str]:
             except ProbeDataError:
                 continue
             for label, count in (calls.items() if isinstance(calls, dict) else []):
-                if isinstance(count, int) and count > 0:
-                    seen[str(label)[:80]] = seen.get(str(label)[:80], 0) + count
+                # Only the probe runtime's own labels (kernel_runtime.tripwire): the file is the kernel's to write.
+                if label in BUILTIN_LABELS and isinstance(count, int) and count > 0:
+                    seen[label] = seen.get(label, 0) + count
         if seen:
             text = ", ".join(f"{label} x{count}" for label, count in sorted(seen.items()))
             flags.append(f"task {task.name}: PyTorch's built-in attention ran while it was probed ({text})")
