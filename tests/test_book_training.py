@@ -17,7 +17,7 @@ import jupytext
 import pytest
 
 from conftest import REPO
-from test_book_part_c import output_text, parse
+from test_book_bug_clinics import output_text, parse
 
 PAGE = "book/12_training"
 TEXT = REPO / "book" / "data" / "genesis_kjv.txt"
