@@ -36,6 +36,7 @@ CATALOGUE: tuple[Bug, ...] = (
         "chapter 1; ps1 attention_scores"),
     Bug("scale_multiplied", "scores multiplied instead of divided by sqrt(d_k)", "chapter 1; ps1, ps4"),
     Bug("scale_missing", "scores not scaled by 1/sqrt(d_k)", "chapter 1; ps1"),
+    Bug("scale_d_k", "scores divided by d_k instead of sqrt(d_k)", "chapter 1; ps1-ps4"),
     Bug("scale_width", "scores scaled by sqrt(d_out) instead of sqrt(head_dim)", "chapter 4; ps3"),
     Bug("softmax_dim", "softmax over the wrong dimension", "chapter 1; ps1, ps2, ps4"),
     Bug("scale_after_softmax", "1/sqrt(d_k) applied after the softmax instead of to the scores", "chapter 1; ps1"),
@@ -44,6 +45,8 @@ CATALOGUE: tuple[Bug, ...] = (
     Bug("future", "mask missing or applied after softmax", "chapter 2; ps2"),
     Bug("mask_after_softmax", "mask applied after softmax without renormalising", "chapter 2; ps2, ps4"),
     Bug("mask_diagonal", "the causal mask hides each token from itself (triu with diagonal=0)", "chapter 2; ps2, ps3"),
+    Bug("mask_additive", "the 0/1 mask added to the scores instead of hiding the future with -inf",
+        "chapter 2 (masked_fill with -inf); ps2-ps4"),
     Bug("mask_buffer", "mask is not a registered buffer", "chapter 2; ps2, ps3"),
     Bug("dropout_eval", "dropout active in eval mode", "chapter 2; ps2, ps3"),
     Bug("dropout_never", "dropout not applied in training mode", "chapter 2; ps2, ps3"),
@@ -59,6 +62,8 @@ CATALOGUE: tuple[Bug, ...] = (
     Bug("wrapper_divided", "d_out divided by num_heads", "chapter 3; ps3 wrapper"),
     Bug("shared_heads", "heads share one module", "chapter 3; ps3 wrapper"),
     Bug("view_no_transpose", "view without transpose: tokens and heads mixed up", "chapters 4 and 5; ps3"),
+    Bug("heads_averaged", "head outputs averaged instead of concatenated", "chapter 3 (concatenate along the last "
+        "dim); ps3 wrapper"),
     Bug("contiguous", "missing .contiguous() before .view()", "chapter 5; ps3"),
     Bug("divisibility", "no clear error when d_out is not divisible by num_heads", "chapter 4; ps3, ps4"),
     # ---- the output projection (chapters 6 and 8, ps3, ps4)
@@ -78,7 +83,7 @@ CATALOGUE: tuple[Bug, ...] = (
     Bug("mismatch", "output differs from PyTorch's reference", "every module task"),
     # ---- masks and shared K/V heads (chapter 11, ps6)
     Bug("mask_polarity", "boolean mask polarity flipped",
-        "chapter 11 (bug clinic III; rasbt #1061, pytorch #170400); ps6"),
+        "chapter 11 (bug clinic III; rasbt #1061, pytorch #170400); ps2-ps6"),
     Bug("padding_on_queries", "padding mask applied to queries instead of keys", "chapter 11; ps6"),
     Bug("mask_neg_inf", "-inf fill on fully masked rows (NaN)", "chapter 11; ps6"),
     Bug("padded_not_zeroed", "outputs of padded queries not zero (zero them after out_proj)", "chapter 11; ps6"),

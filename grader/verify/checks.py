@@ -8,6 +8,7 @@ submission keeps the score its tests gave it.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -311,9 +312,29 @@ def probe_error_text(error) -> str:
     return f"raised {name} on the grader's inputs (its message is not shown: it could carry those inputs)"
 
 
+# Other correct layouts of a module's weights the probe ran a case under, as "<case>@<layout>" (see
+# grader/verify/kernel_runtime.py: a fused projection's rows per head, a square plain tensor used as F.linear's).
+LAYOUTS = ("per_head", "linear")
+
+
 def judge_case(case: Case, folder: Path) -> float:
     """The fraction of the task's points the case earns (1.0 unless partial credit); raises CaseFailure (or
-    ProbeDataError) when it earns none."""
+    ProbeDataError) when it earns none. A module whose weights allow more than one correct layout is judged by
+    the layout under which it is correct; when it is correct under none, the failure is said for the course's
+    layout (query rows first, x @ W for a plain tensor)."""
+    try:
+        return _judge_layout(case, folder)
+    except CaseFailure:
+        for label in LAYOUTS:
+            if (folder / f"{case.name}@{label}.json").is_file():
+                try:
+                    return _judge_layout(dataclasses.replace(case, name=f"{case.name}@{label}"), folder)
+                except (CaseFailure, ProbeDataError):
+                    continue
+        raise
+
+
+def _judge_layout(case: Case, folder: Path) -> float:
     meta = load_json(folder / f"{case.name}.json")
     if meta.get("ok") is not True:
         error = probe_error_text(meta.get("error"))
