@@ -88,7 +88,7 @@ ASSIGNMENT = Assignment(
              "W_query, W_key, W_value, out_proj; ValueError when d_out % num_heads != 0",
              checks=(Check("equivalence", 2, ("square", "d_in_ne_d_out", "with_bias", "lengths_and_modes",
                                               "batch_independence")),
-                     Check("mask_buffer", 1, ("square", "d_in_ne_d_out", "with_bias"), bugs=("mask_buffer",)),
+                     Check("mask_buffer", 1, ("square", "d_in_ne_d_out", "with_bias"), bugs=("mask_buffer",), only_its_bugs=True),
                      Check("dropout", 1, ("dropout_train", "dropout_placement", "eval_twice"), bugs=DROPOUT_BUGS),
                      Check("divisibility", 1, ("indivisible_d_out",), bugs=("divisibility",)))),
     ),

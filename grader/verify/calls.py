@@ -63,7 +63,7 @@ def _name_the_bug(case: Case, outputs: list) -> str:
 
 def _describe(case: Case, calls: list[Case], outputs: list, wanted: list) -> str:
     """What went wrong, call by call, in the probe's own terms (lengths, modes, the changed sequence), short: the
-    task's whole message is capped (grader.pipeline.score.MAX_MESSAGE)."""
+    task's message says it once, whole."""
     def label(index: int) -> str:
         call = calls[index]
         return f"call {index + 1} ({call.arrays['x'].shape[-2]} tokens{', training mode' if call.train else ''})"

@@ -13,9 +13,11 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from grader import references
 from grader.bugs import BY_CODE, CATALOGUE, code_of, named
-from grader.verify import reference
+from grader.verify import dropout, reference
 from grader.verify.cases import Case
 from grader.verify.loading import ProbeDataError, load_array, load_json, safe_dir
 
@@ -90,18 +92,23 @@ def _where_it_differs(case: Case, have: np.ndarray, want: np.ndarray) -> str:
 
 
 def _shape_diagnosis(case: Case, got: np.ndarray, want: np.ndarray) -> str:
+    """A catalogued bug whose reference gives an output of ``got``'s shape and reproduces it, else "": each head
+    d_out wide in a module whose d_out is the total (``width``, from the shape: its weights are then the wrong
+    shape too, see _weight_diagnosis), the heads' outputs averaged instead of concatenated (``heads_averaged``)."""
     heads = case.params.get("num_heads", 1) if case.driver == "module" else 1
     if got.ndim == want.ndim and got.shape[:-1] == want.shape[:-1] and heads > 1 \
             and got.shape[-1] == heads * want.shape[-1]:
         return named("width", "the output is num_heads times too wide")
-    if case.params.get("per_head_d_out") and got.ndim == want.ndim and got.shape[:-1] == want.shape[:-1] and heads > 1 \
-            and got.shape[-1] == heads * (want.shape[-1] // heads // heads):
-        return _WRAPPER_DIVIDED
+    if case.params.get("heads", 0) > 1 and case.params.get("reference") in ("heads", "heads_out_proj") \
+            and got.ndim == 3:
+        try:
+            averaged = reference.heads_averaged(case).numpy()
+        except RuntimeError:
+            return ""
+        if _close(got, averaged):
+            return named("heads_averaged", "the output equals the mean of the heads' outputs: concatenate them "
+                                           "along the last dim (torch.cat(..., dim=-1))")
     return ""
-
-
-# The wrapper's own bug: there d_out is the width of one head, so dividing it shrinks every head.
-_WRAPPER_DIVIDED = named("wrapper_divided", "in the wrapper d_out is the width of one head")
 
 
 def _weight_diagnosis(case: Case, meta: dict) -> str:
@@ -212,6 +219,23 @@ def _check_reference(case: Case, folder: Path, meta: dict) -> None:
         raise CaseFailure(f"the module has {count} parameters, expected {wanted_count}" + _looks_like(bug))
 
 
+def _mask_buffer_failure(case: Case, folder: Path, failure: str) -> str:
+    """For a case that checks the mask buffer and failed for ``failure``: what is wrong with the mask ("" when it is
+    a registered, saved buffer). A module that was never built says the case's own failure."""
+    if not case.params.get("mask_buffer") or named("mask_buffer") in failure:
+        return ""
+    try:
+        meta = load_json(folder / f"{case.name}.json")
+    except ProbeDataError as exc:
+        return str(exc)
+    if "buffers" not in meta:
+        return failure
+    if "mask" in (meta.get("buffers") or []) and "mask" in (meta.get("state_dict") or []):
+        return ""
+    return named("mask_buffer", "register it as 'mask' with self.register_buffer (so that it moves with .to() and "
+                                "is saved in state_dict)")
+
+
 def _count_diagnosis(case: Case, count) -> str:
     width = case.arrays["x"].shape[-1]
     if "out_proj" in case.arrays and isinstance(count, int):
@@ -232,8 +256,16 @@ def _check_dropout_pattern(case: Case, folder: Path, meta: dict) -> None:
     rows = weights[0].astype(np.float64)
     future = np.triu(np.ones((size, size), dtype=bool), k=1)
     if np.abs(rows[future]).max() > ATOL:
-        raise CaseFailure(named("dropout_scores", "in training mode a token attends to a future token: dropout "
-                                                  "applied to the scores (or to the mask), not to the weights"))
+        said = "in training mode a token attends to a future token"
+        found, right, tried = dropout.replayed(case, meta, weights)
+        if found:
+            raise CaseFailure(said + _looks_like(" or ".join(named(code) for code in found))
+                              + " (replayed with the same random stream)")
+        where = f"; {references.first_difference(torch.from_numpy(weights), torch.from_numpy(right))} (the right " \
+                f"computation, replayed with the same random stream)" if right is not None else \
+            " (the module ran on another device: its dropout cannot be replayed here)"
+        raise CaseFailure(f"{said}: not one of the {tried} known bugs the grader replayed for this case "
+                          f"(grader/bugs.py){where}")
     uniform = 1.0 / np.arange(1, size + 1)[:, None] * np.ones((1, size))
     dropped_or_scaled = np.isclose(rows, 0.0, atol=ATOL) | np.isclose(rows, uniform / keep, atol=ATOL)
     if not dropped_or_scaled[~future].all():
@@ -300,6 +332,10 @@ def probe_error_text(error) -> str:
     text = str(error or "").strip()
     if not text:
         return "the probe failed"
+    attempted = re.fullmatch(r"(?P<name>\w+) is not (?P<how>written yet \(it raises NotImplementedError\)|defined)",
+                             text)
+    if attempted:     # the probe runtime's own words (the course's name only): the task is not attempted
+        return f"not attempted: {attempted.group('name')} is not {attempted.group('how')}"
     if text.startswith("NotImplementedError"):
         return "NotImplementedError (not written yet)"
     own = _RUNTIME_MESSAGES.fullmatch(text)
@@ -400,7 +436,7 @@ def _checks_of(task, case_name: str, failure: str) -> list:
     owning = [check for check in task.checks if any(named(code) in failure for code in check.bugs)]
     if owning:      # several when a failure names bugs of several checks ("A or B": either may be the cause)
         return owning
-    listing = [check for check in task.checks if case_name in check.cases]
+    listing = [check for check in task.checks if case_name in check.cases and not check.only_its_bugs]
     return listing or [check for check in task.checks if check.cases == ("*",)]
 
 
@@ -432,9 +468,17 @@ def verify_outputs(assignment, source_nb: Path, seed: int, probe_dir: Path) -> d
                 fraction = min(fraction, judge_case(case, folder))
             except (CaseFailure, ProbeDataError) as exc:
                 failures.append((case.name, f"case {case.name}: {exc}"))
+                buffer = _mask_buffer_failure(case, folder, str(exc))
+                if buffer:          # the mask is judged on its own, whatever else failed
+                    failures.append((case.name, f"case {case.name}: {buffer}"))
             except Exception as exc:  # a grader bug must cost a task, not the whole run
                 failures.append((case.name, f"case {case.name}: could not be checked ({type(exc).__name__}: {exc})"))
-        if task.checks:
+        if failures and {name for name, _ in failures} == {c.name for c in cases} \
+                and all(": not attempted: " in text for _, text in failures):
+            said = failures[0][1].split(": ", 1)[1]      # every case says so: the task is not attempted
+            made = _by_check(task, cases, failures) if task.checks else Verified(0.0, float(task.points), said)
+            results[task.name] = Verified(made[0], made[1], said, made.checks, made.check_bugs)
+        elif task.checks:
             results[task.name] = _by_check(task, cases, failures)
         elif failures:
             more = f" (and {len(failures) - 1} more failing case(s))" if len(failures) > 1 else ""

@@ -112,8 +112,9 @@ def _mha_probe_build():
         if isinstance(target, torch.nn.Module) and isinstance(getattr(target, "weight", None), torch.Tensor):
             bias = getattr(target, "bias", None)
             return target.weight, (bias if isinstance(bias, torch.Tensor) else None), None, "linear"
-        if isinstance(target, torch.Tensor):
-            return target, None, None, "tensor"
+        if isinstance(target, torch.Tensor):   # its bias, if any, beside it as <attr>_bias
+            bias = getattr(owner, attr + "_bias", None)
+            return target, (bias if isinstance(bias, torch.Tensor) else None), None, "tensor"
         raise TypeError(f"{attr} is a {type(target).__name__}, not an nn.Linear or a weight tensor")
 
     def tensor_is_linear(tensor, weight_shape):

@@ -31,12 +31,13 @@ MHA_FUSED_PER_HEAD = _MHA_HEAD + '''
         return self.out_proj((weights @ values).transpose(1, 2).reshape(b, t, self.d_out))
 '''
 
-# Plain parameters in nn.Linear's (d_out, d_in) layout, applied with F.linear.
+# Plain parameters in nn.Linear's (d_out, d_in) layout, applied with F.linear; biases beside them as <name>_bias.
 MHA_PARAMETERS_LINEAR_LAYOUT = _MHA_HEAD + '''
         self.W_query = nn.Parameter(torch.randn(d_out, d_in) / math.sqrt(d_in))
         self.W_key = nn.Parameter(torch.randn(d_out, d_in) / math.sqrt(d_in))
         self.W_value = nn.Parameter(torch.randn(d_out, d_in) / math.sqrt(d_in))
-        self.bias = nn.ParameterList([nn.Parameter(torch.zeros(d_out)) for _ in range(3)]) if qkv_bias else None
+        for name in ("W_query_bias", "W_key_bias", "W_value_bias"):
+            setattr(self, name, nn.Parameter(torch.zeros(d_out)) if qkv_bias else None)
         self.out_proj = nn.Linear(d_out, d_out)
         self.dropout = nn.Dropout(dropout)
         self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1).bool())
@@ -44,8 +45,8 @@ MHA_PARAMETERS_LINEAR_LAYOUT = _MHA_HEAD + '''
     def forward(self, x):
         b, t, _ = x.shape
         split = lambda y: y.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        queries, keys, values = (split(torch.nn.functional.linear(x, w)) for w in (self.W_query, self.W_key,
-                                                                                   self.W_value))
+        queries, keys, values = (split(torch.nn.functional.linear(x, w, b)) for w, b in (
+            (self.W_query, self.W_query_bias), (self.W_key, self.W_key_bias), (self.W_value, self.W_value_bias)))
         scores = queries @ keys.transpose(-2, -1) / math.sqrt(self.head_dim)
         weights = self.dropout(torch.softmax(scores.masked_fill(self.mask[:t, :t], float("-inf")), dim=-1))
         return self.out_proj((weights @ values).transpose(1, 2).reshape(b, t, self.d_out))
