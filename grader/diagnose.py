@@ -56,8 +56,9 @@ def _fail(code: str, detail: str) -> None:
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    # float32 on either device; loose enough for CUDA kernels, far tighter than any bug's effect.
-    return a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=1e-4, rtol=1e-3)
+    # float32 on either device; loose enough for CUDA kernels, far tighter than any bug's effect. NaN matches NaN:
+    # some bugs' references produce it where the student's code does.
+    return a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=1e-4, rtol=1e-3, equal_nan=True)
 
 
 def _inputs(batch: int, num_tokens: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -210,28 +211,41 @@ def _weight_variants(scores, masked, future, causal):
             "softmax with each token hidden from itself too (triu with diagonal=0): the first row is NaN"
 
 
-def check_finite_output(output: torch.Tensor, diagonal_reference: torch.Tensor | None = None) -> None:
+def check_finite_output(output: torch.Tensor, diagonal_reference=None) -> None:
     """An attention output (b, T, d) must be finite.
 
-    ``diagonal_reference``: what the module gives with a causal mask that also hides each token from itself (NaN
-    in the first token, whose query has no key left), computed with the module's weights; ``mask_diagonal`` is
-    named only when it reproduces the output. Raises AssertionError, without a bug's name otherwise.
+    ``diagonal_reference``: the outputs of known bugs computed with the module's weights, as [(bug code, output)]
+    (or one tensor: the module with a mask that also hides each token from itself, ``mask_diagonal``); a bug is
+    named only when its output reproduces this one, NaN where it has NaN. Raises AssertionError, without a bug's
+    name otherwise.
     """
     output = output.detach()
     if torch.isfinite(output).all():
         return
-    if diagonal_reference is not None and diagonal_reference.shape == output.shape \
-            and torch.allclose(output.float(), diagonal_reference.float(), atol=1e-4, rtol=1e-3, equal_nan=True):
-        _fail("mask_diagonal", "the first token's output is NaN: its query has no key left to attend to, and the "
-                               "module computed with a mask that hides each token from itself gives the same")
-    _fail("mismatch", "not one of the known bugs: the output contains NaN or inf, and no bug this check knows "
-                      "reproduces it")
+    candidates = diagonal_reference if isinstance(diagonal_reference, list) else \
+        [("mask_diagonal", diagonal_reference)] if diagonal_reference is not None else []
+    for code, produced in candidates:
+        if produced is not None and _close(output, produced):
+            _fail(code, _NONFINITE_WORDS.get(code, "the module computed with your weights and this bug gives the "
+                                                   "same NaN"))
+    _fail("mismatch", f"not one of the known bugs: the output contains NaN or inf, and none of the {len(candidates)} "
+                      f"bugs this check tried reproduces it")
 
 
-def _diagonal_reference(forward: Callable, x: torch.Tensor) -> torch.Tensor | None:
-    """forward (a module with the course's projection names) computed on x with the mask_diagonal bug, or None."""
-    references = _leak_references(forward, {"mask_diagonal": {"mask": "diagonal"}})
-    return references[0][1](x) if references else None
+_NONFINITE_WORDS = {
+    "mask_diagonal": "the first token's output is NaN: its query has no key left to attend to, and the module "
+                     "computed with a mask that hides each token from itself gives the same",
+    "mask_polarity": "the last token's output is NaN: the mask hides what it should show (True read as 'may "
+                     "attend'), so the last query has no key left, and the module computed with the flipped mask "
+                     "gives the same"}
+
+
+def _diagonal_reference(forward: Callable, x: torch.Tensor) -> list:
+    """[(bug code, output)] of the bugs that make a causal module's output NaN (a mask that hides each token from
+    itself, a flipped mask in masked_fill), computed with forward's own weights on x ([] without them)."""
+    references_ = _leak_references(forward, {"mask_diagonal": {"mask": "diagonal"}})
+    references_ += _leak_references(forward, {"mask_polarity": {"mask": "polarity_fill"}})
+    return [(code, run(x)) for code, run in references_]
 
 
 def check_no_future_leakage(forward: Callable, x: torch.Tensor) -> None:
@@ -292,7 +306,8 @@ def _leak_references(forward: Callable, changes: dict | None = None) -> list:
     num_heads = int(getattr(forward, "num_heads", 1) or 1)
     variants = [("future", {"mask": "none"}), ("mask_after_softmax", {"mask": "after"}),
                 ("softmax_dim", {"softmax_dim": -2}), ("mask_polarity", {"mask": "polarity"}),
-                ("mask_polarity", {"mask": "polarity_fill"}), ("mask_additive", {"mask": "additive"})]
+                ("mask_polarity", {"mask": "polarity_fill"}), ("mask_additive", {"mask": "additive"}),
+                ("mask_additive", {"mask": "additive_unscaled"})]
     if num_heads > 1:
         variants.append(("view_no_transpose", {"merge": "view"}))
     if changes is not None:
@@ -401,10 +416,10 @@ def _all_layouts(module: nn.Module) -> list:
         layers = [getattr(module, n) for n in names]
         if not all(isinstance(layer, torch.Tensor) for layer in layers):
             return [([_linear(layer) for layer in layers], out)]
-        found = []
-        for as_linear in (False, True):         # x @ W, then F.linear(x, W)
-            found.append(([(w if as_linear else w.t(), None) for w in layers], out))
-        return found
+        biases = [getattr(module, n + "_bias", None) for n in names]       # beside a plain tensor, if any
+        biases = [b if isinstance(b, torch.Tensor) else None for b in biases]
+        return [([(w if as_linear else w.t(), b) for w, b in zip(layers, biases)], out)
+                for as_linear in (False, True)]          # x @ W, then F.linear(x, W)
     fused = next((getattr(module, n) for n in ("W_qkv", "qkv") if hasattr(module, n)), None)
     if fused is None:
         raise AssertionError("no projections found: name them W_query, W_key, W_value (or one fused W_qkv)")
@@ -507,13 +522,13 @@ def check_attention_module(module: nn.Module, d_in: int, num_heads: int = 1, cau
             return
         expected = wanted if expected is None else expected
     qkv, out = layouts[0]
-    check_finite_output(actual, _diagonal_reference(module, x) if causal else None)
     tried = set()
     for code, produced in _named_variants(x, qkv, out, num_heads, causal):
         tried.add(code)
         if _close(actual, produced):
             _fail(code, f"your output equals the module computed with your weights and exactly this bug "
                         f"({_VARIANT_WORDS.get(code, BUGS[code])})")
+    check_finite_output(actual, _diagonal_reference(module, x) if causal else None)
     if causal:
         check_no_future_leakage(module, x)
     where = references.first_difference(actual, expected) if expected is not None else \

@@ -5,7 +5,8 @@ grader's verification (:mod:`grader.verify.reference`, in float64 outside the ke
 reference reproduces the student's output, so each bug the course names for a module is one setting of
 :func:`attention_with_bug`; :data:`MODULE_BUGS` lists them (catalogue code -> the setting).
 
-Runs wherever torch runs (CPU or CUDA, any float dtype); imports nothing else of the grader, so the kernel can use it.
+Runs wherever torch runs (CPU or CUDA, any float dtype); imports only the catalogue (:mod:`grader.bugs`) of the
+grader, so the kernel can use it.
 """
 from __future__ import annotations
 
@@ -14,25 +15,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-# catalogue code -> the keyword arguments of attention_with_bug that switch that bug on. Scale variants apply
-# where their divisor differs from sqrt(head_dim) (callers skip a variant equal to the right computation).
-MODULE_BUGS: dict[str, tuple[dict, ...]] = {
-    "scale_missing": ({"scale": "none"},),
-    "scale_multiplied": ({"scale": "multiplied"},),
-    "scale_d_k": ({"scale": "head_dim"},),
-    "scale_width": ({"scale": "sqrt_d_out"},),
-    "scale_d_in": ({"scale": "sqrt_d_in"},),
-    "scale_after_softmax": ({"scale": "after_softmax"},),
-    "softmax_dim": ({"softmax_dim": -2},),
-    "future": ({"mask": "none"},),
-    "mask_after_softmax": ({"mask": "after"},),
-    "mask_diagonal": ({"mask": "diagonal"},),
-    # Handed to F.scaled_dot_product_attention (a row with nothing to see gives 0), or ~mask in masked_fill (NaN).
-    "mask_polarity": ({"mask": "polarity"}, {"mask": "polarity_fill"}),
-    "mask_additive": ({"mask": "additive"},),
-    "view_no_transpose": ({"merge": "view"},),
-    "out_proj_unused": ({"use_out": False},),
-}
+from grader import bugs
+
+# catalogue code -> the forms (keyword arguments of attention_with_bug) of each bug of the chapter's module: read
+# from the catalogue, where each bug is defined once. Scale variants apply where their divisor differs from
+# sqrt(head_dim) (see applies).
+MODULE_BUGS = bugs.MODULE_BUGS
 
 # Where dropout can act, for the dropout bugs: (catalogue code or "" for the right place, placement).
 DROPOUT_PLACEMENTS = (("", "weights"), ("dropout_scores", "scores"), ("dropout_scores", "scores_masked"),
@@ -74,7 +62,8 @@ def attention_with_bug(x: torch.Tensor, qkv, out, num_heads: int, *, causal: boo
     ``mask`` (causal only): "before" (right: -inf on future scores), "none", "after" (future weights zeroed after
     the softmax, not renormalised), "diagonal" (each token hidden from itself too: NaN in the first row),
     "polarity" (the course's mask, True = future, handed to F.scaled_dot_product_attention, which reads True as
-    "may attend"), "polarity_fill" (the same, as masked_fill(~mask, -inf)), "additive" (the 0/1 mask added to the scores); ``softmax_dim`` -1 (right) or -2; ``merge``
+    "may attend"), "polarity_fill" (the same, as masked_fill(~mask, -inf)), "additive" (the 0/1 mask added to the scaled
+    scores), "additive_unscaled" (added before the scaling); ``softmax_dim`` -1 (right) or -2; ``merge``
     "transpose" (right) or "view" (heads viewed straight back to (b, T, d_out)); ``use_out`` False: out_proj
     skipped. ``dropout`` p > 0 with ``seed``: dropout in training mode at ``dropout_on`` ("weights", right;
     "scores" before the mask, "scores_masked" after it, "context" before out_proj, "output" after it), drawn
@@ -106,6 +95,8 @@ def attention_with_bug(x: torch.Tensor, qkv, out, num_heads: int, *, causal: boo
             scores = scores.masked_fill(hidden, float("-inf"))
         elif causal and mask == "additive":
             scores = scores + future.to(scores.dtype)
+        elif causal and mask == "additive_unscaled":        # added before the scaling: (q k^T + mask) / sqrt(d)
+            scores = scores + future.to(scores.dtype) / _divisor(scale, head_dim, d_out, x.shape[-1])
         scores = drop(scores, "scores_masked")
         weights = torch.softmax(scores, dim=softmax_dim)
         if causal and mask == "after":

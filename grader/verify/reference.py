@@ -239,7 +239,7 @@ def module_with_bug(case: Case, **change) -> torch.Tensor:
     if kind == "mha":
         qkv, out = module_weights(case)
         return references.attention_with_bug(x, qkv, out, case.params["num_heads"], **change)
-    causal = bool(case.params.get("causal")) or kind == "heads_out_proj"
+    causal = change.pop("causal", bool(case.params.get("causal")) or kind == "heads_out_proj")
     heads = [references.attention_with_bug(x, module_weights(case, h)[0], None, 1, causal=causal, **change)
              for h in (range(case.params["heads"]) if case.params["heads"] else [-1])]
     concat = torch.cat(heads, dim=-1)
