@@ -86,7 +86,7 @@ CATALOGUE: tuple[Bug, ...] = (
     # ---- scores and softmax (chapter 1, ps1)
     Bug("raw_scores_scaled", "scores scaled by 1/sqrt(d_k) where the raw dot products are asked",
         "chapter 1; ps1 attention_scores", (_CH1, "Scores: how similar is each token to the one asking?"),
-        "Does attention_scores return q k^T as it is, with the scaling left to the next step?",
+        "Does attention_scores give q k^T as it is, with the scaling left to the next step?",
         "grader.verify.reference.hypotheses (scores)",
         (Recipe("ps1", "attention_scores", (("return queries @ keys.transpose(-2, -1)",
                                              "return queries @ keys.transpose(-2, -1) / math.sqrt(keys.shape[-1])"),),
@@ -144,7 +144,7 @@ CATALOGUE: tuple[Bug, ...] = (
         _module(((_BUFFER, "self.mask = " + _BUFFER[len('self.register_buffer("mask", '):-1]),), check="mask_buffer")),
     Bug("dropout_eval", "dropout active in eval mode", "chapter 2; ps2-ps4", _DROP,
         "Does your dropout know whether the module is in training mode?", "grader.references.DROPOUT_PLACEMENTS",
-        _module(((_DROPOUT, "        weights = torch.nn.functional.dropout(weights, 0.5)\n"),), check="dropout")),
+        _module(((_DROPOUT, "        weights = torch.nn.functional.dropout(weights, self.dropout.p)\n"),), check="dropout")),
     Bug("dropout_never", "dropout not applied in training mode", "chapter 2; ps2-ps4", _DROP,
         "Where is the dropout layer applied in forward?", "grader.references.DROPOUT_PLACEMENTS",
         _module(((_DROPOUT, ""),), check="dropout")),

@@ -522,12 +522,17 @@ def check_attention_module(module: nn.Module, d_in: int, num_heads: int = 1, cau
             return
         expected = wanted if expected is None else expected
     qkv, out = layouts[0]
-    tried = set()
+    tried, found = set(), []
     for code, produced in _named_variants(x, qkv, out, num_heads, causal):
         tried.add(code)
-        if _close(actual, produced):
-            _fail(code, f"your output equals the module computed with your weights and exactly this bug "
-                        f"({_VARIANT_WORDS.get(code, BUGS[code])})")
+        if _close(actual, produced) and code not in found:
+            found.append(code)
+    if len(found) == 1:
+        _fail(found[0], f"your output equals the module computed with your weights and exactly this bug "
+                        f"({_VARIANT_WORDS.get(found[0], BUGS[found[0]])})")
+    if found:     # the same numbers at these sizes (sqrt(d_in) = sqrt(d_out) when d_in == d_out): each fits
+        raise AssertionError(" or ".join(BUGS[code] for code in found) + ": your output equals the module computed "
+                             "with your weights and each of these bugs (this check's sizes cannot tell them apart)")
     check_finite_output(actual, _diagonal_reference(module, x) if causal else None)
     if causal:
         check_no_future_leakage(module, x)

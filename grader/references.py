@@ -84,8 +84,9 @@ def attention_with_bug(x: torch.Tensor, qkv, out, num_heads: int, *, causal: boo
         torch.manual_seed(seed)
     queries, keys, values = split(queries), split(keys), split(values)
     future = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=x.device).triu(1)
-    if causal and mask == "polarity":
-        context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=future)
+    if causal and mask == "polarity":    # SDPA draws its own dropout on the weights
+        context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=future,
+                                                 dropout_p=dropout if dropout_on == "weights" else 0.0)
     else:
         scores = queries @ keys.transpose(-2, -1) / _divisor(scale, head_dim, d_out, x.shape[-1])
         scores = drop(scores, "scores")

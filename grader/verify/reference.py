@@ -255,9 +255,9 @@ def heads_averaged(case: Case) -> torch.Tensor:
         outputs = [references.attention_with_bug(x, module_weights(case, h)[0], None, 1, causal=causal)
                    for h in range(case.params["heads"])]
         mean = references.heads_averaged(outputs)
-        out = module_weights(case)[1]
-        return F.linear(mean, *out) if out is not None and case.params.get("reference") == "heads_out_proj" \
-            else mean
+        if "out_proj" in case.arrays and case.params.get("reference") == "heads_out_proj":
+            return F.linear(mean, _t(case.arrays["out_proj"]), _t(case.arrays["out_proj_bias"]))
+        return mean
 
 
 def _module_bug_hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
