@@ -144,7 +144,8 @@ CATALOGUE: tuple[Bug, ...] = (
         _module(((_BUFFER, "self.mask = " + _BUFFER[len('self.register_buffer("mask", '):-1]),), check="mask_buffer")),
     Bug("dropout_eval", "dropout active in eval mode", "chapter 2; ps2-ps4", _DROP,
         "Does your dropout know whether the module is in training mode?", "grader.references.DROPOUT_PLACEMENTS",
-        _module(((_DROPOUT, "        weights = torch.nn.functional.dropout(weights, self.dropout.p)\n"),), check="dropout")),
+        _module(((_DROPOUT, "        weights = torch.nn.functional.dropout(weights, self.dropout.p)\n"),),
+                check="dropout")),
     Bug("dropout_never", "dropout not applied in training mode", "chapter 2; ps2-ps4", _DROP,
         "Where is the dropout layer applied in forward?", "grader.references.DROPOUT_PLACEMENTS",
         _module(((_DROPOUT, ""),), check="dropout")),
@@ -257,7 +258,8 @@ CATALOGUE: tuple[Bug, ...] = (
         (Recipe("ps2", "causal_attention",
                 ((_MASK, "        if getattr(self, 'first_mask', None) is None:\n"
                          "            self.first_mask = self.mask.bool()[:num_tokens, :num_tokens]\n"
-                         "        scores = scores.masked_fill(self.first_mask[:num_tokens, :num_tokens], -torch.inf)\n"),),
+                         "        scores = scores.masked_fill(self.first_mask[:num_tokens, :num_tokens], "
+                         "-torch.inf)\n"),),
                 "causal_attention", "equivalence"),)),
     # ---- no known bug
     Bug("mismatch", "output differs from PyTorch's reference", "every module task"),
@@ -276,7 +278,8 @@ CATALOGUE: tuple[Bug, ...] = (
                     "attn_mask=self.mask.bool()[:num_tokens, :num_tokens], dropout_p=self.dropout.p if "
                     "self.training else 0.0).transpose(1, 2)"),), "multi_head_attention"),)),
     Bug("padding_on_queries", "padding mask applied to queries instead of keys", "chapter 11; ps6",
-        (_CH11, "Padding: sequences of different lengths"), "Does the padding hide a row (a query) or a column (a key)?",
+        (_CH11, "Padding: sequences of different lengths"),
+        "Does the padding hide a row (a query) or a column (a key)?",
         "grader.verify.reference_masks.hypotheses"),
     Bug("mask_neg_inf", "-inf fill on fully masked rows (NaN)", "chapter 11; ps6",
         (_CH11, "Padding: sequences of different lengths"), "What is the softmax of a row that is all -inf?",
@@ -299,6 +302,12 @@ DROPOUT_BUGS = ("dropout_eval", "dropout_never", "dropout_scores", "dropout_cont
 
 # code -> name: the form the notebooks' checks and the mutation tests use.
 BUGS: dict[str, str] = {bug.code: bug.name for bug in CATALOGUE}
+
+# Bugs that make a module's output wrong (or its build fail), for the checks that judge the output ("equivalence"):
+# a failure that names one costs that check only, not the module's other checks (mask buffer, dropout, ...).
+OUTPUT_BUGS = tuple(bug.code for bug in CATALOGUE if isinstance(bug.reference, tuple) and bug.reference) + (
+    "batch", "mask_cached", "d_in_d_out", "weights_changed", "width", "wrapper_divided", "shared_heads",
+    "heads_averaged", "contiguous", "no_out_proj", "out_proj_d_in")
 
 # code -> the forms of the chapter's module with that bug (grader.references.attention_with_bug's settings).
 MODULE_BUGS: dict[str, tuple[dict, ...]] = {bug.code: bug.reference for bug in CATALOGUE

@@ -264,8 +264,16 @@ def check_no_future_leakage(forward: Callable, x: torch.Tensor) -> None:
         again = call(forward, x)
         check_finite_output(before, _diagonal_reference(forward, x))
         if not _close(before, again):
-            _fail("dropout_eval", "the same input gave two different outputs (nn.Dropout follows .eval(); "
-                                  "F.dropout needs training=self.training)")
+            torch.manual_seed(0)
+            replayed = _dropout_replays(forward, x, call(forward, x))
+            if replayed:
+                _fail("dropout_eval", f"the same input gave two different outputs, and the output equals the module "
+                                      f"computed with your weights and dropout p={replayed} on the weights, drawn "
+                                      f"from the same random stream (nn.Dropout follows .eval(); F.dropout needs "
+                                      f"training=self.training)")
+            _fail("mismatch", f"not one of the known bugs: the same input gave two different outputs, and no "
+                              f"dropout replayed with the same random stream reproduces them: "
+                              f"{references.first_difference(again, before)}")
         changed_x = x.clone()
         changed_x[..., -1, :] = changed_x[..., -1, :] * -3.0 + 1.0
         after = call(forward, changed_x)
@@ -290,6 +298,28 @@ _LEAKS = {"future": "no causal mask",
           "mask_polarity": "the course's mask (True = future) passed to F.scaled_dot_product_attention, which "
                            "reads True as 'may attend': pass ~mask, or is_causal=True",
           "mask_additive": "the 0/1 mask added to the scores: masked_fill(mask, -inf) hides the future"}
+
+
+def _dropout_replays(forward: Callable, x: torch.Tensor, output: torch.Tensor) -> float:
+    """The dropout probability p (that of the module's nn.Dropout, else 0.5) when ``output``, computed right after
+    torch.manual_seed(0), equals the module computed with its own weights and dropout p on the weights drawn
+    after the same seed; else 0.0."""
+    if not isinstance(forward, nn.Module):
+        return 0.0
+    p = next((m.p for m in forward.modules() if isinstance(m, nn.Dropout) and m.p > 0), 0.5)
+    num_heads = int(getattr(forward, "num_heads", 1) or 1)
+    try:
+        layouts = _projection_layouts(forward, x.shape[-1])
+    except AssertionError:
+        return 0.0
+    for qkv, out in layouts:
+        try:
+            produced = references.attention_with_bug(x, qkv, out, num_heads, dropout=p, seed=0)
+        except RuntimeError:
+            continue
+        if _close(output, produced):
+            return p
+    return 0.0
 
 
 def _leak_references(forward: Callable, changes: dict | None = None) -> list:
@@ -609,11 +639,15 @@ def check_dropout(module: nn.Module, d_in: int, p: float = 0.5, num_tokens: int 
     def replayed(output):
         """The placements whose replay reproduces ``output``, the right one ("") first when it does."""
         found = []
+        # Dropout at each place, then each bug of the module with dropout where it belongs (its dropout is right).
+        hypotheses = list(references.DROPOUT_PLACEMENTS) + [
+            (code, dict(form)) for code, forms in references.MODULE_BUGS.items() for form in forms
+            if "mask" in form or "merge" in form]
         for qkv, out in layouts:
-            for code, place in references.DROPOUT_PLACEMENTS:
+            for code, place in hypotheses:
+                switches = place if isinstance(place, dict) else {"dropout_on": place}
                 try:
-                    produced = references.attention_with_bug(x, qkv, out, num_heads, dropout=p, dropout_on=place,
-                                                              seed=0)
+                    produced = references.attention_with_bug(x, qkv, out, num_heads, dropout=p, seed=0, **switches)
                 except RuntimeError:
                     continue
                 if _close(output, produced) and code not in found:
@@ -642,9 +676,13 @@ def check_dropout(module: nn.Module, d_in: int, p: float = 0.5, num_tokens: int 
         found = replayed(trained)
     if found and not found[0]:
         return                                   # the right placement, replayed
-    if found:
+    if found and found[0] in _DROPOUT_WORDS:
         _fail(found[0], f"the training-mode output equals the module computed with your weights and dropout "
                         f"{_DROPOUT_WORDS[found[0]]}, drawn from the same random stream")
+    if found:
+        _fail(found[0], f"the training-mode output equals the module computed with your weights, dropout on the "
+                        f"weights (drawn from the same random stream) and this bug: "
+                        f"{_VARIANT_WORDS.get(found[0], BUGS[found[0]])}")
     if torch.isnan(trained).any() or _close(trained[:, 0], first[:, 0]):
         what = "training mode gives NaN" if torch.isnan(trained).any() else \
             "position 0 (one key, weight 1) is never dropped in training mode"

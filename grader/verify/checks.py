@@ -313,9 +313,12 @@ def _check_dropout_placement(case: Case, folder: Path) -> None:
 
 
 def _check_raises(case: Case, meta: dict) -> None:
+    """The error is judged by its type (any subclass of the one the notebook asks for), never by its words."""
     wanted = case.params["exception"]
     if wanted not in (meta.get("raised_bases") or []):
         raised = meta.get("raised")
+        if raised == "NotImplementedError":
+            raise CaseFailure(f"not attempted: {case.callee} is not written yet (it raises NotImplementedError)")
         call = f"{case.callee}({', '.join(f'{k}={v}' for k, v in case.kwargs.items())})"
         detail = f"{call} should raise {wanted}" + (f", raised {raised}" if raised else ", raised nothing")
         raise CaseFailure(named("divisibility", detail) if wanted == "ValueError" and "d_out" in case.kwargs
