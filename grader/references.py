@@ -27,7 +27,7 @@ DROPOUT_PLACEMENTS = (("", "weights"), ("dropout_scores", "scores"), ("dropout_s
                       ("dropout_context", "context"), ("dropout_context", "output"))
 
 
-def _divisor(scale: str, head_dim: int, d_out: int, d_in: int) -> float:
+def divisor(scale: str, head_dim: int, d_out: int, d_in: int) -> float:
     """What the scores are divided by under ``scale`` (see attention_with_bug)."""
     return {"sqrt_head_dim": math.sqrt(head_dim), "none": 1.0, "multiplied": 1.0 / math.sqrt(head_dim),
             "head_dim": float(head_dim), "sqrt_d_out": math.sqrt(d_out), "sqrt_d_in": math.sqrt(d_in),
@@ -40,7 +40,7 @@ def applies(code: str, num_heads: int, head_dim: int, d_out: int, d_in: int, cau
     right computation by construction): a scale equal to sqrt(head_dim) or a merge of one head cannot."""
     change = MODULE_BUGS[code][0]
     if "scale" in change and change["scale"] not in ("none", "multiplied", "after_softmax"):
-        return not math.isclose(_divisor(change["scale"], head_dim, d_out, d_in), math.sqrt(head_dim))
+        return not math.isclose(divisor(change["scale"], head_dim, d_out, d_in), math.sqrt(head_dim))
     if change.get("merge") == "view":
         return num_heads > 1
     if "mask" in change:
@@ -88,7 +88,7 @@ def attention_with_bug(x: torch.Tensor, qkv, out, num_heads: int, *, causal: boo
         context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=future,
                                                  dropout_p=dropout if dropout_on == "weights" else 0.0)
     else:
-        scores = queries @ keys.transpose(-2, -1) / _divisor(scale, head_dim, d_out, x.shape[-1])
+        scores = queries @ keys.transpose(-2, -1) / divisor(scale, head_dim, d_out, x.shape[-1])
         scores = drop(scores, "scores")
         if causal and mask in ("before", "diagonal", "polarity_fill"):
             hidden = future | torch.eye(num_tokens, dtype=torch.bool, device=x.device) if mask == "diagonal" \
@@ -97,7 +97,7 @@ def attention_with_bug(x: torch.Tensor, qkv, out, num_heads: int, *, causal: boo
         elif causal and mask == "additive":
             scores = scores + future.to(scores.dtype)
         elif causal and mask == "additive_unscaled":        # added before the scaling: (q k^T + mask) / sqrt(d)
-            scores = scores + future.to(scores.dtype) / _divisor(scale, head_dim, d_out, x.shape[-1])
+            scores = scores + future.to(scores.dtype) / divisor(scale, head_dim, d_out, x.shape[-1])
         scores = drop(scores, "scores_masked")
         weights = torch.softmax(scores, dim=softmax_dim)
         if causal and mask == "after":
