@@ -7,7 +7,7 @@
 - ``eval_twice``: two calls in eval mode with dropout 0.5 on the same input must both be the reference's; dropout
   left on is named when each output is one that dropout on the weights (or after them) can produce.
 
-Runs in the grader's process and reads the probe's files as data, like :mod:`grader.verify.checks`.
+Runs in the grader's process and reads the probe's files as data, like :mod:`grader.verify.compare`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 from grader.bugs import named
 from grader.verify import reference
 from grader.verify.cases import Case
-from grader.verify.checks import (CaseFailure, _close, _looks_like, _shape_diagnosis, _weight_diagnosis,
+from grader.verify.diagnosis import (CaseFailure, _close, _looks_like, _shape_diagnosis, _weight_diagnosis,
                                   _weights_moved)
 from grader.verify.loading import load_array
 

@@ -1,4 +1,5 @@
-"""Dropout bugs named by replay: the same random stream for the student's module and for each bug's reference.
+"""The dropout probe kinds (``dropout_pattern``, ``dropout_placement``), and dropout bugs named by replay: the same
+random stream for the student's module and for each bug's reference.
 
 The probe seeds ``torch.manual_seed(0)`` right before the module's forward pass (grader/verify/kernel_runtime.py);
 here each hypothesis (the right computation with dropout on the weights, a mask bug with dropout on the weights, or
@@ -10,13 +11,16 @@ Runs in the grader's process on the probe's numbers, like :mod:`grader.verify.ch
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from grader import references
+from grader.bugs import named
 from grader.verify.cases import Case
-
-ATOL, RTOL = 1e-4, 1e-3
+from grader.verify.diagnosis import ATOL, RTOL, CaseFailure, _looks_like
+from grader.verify.loading import load_array
 
 
 def _weights(case: Case, head: int):
@@ -80,3 +84,68 @@ def replayed(case: Case, meta: dict, output: np.ndarray) -> tuple[list[str], np.
                 and np.allclose(output.astype(np.float64), produced, atol=ATOL, rtol=RTOL, equal_nan=True):
             found.append(code)
     return found, right, len(tried) - 1
+
+
+def check_dropout_pattern(case: Case, folder: Path, meta: dict) -> None:
+    weights = load_array(folder / f"{case.name}.out0.npy", allow_nonfinite=True)
+    size = case.arrays["x"].shape[-1]
+    if weights.shape != (1, size, size):
+        raise CaseFailure(f"training-mode output has shape {weights.shape}, expected {(1, size, size)}")
+    keep = 1.0 - case.params["dropout"]
+    rows = weights[0].astype(np.float64)
+    future = np.triu(np.ones((size, size), dtype=bool), k=1)
+    finite = bool(np.isfinite(rows).all())
+    if not finite or np.abs(rows[future]).max() > ATOL:
+        said = "in training mode a token attends to a future token" if finite else \
+            "training mode gives NaN or infinity"
+        found, right, tried = replayed(case, meta, weights)
+        if found:
+            raise CaseFailure(said + _looks_like(" or ".join(named(code) for code in found))
+                              + " (replayed with the same random stream)")
+        where = f"; {references.first_difference(torch.from_numpy(weights), torch.from_numpy(right))} (the right " \
+                f"computation, replayed with the same random stream)" if right is not None else \
+            " (the module ran on another device: its dropout cannot be replayed here)"
+        raise CaseFailure(f"{said}: not one of the {tried} known bugs the grader replayed for this case "
+                          f"(grader/bugs.py){where}")
+    uniform = 1.0 / np.arange(1, size + 1)[:, None] * np.ones((1, size))
+    dropped_or_scaled = np.isclose(rows, 0.0, atol=ATOL) | np.isclose(rows, uniform / keep, atol=ATOL)
+    if not dropped_or_scaled[~future].all():
+        if np.allclose(rows[~future], uniform[~future], atol=ATOL):
+            raise CaseFailure(named("dropout_never", "training mode with dropout=0.5 changed no attention weight "
+                                                     "(dropout missing, or applied to the scores)"))
+        raise CaseFailure("in training mode the attention weights are not each either dropped (0) or scaled "
+                          "by 1/(1-p): dropout is not nn.Dropout on the attention weights")
+
+
+def check_dropout_placement(case: Case, folder: Path) -> None:
+    """See :func:`grader.verify.cases.dropout_placement_case`: within each head's block of columns a row must have
+    one value, a multiple of 2 / (t + 1); and some weights must have been dropped."""
+    out = load_array(folder / f"{case.name}.out0.npy")
+    size, blocks = case.arrays["x"].shape[-1], case.params["blocks"]
+    if out.shape != (1, size, size):
+        raise CaseFailure(f"training-mode output has shape {out.shape}, expected {(1, size, size)}")
+    keep = 1.0 - case.params["dropout"]
+    rows = out[0].astype(np.float64)
+    width = size // blocks
+    dropped_any = False
+    for block in range(blocks):
+        part = rows[:, block * width:(block + 1) * width]
+        if not np.allclose(part, part[:, :1], atol=ATOL):
+            raise CaseFailure(named("dropout_context", "in training mode single entries of the output were "
+                                                       "dropped: dropout must act on the attention weights, before "
+                                                       "they multiply the values"))
+        visible = np.arange(1, size + 1)
+        if np.allclose(part, 1.0, atol=ATOL):
+            continue                                 # nothing dropped in this head (said below if in none)
+        kept = part[:, 0] * visible * keep          # the number of kept keys in each row
+        if not np.allclose(kept, np.round(kept), atol=1e-3) or (kept < -1e-3).any() \
+                or (kept > visible + 1e-3).any():
+            raise CaseFailure("in training mode the attention rows are not each a sum of dropped (0) or scaled "
+                              "(1/(1-p)) weights: not one of the known bugs the grader checks for dropout "
+                              "(grader/bugs.py)")
+        dropped_any = True
+    if not dropped_any:
+        detail = "training mode with dropout=0.5 changed no attention weight"
+        if case.params.get("heads"):
+            detail += " (the wrapper must pass dropout on to every head)"
+        raise CaseFailure(named("dropout_never", detail))

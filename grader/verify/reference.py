@@ -226,7 +226,7 @@ def module_weights(case: Case, head: int = -1):
     prefix = "" if head < 0 else f"h{head}_"
     a = case.arrays
     qkv = [(_t(a[prefix + n]), _t(a[prefix + n + "_bias"]) if prefix + n + "_bias" in a else None)
-           for n in ("W_query", "W_key", "W_value")]
+           for n in ("W_query", "W_key", "W_value") if prefix + n in a]
     out = (_t(a["out_proj"]), _t(a["out_proj_bias"])) if "out_proj" in a else None
     return qkv, out
 
@@ -243,7 +243,9 @@ def module_with_bug(case: Case, **change) -> torch.Tensor:
     heads = [references.attention_with_bug(x, module_weights(case, h)[0], None, 1, causal=causal, **change)
              for h in (range(case.params["heads"]) if case.params["heads"] else [-1])]
     concat = torch.cat(heads, dim=-1)
-    return F.linear(concat, *module_weights(case)[1]) if kind == "heads_out_proj" else concat
+    if kind != "heads_out_proj":
+        return concat
+    return F.linear(concat, _t(case.arrays["out_proj"]), _t(case.arrays["out_proj_bias"]))
 
 
 def heads_averaged(case: Case) -> torch.Tensor:
