@@ -228,8 +228,8 @@ def check_finite_output(output: torch.Tensor, diagonal_reference=None) -> None:
         if produced is not None and _close(output, produced):
             _fail(code, _NONFINITE_WORDS.get(code, "the module computed with your weights and this bug gives the "
                                                    "same NaN"))
-    _fail("mismatch", f"not one of the known bugs: the output contains NaN or inf, and none of the {len(candidates)} "
-                      f"bugs this check tried reproduces it")
+    _fail("mismatch", f"not one of the known bugs ({len(candidates)} tried): the output contains NaN or inf, and no "
+                      f"bug's reference reproduces it")
 
 
 _NONFINITE_WORDS = {
@@ -568,7 +568,7 @@ def check_attention_module(module: nn.Module, d_in: int, num_heads: int = 1, cau
         check_no_future_leakage(module, x)
     where = references.first_difference(actual, expected) if expected is not None else \
         "the module's weights do not fit the reference"
-    _fail("mismatch", f"not one of the {len(tried)} known bugs this check tried: the output differs from "
+    _fail("mismatch", f"not one of the known bugs ({len(tried)} tried): the output differs from "
                       f"nn.MultiheadAttention with your weights copied in (num_heads={num_heads}, causal={causal}), "
                       f"{where}")
 

@@ -131,7 +131,7 @@ CASES = [(a, s) for a in PLANTED_IN for s in planted(a)]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("assignment, student", CASES, ids=[s for _, s in CASES])
+@pytest.mark.parametrize("assignment, student", CASES, ids=[f"{a}-{s}" for a, s in CASES])
 def test_a_planted_bug_costs_its_check_and_is_named(classes, assignment, student):
     _, rows = classes(assignment)
     bug, recipe = planted(assignment)[student]

@@ -33,6 +33,9 @@ def probe_error_text(error) -> str:
         return "the probe failed"
     attempted = re.fullmatch(r"(?P<name>\w+) is not (?P<how>written yet \(it raises NotImplementedError\)|defined)",
                              text)
+    if attempted and attempted.group("how") == "defined":    # not written, renamed, or the kernel stopped first
+        return f"{attempted.group('name')} is not defined when the probe ran (not written yet, renamed, or an " \
+               f"earlier cell stopped the kernel)"
     if attempted:     # the probe runtime's own words (the course's name only): the task is not attempted
         return f"not attempted: {attempted.group('name')} is not {attempted.group('how')}"
     if text.startswith("NotImplementedError"):
@@ -173,8 +176,8 @@ def verify_outputs(assignment, source_nb: Path, seed: int, probe_dir: Path) -> d
             except Exception as exc:  # a grader bug must cost a task, not the whole run
                 failures.append((case.name, f"case {case.name}: could not be checked ({type(exc).__name__}: {exc})"))
         if failures and {failure[0] for failure in failures} == {c.name for c in cases} \
-                and all(": not attempted: " in failure[1] for failure in failures):
-            said = failures[0][1].split(": ", 1)[1]      # every case says so: the task is not attempted
+                and all(_UNATTEMPTED.search(failure[1]) for failure in failures):
+            said = failures[0][1].split(": ", 1)[1]      # every case says so: said once, for the task
             made = _by_check(task, cases, failures) if task.checks else Verified(0.0, float(task.points), said)
             results[task.name] = Verified(made[0], made[1], said, made.checks, made.check_bugs)
         elif task.checks:
@@ -194,6 +197,10 @@ def verify_outputs(assignment, source_nb: Path, seed: int, probe_dir: Path) -> d
             results[task.name] = Verified(old[0], old[1], f"{old[2]}; built-in attention ran during the probe "
                                                           f"({text})", old.checks, old.check_bugs)
     return results
+
+
+# What every case of a task says when its code is not there to run (probe_error_text's own words).
+_UNATTEMPTED = re.compile(r"^case [^:]+: (not attempted: |\w+ is not defined when the probe ran)")
 
 
 def _by_check(task, cases, failures) -> Verified:
