@@ -94,7 +94,7 @@ CHECKS = {
     "reference": compare.check_reference,
     "raises": lambda case, folder, meta: compare.check_raises(case, meta),
     "dropout_pattern": dropout.check_dropout_pattern,
-    "dropout_placement": lambda case, folder, meta: dropout.check_dropout_placement(case, folder),
+    "dropout_placement": dropout.check_dropout_placement,
     "calls": calls.check_calls,
     "eval_twice": calls.check_eval_twice,
     "answer": _answer,

@@ -117,33 +117,48 @@ def check_dropout_pattern(case: Case, folder: Path, meta: dict) -> None:
                           "by 1/(1-p): dropout is not nn.Dropout on the attention weights")
 
 
-def check_dropout_placement(case: Case, folder: Path) -> None:
+def check_dropout_placement(case: Case, folder: Path, meta: dict) -> None:
     """See :func:`grader.verify.cases.dropout_placement_case`: within each head's block of columns a row must have
-    one value, a multiple of 2 / (t + 1); and some weights must have been dropped."""
-    out = load_array(folder / f"{case.name}.out0.npy")
+    one value, a multiple of 2 / (t + 1); and some weights must have been dropped. A row that breaks this is named
+    only by replay (:func:`replayed`): dropout after the weights, or a bug of the module with its dropout right."""
+    out = load_array(folder / f"{case.name}.out0.npy", allow_nonfinite=True)
     size, blocks = case.arrays["x"].shape[-1], case.params["blocks"]
     if out.shape != (1, size, size):
         raise CaseFailure(f"training-mode output has shape {out.shape}, expected {(1, size, size)}")
     keep = 1.0 - case.params["dropout"]
     rows = out[0].astype(np.float64)
     width = size // blocks
-    dropped_any = False
+    problem = "" if np.isfinite(rows).all() else "training mode gives NaN or infinity"
     for block in range(blocks):
         part = rows[:, block * width:(block + 1) * width]
-        if not np.allclose(part, part[:, :1], atol=ATOL):
-            raise CaseFailure(named("dropout_context", "in training mode single entries of the output were "
-                                                       "dropped: dropout must act on the attention weights, before "
-                                                       "they multiply the values"))
         visible = np.arange(1, size + 1)
-        if np.allclose(part, 1.0, atol=ATOL):
-            continue                                 # nothing dropped in this head (said below if in none)
         kept = part[:, 0] * visible * keep          # the number of kept keys in each row
-        if not np.allclose(kept, np.round(kept), atol=1e-3) or (kept < -1e-3).any() \
+        if problem:
+            break
+        if not np.allclose(part, part[:, :1], atol=ATOL):
+            problem = "in training mode single entries of the output were dropped"
+        elif np.allclose(part, 1.0, atol=ATOL):
+            continue                                 # nothing dropped in this head (said below if in none)
+        elif not np.allclose(kept, np.round(kept), atol=1e-3) or (kept < -1e-3).any() \
                 or (kept > visible + 1e-3).any():
-            raise CaseFailure("in training mode the attention rows are not each a sum of dropped (0) or scaled "
-                              "(1/(1-p)) weights: not one of the known bugs the grader checks for dropout "
-                              "(grader/bugs.py)")
-        dropped_any = True
+            problem = "in training mode the attention rows are not each a sum of dropped (0) or scaled (1/(1-p)) " \
+                      "weights"
+    if problem:
+        found, right, tried = replayed(case, meta, out)
+        if found == ["dropout_context"]:
+            raise CaseFailure(named("dropout_context", f"{problem}, as dropout on the context (or after out_proj) "
+                                                       f"drops them, replayed with the same random stream: dropout "
+                                                       f"must act on the attention weights, before they multiply "
+                                                       f"the values"))
+        if found:
+            raise CaseFailure(problem + _looks_like(" or ".join(named(code) for code in found))
+                              + " (replayed with the same random stream)")
+        where = f"; {references.first_difference(torch.from_numpy(out), torch.from_numpy(right))} (the right " \
+                f"computation, replayed with the same random stream)" if right is not None else \
+            " (the module ran on another device: its dropout cannot be replayed here)"
+        raise CaseFailure(f"{problem}: not one of the {tried} known bugs the grader replayed for this case "
+                          f"(grader/bugs.py){where}")
+    dropped_any = any(not np.allclose(rows[:, b * width:(b + 1) * width], 1.0, atol=ATOL) for b in range(blocks))
     if not dropped_any:
         detail = "training mode with dropout=0.5 changed no attention weight"
         if case.params.get("heads"):
