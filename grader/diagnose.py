@@ -79,9 +79,10 @@ def call(forward: Callable, *args):
         if "view size is not compatible" in text:
             _fail("contiguous", f"view() on a transposed tensor raised: {first}")
         shaped = "shapes cannot be multiplied" in text or "size of tensor a" in text or "must match the size" in text
-        if shaped and isinstance(forward, nn.Module) and args and _wrong_width(forward, args[0].shape[-1]):
-            _fail("d_in_d_out", f"{_wrong_width(forward, args[0].shape[-1])}, and the forward pass failed on a "
-                                f"shape: {first}")
+        wrong = _wrong_width(forward, args[0].shape[-1]) if shaped and isinstance(forward, nn.Module) and args \
+            else ""
+        if wrong:
+            _fail(_width_bug(wrong), f"{wrong}, and the forward pass failed on a shape: {first}")
         if ("same device" in text or "not on the expected device" in text) and isinstance(forward, nn.Module) \
                 and _plain_mask(forward):
             _fail("mask_buffer", f"'{_plain_mask(forward)}' is a plain tensor attribute and stayed behind when the "
@@ -101,8 +102,16 @@ def _wrong_width(module: nn.Module, d_in: int) -> str:
     for name, layer in layers.items():
         wanted = (d_in, d_out) if name != "out_proj" else (d_out, d_out)
         if (layer.in_features, layer.out_features) != wanted:
-            return f"{name} is nn.Linear({layer.in_features}, {layer.out_features}) where nn.Linear{wanted} belongs"
+            # (out_proj built with d_in is its own bug; the text's last word says so, see _width_bug)
+            own = name == "out_proj" and (layer.in_features, layer.out_features) == (d_in, d_out)
+            return f"{name} is nn.Linear({layer.in_features}, {layer.out_features}) where nn.Linear{wanted} " \
+                   f"belongs" + (": built with d_in" if own else "")
     return ""
+
+
+def _width_bug(wrong: str) -> str:
+    """The catalogue code of what _wrong_width found: out_proj taking d_in (``out_proj_d_in``), else d_in_d_out."""
+    return "out_proj_d_in" if wrong.startswith("out_proj is") and wrong.endswith("built with d_in") else "d_in_d_out"
 
 
 def _plain_mask(module: nn.Module) -> str:
@@ -610,8 +619,8 @@ def check_d_in_not_d_out(make_module: Callable[[int, int], nn.Module], d_in: int
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         wrong = _wrong_width(module, d_in)
         if wrong:
-            _fail("d_in_d_out", f"right at d_in == d_out, but at d_in={d_in}, d_out={d_out} the module failed "
-                                f"({wrong}): {first}")
+            _fail(_width_bug(wrong), f"right at d_in == d_out, but at d_in={d_in}, d_out={d_out} the module failed "
+                                     f"({wrong}): {first}")
         raise AssertionError(f"{BUGS['mismatch']}: right at d_in == d_out = {d_out}, but at d_in={d_in} the module "
                              f"failed, and its layers have the right shapes, so it is not one of the known bugs "
                              f"(a step that mixes d_in and d_out widths, such as x + ...?): {first}") from None

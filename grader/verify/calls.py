@@ -19,7 +19,8 @@ from grader.bugs import named
 from grader.verify import reference
 from grader.verify.cases import Case
 from grader.verify.diagnosis import (CaseFailure, _close, _looks_like, _shape_diagnosis, _weight_diagnosis,
-                                  _weights_moved)
+                                     _weights_moved)
+from grader.verify.diagnosis import _name_the_bug as _named_by_reference
 from grader.verify.loading import load_array
 
 
@@ -133,7 +134,9 @@ def check_eval_twice(case: Case, folder: Path, meta: dict) -> None:
         raise CaseFailure(named("dropout_eval", f"{said}, each as dropout with p={case.params['dropout']} gives "
                                                 f"(nn.Dropout follows .eval(); F.dropout needs "
                                                 f"training=self.training)"))
-    bug = _weight_diagnosis(case, meta) or _weights_moved(case, folder)
+    # A bug of the module (its reference, computed in eval mode) that gives both outputs: not a dropout bug.
+    bug = _named_by_reference(case, [outputs[0]]) if _close(outputs[0], outputs[1]) else ""
+    bug = bug or _weight_diagnosis(case, meta) or _weights_moved(case, folder)
     error = max(float(np.abs(got.astype(np.float64) - want).max()) for got in outputs if got.shape == want.shape)
     raise CaseFailure(f"{said} (largest error {error:.3g})"
                       + _looks_like(bug or f"not one of the known bugs the grader checks for dropout in eval mode "

@@ -113,8 +113,21 @@ def check_dropout_pattern(case: Case, folder: Path, meta: dict) -> None:
         if np.allclose(rows[~future], uniform[~future], atol=ATOL):
             raise CaseFailure(named("dropout_never", "training mode with dropout=0.5 changed no attention weight "
                                                      "(dropout missing, or applied to the scores)"))
-        raise CaseFailure("in training mode the attention weights are not each either dropped (0) or scaled "
-                          "by 1/(1-p): dropout is not nn.Dropout on the attention weights")
+        said = "in training mode the attention weights are not each either dropped (0) or scaled by 1/(1-p)"
+        found, right, tried = replayed(case, meta, weights)
+        if found:
+            raise CaseFailure(said + _looks_like(" or ".join(named(code) for code in found))
+                              + " (replayed with the same random stream)")
+        raise CaseFailure(f"{said}: not one of the {tried} known bugs the grader replayed for this case "
+                          f"(grader/bugs.py){_where(weights, right)}")
+
+
+def _where(output: np.ndarray, right: np.ndarray | None) -> str:
+    """Where ``output`` first differs from the right computation's replay, or why there is no replay."""
+    if right is None:
+        return " (the module ran on another device: its dropout cannot be replayed here)"
+    return f"; {references.first_difference(torch.from_numpy(output), torch.from_numpy(right))} (the right " \
+           f"computation, replayed with the same random stream)"
 
 
 def check_dropout_placement(case: Case, folder: Path, meta: dict) -> None:
