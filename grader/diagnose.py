@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grader.bugs import BUGS  # noqa: E402  (the catalogue: one name per bug, shared with grader.verify)
+from grader import references  # the bugs' references, shared with grader.verify
+from grader.bugs import BUGS  # the catalogue: one name per bug, shared with grader.verify
 
 
 def device() -> torch.device:
@@ -55,8 +56,9 @@ def _fail(code: str, detail: str) -> None:
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    # float32 on either device; loose enough for CUDA kernels, far tighter than any bug's effect.
-    return a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=1e-4, rtol=1e-3)
+    # float32 on either device; loose enough for CUDA kernels, far tighter than any bug's effect. NaN matches NaN:
+    # some bugs' references produce it where the student's code does.
+    return a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=1e-4, rtol=1e-3, equal_nan=True)
 
 
 def _inputs(batch: int, num_tokens: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -65,19 +67,62 @@ def _inputs(batch: int, num_tokens: int, width: int, seed: int = 0) -> torch.Ten
 
 
 def call(forward: Callable, *args):
-    """Run student code, translating the errors whose cause we can name."""
+    """Run student code. An error is renamed to a bug only when what defines that bug is there: a view on a
+    transposed tensor (``contiguous``), a shape error from a module whose weights have that bug's shape
+    (``d_in_d_out``), a device error from a module holding its mask as a plain tensor (``mask_buffer``). Any other
+    error is raised as it is."""
     try:
         return forward(*args)
     except RuntimeError as err:
         text = str(err)
+        first = text.splitlines()[0] if text else type(err).__name__
         if "view size is not compatible" in text:
-            _fail("contiguous", f"view() on a transposed tensor raised: {text.splitlines()[0]}")
-        if "shapes cannot be multiplied" in text or "size of tensor a" in text or "must match the size" in text:
-            _fail("d_in_d_out", f"the forward pass failed on a shape: {text.splitlines()[0]}")
-        if "same device" in text or "not on the expected device" in text:
-            _fail("mask_buffer", f"a tensor stayed behind when the module moved to another device (register it "
-                                 f"with self.register_buffer): {text.splitlines()[0]}")
+            _fail("contiguous", f"view() on a transposed tensor raised: {first}")
+        shaped = "shapes cannot be multiplied" in text or "size of tensor a" in text or "must match the size" in text
+        wrong = _wrong_width(forward, args[0].shape[-1]) if shaped and isinstance(forward, nn.Module) and args \
+            else ""
+        if wrong:
+            _fail(_width_bug(wrong), f"{wrong}, and the forward pass failed on a shape: {first}")
+        if ("same device" in text or "not on the expected device" in text) and isinstance(forward, nn.Module) \
+                and _plain_mask(forward):
+            _fail("mask_buffer", f"'{_plain_mask(forward)}' is a plain tensor attribute and stayed behind when the "
+                                 f"module moved to another device (register it with self.register_buffer): {first}")
         raise
+
+
+def _wrong_width(module: nn.Module, d_in: int) -> str:
+    """What is wrong with the shape of the module's Q/K/V or out_proj layer (nn.Linear), when it is the
+    ``d_in_d_out`` bug's (a layer that takes d_in where d_out belongs, or the reverse), else ""."""
+    layers = {n: getattr(module, n) for n in ("W_query", "W_key", "W_value", "out_proj")
+              if isinstance(getattr(module, n, None), nn.Linear)}
+    query = layers.get("W_query")
+    if query is None or query.in_features != d_in:
+        return f"W_query takes {query.in_features} features where the input has {d_in}" if query is not None else ""
+    d_out = query.out_features
+    for name, layer in layers.items():
+        wanted = (d_in, d_out) if name != "out_proj" else (d_out, d_out)
+        if (layer.in_features, layer.out_features) != wanted:
+            # (out_proj built with d_in is its own bug; the text's last word says so, see _width_bug)
+            own = name == "out_proj" and (layer.in_features, layer.out_features) == (d_in, d_out)
+            return f"{name} is nn.Linear({layer.in_features}, {layer.out_features}) where nn.Linear{wanted} " \
+                   f"belongs" + (": built with d_in" if own else "")
+    return ""
+
+
+def _width_bug(wrong: str) -> str:
+    """The catalogue code of what _wrong_width found: out_proj taking d_in (``out_proj_d_in``), else d_in_d_out."""
+    return "out_proj_d_in" if wrong.startswith("out_proj is") and wrong.endswith("built with d_in") else "d_in_d_out"
+
+
+def _plain_mask(module: nn.Module) -> str:
+    """The name of a 0/1 (or bool) square tensor the module (or a sub-module) holds as a plain attribute, not a
+    buffer, else "" (only such a tensor is the ``mask_buffer`` bug; another tensor left behind is not)."""
+    for owner in module.modules():
+        for name, value in vars(owner).items():
+            if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter) and value.dim() == 2 \
+                    and value.shape[0] == value.shape[1] and bool(((value == 0) | (value == 1)).all()):
+                return name
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------- shapes, counts
@@ -175,28 +220,41 @@ def _weight_variants(scores, masked, future, causal):
             "softmax with each token hidden from itself too (triu with diagonal=0): the first row is NaN"
 
 
-def check_finite_output(output: torch.Tensor, diagonal_reference: torch.Tensor | None = None) -> None:
+def check_finite_output(output: torch.Tensor, diagonal_reference=None) -> None:
     """An attention output (b, T, d) must be finite.
 
-    ``diagonal_reference``: what the module gives with a causal mask that also hides each token from itself (NaN
-    in the first token, whose query has no key left), computed with the module's weights; ``mask_diagonal`` is
-    named only when it reproduces the output. Raises AssertionError, without a bug's name otherwise.
+    ``diagonal_reference``: the outputs of known bugs computed with the module's weights, as [(bug code, output)]
+    (or one tensor: the module with a mask that also hides each token from itself, ``mask_diagonal``); a bug is
+    named only when its output reproduces this one, NaN where it has NaN. Raises AssertionError, without a bug's
+    name otherwise.
     """
     output = output.detach()
     if torch.isfinite(output).all():
         return
-    if diagonal_reference is not None and diagonal_reference.shape == output.shape \
-            and torch.allclose(output.float(), diagonal_reference.float(), atol=1e-4, rtol=1e-3, equal_nan=True):
-        _fail("mask_diagonal", "the first token's output is NaN: its query has no key left to attend to, and the "
-                               "module computed with a mask that hides each token from itself gives the same")
-    _fail("mismatch", "not one of the known bugs: the output contains NaN or inf, and no bug this check knows "
-                      "reproduces it")
+    candidates = diagonal_reference if isinstance(diagonal_reference, list) else \
+        [("mask_diagonal", diagonal_reference)] if diagonal_reference is not None else []
+    for code, produced in candidates:
+        if produced is not None and _close(output, produced):
+            _fail(code, _NONFINITE_WORDS.get(code, "the module computed with your weights and this bug gives the "
+                                                   "same NaN"))
+    _fail("mismatch", f"not one of the known bugs ({len(candidates)} tried): the output contains NaN or inf, and no "
+                      f"bug's reference reproduces it")
 
 
-def _diagonal_reference(forward: Callable, x: torch.Tensor) -> torch.Tensor | None:
-    """forward (a module with the course's projection names) computed on x with the mask_diagonal bug, or None."""
-    references = _leak_references(forward, {"mask_diagonal": {"mask": "diagonal"}})
-    return references[0][1](x) if references else None
+_NONFINITE_WORDS = {
+    "mask_diagonal": "the first token's output is NaN: its query has no key left to attend to, and the module "
+                     "computed with a mask that hides each token from itself gives the same",
+    "mask_polarity": "the last token's output is NaN: the mask hides what it should show (True read as 'may "
+                     "attend'), so the last query has no key left, and the module computed with the flipped mask "
+                     "gives the same"}
+
+
+def _diagonal_reference(forward: Callable, x: torch.Tensor) -> list:
+    """[(bug code, output)] of the bugs that make a causal module's output NaN (a mask that hides each token from
+    itself, a flipped mask in masked_fill), computed with forward's own weights on x ([] without them)."""
+    references_ = _leak_references(forward, {"mask_diagonal": {"mask": "diagonal"}})
+    references_ += _leak_references(forward, {"mask_polarity": {"mask": "polarity_fill"}})
+    return [(code, run(x)) for code, run in references_]
 
 
 def check_no_future_leakage(forward: Callable, x: torch.Tensor) -> None:
@@ -215,8 +273,16 @@ def check_no_future_leakage(forward: Callable, x: torch.Tensor) -> None:
         again = call(forward, x)
         check_finite_output(before, _diagonal_reference(forward, x))
         if not _close(before, again):
-            _fail("dropout_eval", "the same input gave two different outputs (nn.Dropout follows .eval(); "
-                                  "F.dropout needs training=self.training)")
+            torch.manual_seed(0)
+            replayed = _dropout_replays(forward, x, call(forward, x))
+            if replayed:
+                _fail("dropout_eval", f"the same input gave two different outputs, and the output equals the module "
+                                      f"computed with your weights and dropout p={replayed} on the weights, drawn "
+                                      f"from the same random stream (nn.Dropout follows .eval(); F.dropout needs "
+                                      f"training=self.training)")
+            _fail("mismatch", f"not one of the known bugs: the same input gave two different outputs, and no "
+                              f"dropout replayed with the same random stream reproduces them: "
+                              f"{references.first_difference(again, before)}")
         changed_x = x.clone()
         changed_x[..., -1, :] = changed_x[..., -1, :] * -3.0 + 1.0
         after = call(forward, changed_x)
@@ -237,35 +303,63 @@ _LEAKS = {"future": "no causal mask",
           "mask_after_softmax": "the future weights zeroed after the softmax (rows no longer sum to 1): mask the "
                                 "scores with -inf before it",
           "softmax_dim": "softmax(dim=-2): normalise each query's scores over the keys, softmax(dim=-1)",
-          "view_no_transpose": "the heads merged by view without transposing back: transpose(1, 2) first"}
+          "view_no_transpose": "the heads merged by view without transposing back: transpose(1, 2) first",
+          "mask_polarity": "the course's mask (True = future) passed to F.scaled_dot_product_attention, which "
+                           "reads True as 'may attend': pass ~mask, or is_causal=True",
+          "mask_additive": "the 0/1 mask added to the scores: masked_fill(mask, -inf) hides the future"}
+
+
+def _dropout_replays(forward: Callable, x: torch.Tensor, output: torch.Tensor) -> float:
+    """The dropout probability p (that of the module's nn.Dropout, else 0.5) when ``output``, computed right after
+    torch.manual_seed(0), equals the module computed with its own weights and dropout p on the weights drawn
+    after the same seed; else 0.0."""
+    if not isinstance(forward, nn.Module):
+        return 0.0
+    p = next((m.p for m in forward.modules() if isinstance(m, nn.Dropout) and m.p > 0), 0.5)
+    num_heads = int(getattr(forward, "num_heads", 1) or 1)
+    try:
+        layouts = _projection_layouts(forward, x.shape[-1])
+    except AssertionError:
+        return 0.0
+    for qkv, out in layouts:
+        try:
+            produced = references.attention_with_bug(x, qkv, out, num_heads, dropout=p, seed=0)
+        except RuntimeError:
+            continue
+        if _close(output, produced):
+            return p
+    return 0.0
 
 
 def _leak_references(forward: Callable, changes: dict | None = None) -> list:
-    """[(bug code, x -> that bug's output)] computed with ``forward``'s own weights (``changes``: {code: keyword
-    arguments of attention_variant_reference}, by default the leaks check_no_future_leakage knows); [] when forward
-    is not a module with the course's projection names (nothing can then be reproduced)."""
+    """[(bug code, x -> that bug's output)] computed with ``forward``'s own weights, under each layout correct code
+    gives them (``changes``: {code: keyword arguments of attention_variant_reference}, by default the leaks
+    check_no_future_leakage knows); [] when forward is not a module with the course's projection names (nothing
+    can then be reproduced)."""
     if not isinstance(forward, nn.Module):
         return []
     try:
-        qkv, out = _projections(forward)
+        layouts = _projection_layouts(forward)
     except AssertionError:
         return []
     num_heads = int(getattr(forward, "num_heads", 1) or 1)
     variants = [("future", {"mask": "none"}), ("mask_after_softmax", {"mask": "after"}),
-                ("softmax_dim", {"softmax_dim": -2})]
+                ("softmax_dim", {"softmax_dim": -2}), ("mask_polarity", {"mask": "polarity"}),
+                ("mask_polarity", {"mask": "polarity_fill"}), ("mask_additive", {"mask": "additive"}),
+                ("mask_additive", {"mask": "additive_unscaled"})]
     if num_heads > 1:
         variants.append(("view_no_transpose", {"merge": "view"}))
     if changes is not None:
         variants = list(changes.items())
 
-    def reference(change):
+    def reference(qkv, out, change):
         def run(inputs):
             try:
                 return attention_variant_reference(inputs, qkv, out, num_heads, **change)
             except Exception:  # noqa: BLE001 - a reference that cannot run reproduces nothing
                 return torch.full((1,), float("nan"), device=inputs.device)
         return run
-    return [(code, reference(change)) for code, change in variants]
+    return [(code, reference(qkv, out, change)) for qkv, out in layouts for code, change in variants]
 
 
 def check_batch_independence(forward: Callable, x: torch.Tensor) -> None:
@@ -317,16 +411,17 @@ def check_scaled_dot_product(fn: Callable, causal: bool = False) -> None:
     if _close(context, ref_context) and _close(weights, ref_weights):
         return
     # Differential diagnosis: a bug is named when its own computation reproduces the weights.
-    for code, scale in (("scale_multiplied", math.sqrt(d_k)), ("scale_missing", 1.0)):
+    for code, scale, what in (("scale_multiplied", math.sqrt(d_k), "q k^T * sqrt(d_k)"),
+                              ("scale_missing", 1.0, "q k^T without dividing by sqrt(d_k)")):
         if _close(weights, sdpa_reference(queries, keys, values, scale=scale)[1]):
-            _fail(code, "the weights match softmax with that scaling")
+            _fail(code, f"your weights equal softmax({what}); the right weights are softmax(q k^T / sqrt(d_k))")
     if _close(weights, sdpa_reference(queries, keys, values, scale=1.0)[1] / math.sqrt(d_k)):
         _fail("scale_after_softmax", "the weights equal softmax(q k^T) / sqrt(d_k): scale the scores, then softmax")
     check_attention_weights(weights)
     if _close(weights, ref_weights):
         _fail("mismatch", "the weights are right but context != weights @ values")
-    _fail("mismatch", f"weights differ from F.scaled_dot_product_attention's by "
-                      f"{(weights - ref_weights).abs().max():.3g}")
+    _fail("mismatch", f"not one of the known bugs (scaling, softmax dimension): the weights differ from "
+                      f"F.scaled_dot_product_attention's, {references.first_difference(weights, ref_weights)}")
 
 
 def _linear(layer) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -335,23 +430,54 @@ def _linear(layer) -> tuple[torch.Tensor, torch.Tensor | None]:
     raise AssertionError(f"expected an nn.Linear, found {type(layer).__name__}")
 
 
-def _projections(module: nn.Module):
-    """[(weight, bias)] for query, key, value, and the output projection (or None), by the course's names.
+def _projection_layouts(module: nn.Module, d_in: int | None = None) -> list:
+    """[(qkv, out)]: the module's query, key and value projections [(weight (d_out, d_in), bias)] * 3 and its
+    output projection (weight, bias) or None, under each layout correct code may give its weights; a module is
+    judged by the layout under which it is correct (the course's comes first).
 
-    A fused projection is accepted as ``W_qkv`` or ``qkv`` (out_features 3 * d_out, query rows first).
+    Q, K, V as ``W_query``, ``W_key``, ``W_value``: nn.Linear, or plain tensors used as x @ W (d_in, d_out) or as
+    F.linear(x, W) (d_out, d_in) (their shape decides when d_in != d_out); or one fused ``W_qkv``/``qkv``
+    (nn.Linear(d_in, 3 * d_out)) with all query rows first or ``[q_h | k_h | v_h]`` for each head. The output
+    projection: ``out_proj`` (or ``proj``). ``d_in``: keep the layouts whose weights take d_in features (all
+    when none does). Raises AssertionError when no projections are found.
     """
-    if all(hasattr(module, n) for n in ("W_query", "W_key", "W_value")):
-        qkv = [_linear(getattr(module, n)) for n in ("W_query", "W_key", "W_value")]
-    else:
-        fused = next((getattr(module, n) for n in ("W_qkv", "qkv") if hasattr(module, n)), None)
-        if fused is None:
-            raise AssertionError("no projections found: name them W_query, W_key, W_value (or one fused W_qkv)")
-        weight, bias = _linear(fused)
-        biases = bias.chunk(3) if bias is not None else (None,) * 3
-        qkv = list(zip(weight.chunk(3), biases))
+    found = _all_layouts(module)
+    fitting = [layout for layout in found if d_in is None or all(w.shape[-1] == d_in for w, _ in layout[0])]
+    return fitting or found
+
+
+def _all_layouts(module: nn.Module) -> list:
     out = next((getattr(module, n) for n in ("out_proj", "proj") if isinstance(getattr(module, n, None),
                                                                              nn.Linear)), None)
-    return qkv, (_linear(out) if out is not None else None)
+    out = _linear(out) if out is not None else None
+    names = ("W_query", "W_key", "W_value")
+    if all(hasattr(module, n) for n in names):
+        layers = [getattr(module, n) for n in names]
+        if not all(isinstance(layer, torch.Tensor) for layer in layers):
+            return [([_linear(layer) for layer in layers], out)]
+        biases = [getattr(module, n + "_bias", None) for n in names]       # beside a plain tensor, if any
+        biases = [b if isinstance(b, torch.Tensor) else None for b in biases]
+        return [([(w if as_linear else w.t(), b) for w, b in zip(layers, biases)], out)
+                for as_linear in (False, True)]          # x @ W, then F.linear(x, W)
+    fused = next((getattr(module, n) for n in ("W_qkv", "qkv") if hasattr(module, n)), None)
+    if fused is None:
+        raise AssertionError("no projections found: name them W_query, W_key, W_value (or one fused W_qkv)")
+    weight, bias = _linear(fused)
+    found = [(list(zip(weight.chunk(3), bias.chunk(3) if bias is not None else (None,) * 3)), out)]
+    num_heads = int(getattr(module, "num_heads", 1) or 1)
+    if num_heads > 1 and weight.shape[0] % (3 * num_heads) == 0:
+        head_dim = weight.shape[0] // (3 * num_heads)
+
+        def rows(t: torch.Tensor, part: int) -> torch.Tensor:   # [q_h | k_h | v_h] per head -> part's rows
+            return t.reshape(num_heads, 3, head_dim, *t.shape[1:])[:, part].reshape(num_heads * head_dim,
+                                                                                  *t.shape[1:])
+        found.append(([(rows(weight, p), rows(bias, p) if bias is not None else None) for p in range(3)], out))
+    return found
+
+
+def _projections(module: nn.Module):
+    """The first of :func:`_projection_layouts` (the course's layout)."""
+    return _projection_layouts(module)[0]
 
 
 @torch.no_grad()
@@ -379,38 +505,13 @@ def mha_reference(x: torch.Tensor, qkv, out, num_heads: int, causal: bool, query
 
 @torch.no_grad()
 def attention_variant_reference(x: torch.Tensor, qkv, out, num_heads: int, mask: str = "before",
-                                softmax_dim: int = -1, merge: str = "transpose") -> torch.Tensor:
-    """The chapter's causal module written out with the given weights and one bug switched on, for differential
-    diagnosis (the right computation is ``mha_reference``, PyTorch's own module).
-
-    x (b, T, d_in); qkv [(weight (d_out, d_in), bias or None)] * 3; out (weight, bias) or None (no out_proj).
-    ``mask``: "before" (scores masked with -inf before the softmax), "none" (no mask), "after" (future weights
-    zeroed after the softmax, not renormalised) or "diagonal" (the diagonal masked too: NaN in the first row);
-    ``softmax_dim``: -1 or -2 (over the queries); ``merge``: "transpose" (heads transposed back before the merge)
-    or "view" (viewed straight to (b, T, d_out)).
-    Returns (b, T, d_out); raises RuntimeError when the weights do not fit x.
-    """
-    queries, keys, values = (F.linear(x, weight, bias) for weight, bias in qkv)
-    batch, num_tokens, d_out = queries.shape
-    head_dim = d_out // num_heads
-
-    def split(t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(batch, num_tokens, num_heads, -1).transpose(1, 2)
-
-    scores = split(queries) @ split(keys).transpose(-2, -1) / math.sqrt(head_dim)
-    future = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=x.device).triu(1)
-    if mask in ("before", "diagonal"):
-        # "diagonal": triu(diagonal=0) also hides each token from itself, so the first row is all -inf (NaN)
-        hidden = future | torch.eye(num_tokens, dtype=torch.bool, device=x.device) if mask == "diagonal" else future
-        scores = scores.masked_fill(hidden, float("-inf"))
-    weights = torch.softmax(scores, dim=softmax_dim)
-    if mask == "after":
-        weights = weights.masked_fill(future, 0.0)
-    context = weights @ split(values)                                  # (b, num_heads, T, head_dim)
-    if merge == "transpose":
-        context = context.transpose(1, 2)                              # (b, T, num_heads, head_dim)
-    context = context.reshape(batch, num_tokens, d_out)
-    return context if out is None else F.linear(context, out[0], out[1])
+                                softmax_dim: int = -1, merge: str = "transpose", **switches) -> torch.Tensor:
+    """The chapter's causal module with the given weights and one bug switched on (``mask``: "before" right,
+    "none", "after", "diagonal", "polarity", "additive"; ``softmax_dim``; ``merge``: "transpose" right or "view";
+    further switches of :func:`grader.references.attention_with_bug`). x (b, T, d_in) -> (b, T, d_out); raises
+    RuntimeError when the weights do not fit x."""
+    return references.attention_with_bug(x, qkv, out, num_heads, mask=mask, softmax_dim=softmax_dim, merge=merge,
+                                         **switches)
 
 
 @torch.no_grad()
@@ -419,50 +520,83 @@ def softmax_wrong_dim_reference(x: torch.Tensor, qkv, out, num_heads: int, causa
     return attention_variant_reference(x, qkv, out, num_heads, mask="before" if causal else "none", softmax_dim=-2)
 
 
-def _named_variants(qkv, out, num_heads: int, causal: bool, head_dim: int, d_out: int, d_in: int | None = None):
-    """Reference computations of known bugs, each labelled with the bug's code."""
-    yield "scale_multiplied", dict(query_scale=float(head_dim))
-    yield "scale_missing", dict(query_scale=math.sqrt(head_dim))
-    if num_heads > 1:
-        yield "scale_width", dict(query_scale=math.sqrt(head_dim) / math.sqrt(d_out))
-    if d_in is not None and d_in not in (d_out, head_dim):
-        yield "scale_d_in", dict(query_scale=math.sqrt(head_dim) / math.sqrt(d_in))
-    if out is not None:
-        yield "out_proj_unused", dict(out=None)
-    if causal:
-        yield "future", dict(causal=False)
+def _named_variants(x, qkv, out, num_heads: int, causal: bool):
+    """(bug code, that bug's output) for each catalogued bug of the chapter's module that can show at these sizes,
+    computed with the module's own weights (grader.references)."""
+    d_out, d_in = qkv[0][0].shape[0], x.shape[-1]
+    for code, forms in references.MODULE_BUGS.items():
+        if references.applies(code, num_heads, d_out // num_heads, d_out, d_in, causal, out is not None):
+            for change in forms:
+                try:
+                    yield code, references.attention_with_bug(x, qkv, out, num_heads, causal=causal, **change)
+                except RuntimeError:
+                    continue
     if all(w.shape[0] == w.shape[1] for w, _ in qkv):
         for flips in ((True, True, True), (True, False, False), (False, True, False), (False, False, True)):
-            yield "d_in_d_out", dict(transpose=flips)
+            yield "d_in_d_out", mha_reference(x, qkv, out, num_heads, causal, transpose=flips)
     if out is not None and out[0].shape[0] == out[0].shape[1]:
-        yield "d_in_d_out", dict(out=(out[0].t(), out[1]))
+        yield "d_in_d_out", mha_reference(x, qkv, (out[0].t(), out[1]), num_heads, causal)
 
 
 def check_attention_module(module: nn.Module, d_in: int, num_heads: int = 1, causal: bool = True,
                            batch: int = 2, num_tokens: int = 6) -> None:
-    """The module in eval mode equals nn.MultiheadAttention holding the module's own weights."""
+    """The module in eval mode equals nn.MultiheadAttention holding the module's own weights, under one of the
+    layouts correct code gives them (see ``_projection_layouts``). Otherwise a bug is named only when its
+    reference (grader.references, the module's weights) reproduces the output; else the AssertionError says it
+    is not one of the known bugs and where the output first differs. Raises AssertionError."""
     module = module.to(device()).eval()
     x = _inputs(batch, num_tokens, d_in, seed=4)
-    qkv, out = _projections(module)
-    d_out = qkv[0][0].shape[0]
+    layouts = _projection_layouts(module, d_in)
     with torch.no_grad():
         actual = call(module, x)
+    d_out = layouts[0][0][0][0].shape[0]
     check_shape(actual, (batch, num_tokens, d_out), num_heads)
+    expected = None
+    for qkv, out in layouts:
+        try:
+            wanted = mha_reference(x, qkv, out, num_heads, causal)
+        except RuntimeError:
+            continue
+        if _close(actual, wanted):
+            return
+        expected = wanted if expected is None else expected
+    qkv, out = layouts[0]
+    tried, found = set(), []
+    for code, produced in _named_variants(x, qkv, out, num_heads, causal):
+        tried.add(code)
+        if _close(actual, produced) and code not in found:
+            found.append(code)
+    if len(found) == 1:
+        _fail(found[0], f"your output equals the module computed with your weights and exactly this bug "
+                        f"({_VARIANT_WORDS.get(found[0], BUGS[found[0]])})")
+    if found:     # the same numbers at these sizes (sqrt(d_in) = sqrt(d_out) when d_in == d_out): each fits
+        raise AssertionError(" or ".join(BUGS[code] for code in found) + ": your output equals the module computed "
+                             "with your weights and each of these bugs (this check's sizes cannot tell them apart)")
     check_finite_output(actual, _diagonal_reference(module, x) if causal else None)
-    expected = mha_reference(x, qkv, out, num_heads, causal)
-    if _close(actual, expected):
-        return
-    base = dict(qkv=qkv, out=out, num_heads=num_heads, causal=causal)
-    for code, change in _named_variants(qkv, out, num_heads, causal, d_out // num_heads, d_out, d_in):
-        if _close(actual, mha_reference(x, **{**base, **change})):
-            _fail(code, "your output equals PyTorch's attention computed with exactly this bug")
-    if _close(actual, softmax_wrong_dim_reference(x, qkv, out, num_heads, causal)):
-        _fail("softmax_dim", "your output equals the module computed with softmax(dim=-2): normalise each "
-                             "query's scores over the keys, softmax(dim=-1)")
     if causal:
         check_no_future_leakage(module, x)
-    _fail("mismatch", f"max difference {(actual - expected).abs().max():.3g} from nn.MultiheadAttention with "
-                      f"your weights copied in (num_heads={num_heads}, causal={causal})")
+    where = references.first_difference(actual, expected) if expected is not None else \
+        "the module's weights do not fit the reference"
+    _fail("mismatch", f"not one of the known bugs ({len(tried)} tried): the output differs from "
+                      f"nn.MultiheadAttention with your weights copied in (num_heads={num_heads}, causal={causal}), "
+                      f"{where}")
+
+
+# What each variant computes, in a message's words.
+_VARIANT_WORDS = {
+    "scale_missing": "scores q k^T not divided by sqrt(head_dim)",
+    "scale_multiplied": "scores multiplied by sqrt(head_dim)",
+    "scale_d_k": "scores divided by head_dim instead of sqrt(head_dim)",
+    "scale_width": "scores divided by sqrt(d_out)",
+    "scale_d_in": "scores divided by sqrt(d_in)",
+    "scale_after_softmax": "the weights divided by sqrt(head_dim) after the softmax",
+    "softmax_dim": "softmax(dim=-2): normalise each query's scores over the keys, softmax(dim=-1)",
+    "mask_polarity": "the course's mask (True = future) passed to F.scaled_dot_product_attention, which reads "
+                     "True as 'may attend': pass ~mask, or is_causal=True",
+    "mask_additive": "the 0/1 mask added to the scores: masked_fill(mask, -inf) hides the future",
+    "view_no_transpose": "the heads merged by view without transposing back: transpose(1, 2) first",
+    "out_proj_unused": "out_proj never applied",
+}
 
 
 def check_d_in_not_d_out(make_module: Callable[[int, int], nn.Module], d_in: int, d_out: int,
@@ -482,35 +616,91 @@ def check_d_in_not_d_out(make_module: Callable[[int, int], nn.Module], d_in: int
                              f"no bug this course knows reproduces it: check each place that uses d_in or d_out "
                              f"({err})") from None
     except RuntimeError as err:
-        _fail("d_in_d_out", f"right at d_in == d_out, but at d_in={d_in}, d_out={d_out} the module failed: "
-                            f"{str(err).splitlines()[0]}")
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        wrong = _wrong_width(module, d_in)
+        if wrong:
+            _fail(_width_bug(wrong), f"right at d_in == d_out, but at d_in={d_in}, d_out={d_out} the module failed "
+                                     f"({wrong}): {first}")
+        raise AssertionError(f"{BUGS['mismatch']}: right at d_in == d_out = {d_out}, but at d_in={d_in} the module "
+                             f"failed, and its layers have the right shapes, so it is not one of the known bugs "
+                             f"(a step that mixes d_in and d_out widths, such as x + ...?): {first}") from None
 
 
 # ------------------------------------------------------------------------------------------------ dropout
 def check_dropout(module: nn.Module, d_in: int, p: float = 0.5, num_tokens: int = 6, batch: int = 8) -> None:
-    """Built with dropout=p: deterministic in eval mode; in training mode it drops attention *weights*.
+    """Built with dropout=p (causal): deterministic in eval mode; in training mode it drops attention *weights*.
 
-    Position 0 attends to one key with weight 1. Dropout on the weights makes that 0 or 1/(1-p), so the training
-    output at position 0 differs from eval; dropout on the scores leaves a one-key softmax at 1 (or NaN on -inf).
+    Dropout bugs are named by replay: the module is called right after torch.manual_seed(0), and each placement's
+    reference (grader.references, the module's own weights, dropout on the scores, the weights, the context or the
+    output) is computed right after the same seed on the same device, so it draws the same dropout mask. A
+    placement other than the weights is named only when its replay reproduces the output; a module whose random
+    draws are made differently (a loop over heads) is judged by what any draw shows: position 0 attends to one key
+    with weight 1, so dropout on the weights must change it. Raises AssertionError.
     """
     module = module.to(device())
     x = _inputs(batch, num_tokens, d_in, seed=5)
-    torch.manual_seed(0)
+    try:
+        layouts = _projection_layouts(module, d_in)
+    except AssertionError:
+        layouts = []
+    num_heads = int(getattr(module, "num_heads", 1) or 1)
+
+    def replayed(output):
+        """The placements whose replay reproduces ``output``, the right one ("") first when it does."""
+        found = []
+        # Dropout at each place, then each bug of the module with dropout where it belongs (its dropout is right).
+        hypotheses = list(references.DROPOUT_PLACEMENTS) + [
+            (code, dict(form)) for code, forms in references.MODULE_BUGS.items() for form in forms
+            if "mask" in form or "merge" in form]
+        for qkv, out in layouts:
+            for code, place in hypotheses:
+                switches = place if isinstance(place, dict) else {"dropout_on": place}
+                try:
+                    produced = references.attention_with_bug(x, qkv, out, num_heads, dropout=p, seed=0, **switches)
+                except RuntimeError:
+                    continue
+                if _close(output, produced) and code not in found:
+                    found.append(code)
+        return sorted(found, key=bool)
+
     with torch.no_grad():
         module.eval()
+        torch.manual_seed(0)
         first, second = call(module, x), call(module, x)
         if not _close(first, second):
-            _fail("dropout_eval", "two forward passes in eval() mode differ (use nn.Dropout or "
-                                  "F.dropout(..., training=self.training))")
+            if replayed(first):
+                _fail("dropout_eval", "two forward passes in eval() mode differ, and the first equals the module "
+                                      "computed with dropout on (nn.Dropout follows .eval(); F.dropout needs "
+                                      "training=self.training)")
+            raise AssertionError(f"{BUGS['mismatch']}: two forward passes in eval() mode differ, and no dropout "
+                                 f"placement replayed with the same random stream reproduces them (not one of the "
+                                 f"known bugs): {references.first_difference(second, first)}")
         module.train()
+        torch.manual_seed(0)
         trained = call(module, x)
     module.eval()
-    if torch.isnan(trained).any():
-        _fail("dropout_scores", "training mode gives NaN: dropout zeroed -inf scores (0 * -inf)")
     if _close(trained, first):
         _fail("dropout_never", f"training mode with dropout={p} gives the eval output")
-    if _close(trained[:, 0], first[:, 0]):
-        _fail("dropout_scores", "position 0 (one key, weight 1) is never dropped in training mode")
+    with torch.no_grad():
+        found = replayed(trained)
+    if found and not found[0]:
+        return                                   # the right placement, replayed
+    if found and found[0] in _DROPOUT_WORDS:
+        _fail(found[0], f"the training-mode output equals the module computed with your weights and dropout "
+                        f"{_DROPOUT_WORDS[found[0]]}, drawn from the same random stream")
+    if found:
+        _fail(found[0], f"the training-mode output equals the module computed with your weights, dropout on the "
+                        f"weights (drawn from the same random stream) and this bug: "
+                        f"{_VARIANT_WORDS.get(found[0], BUGS[found[0]])}")
+    if torch.isnan(trained).any() or _close(trained[:, 0], first[:, 0]):
+        what = "training mode gives NaN" if torch.isnan(trained).any() else \
+            "position 0 (one key, weight 1) is never dropped in training mode"
+        raise AssertionError(f"{BUGS['mismatch']}: {what}, and no dropout placement replayed with the same random "
+                             f"stream reproduces the output (not one of the known bugs)")
+
+
+_DROPOUT_WORDS = {"dropout_scores": "on the scores (before the softmax)",
+                  "dropout_context": "after the attention weights (on the context vectors or after out_proj)"}
 
 
 def check_mask_buffer(module: nn.Module, context_length: int, name: str = "mask") -> None:
@@ -571,13 +761,12 @@ def check_combine_heads(combine_heads: Callable) -> None:
 
 
 def check_divisibility_error(make_module: Callable[[int, int], nn.Module]) -> None:
-    """make_module(d_out, num_heads) with d_out=10, num_heads=4 must raise ValueError mentioning num_heads."""
+    """make_module(d_out, num_heads) with d_out=10, num_heads=4 must raise ValueError (any subclass, any words).
+    Raises AssertionError naming ``divisibility`` otherwise."""
     try:
         make_module(10, 4)
-    except ValueError as err:
-        assert "num_heads" in str(err) or "divisible" in str(err), \
-            f"{BUGS['divisibility']}: the ValueError should say d_out must be divisible by num_heads, got {err!r}"
-        return
+    except ValueError:
+        return        # judged by its type (the notebook asks for a ValueError), not by its words
     except Exception as err:  # noqa: BLE001 - any other type is the failure we report
         _fail("divisibility", f"raised {type(err).__name__}: {err} instead of ValueError")
     _fail("divisibility", "d_out=10, num_heads=4 built without error")
@@ -600,11 +789,16 @@ def check_wrapper(wrapper: nn.Module, d_in: int, d_out: int, num_heads: int, num
     head_width = d_out // num_heads
     widths = {w.shape[0] for head in heads if all(hasattr(head, n) for n in ("W_query", "W_key", "W_value"))
               for w, _ in _projections(head)[0]}
-    if num_heads > 1 and (out.shape[-1] == num_heads * head_width or widths == {head_width}) \
-            and out.shape[-1] != num_heads * d_out:
-        _fail("wrapper_divided", f"output is {out.shape[-1]} wide: in the wrapper d_out is the width of ONE head "
-                                 f"(each head is CausalAttention(d_in, d_out)), so the concatenation is "
-                                 f"num_heads * d_out = {num_heads * d_out} wide")
+    if num_heads > 1 and widths == {head_width} and out.shape[-1] != num_heads * d_out:
+        # The heads' own layers are d_out // num_heads wide: that is the bug, whatever the output.
+        _fail("wrapper_divided", f"each head's projections are {head_width} wide: in the wrapper d_out is the "
+                                 f"width of ONE head (each head is CausalAttention(d_in, d_out)), so the "
+                                 f"concatenation is num_heads * d_out = {num_heads * d_out} wide")
+    if num_heads > 1 and tuple(out.shape) == (2, num_tokens, d_out) and widths == {d_out}:
+        per_head = [mha_reference(x, _projections(head)[0], None, 1, causal=True) for head in heads]
+        if _close(out, references.heads_averaged(per_head)):
+            _fail("heads_averaged", f"the output is {d_out} wide and equals the mean of the heads' outputs: "
+                                    f"concatenate them along the last dim (torch.cat(..., dim=-1))")
     check_shape(out, (2, num_tokens, num_heads * d_out), what="wrapper output")
     for h, head in enumerate(heads):
         qkv, _ = _projections(head)

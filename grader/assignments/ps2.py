@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from grader.assignments.spec import Assignment, Check, Task
-from grader.bugs import DROPOUT_BUGS
+from grader.bugs import DROPOUT_BUGS, OUTPUT_BUGS
 from grader.verify.cases import (Case, batch_case, dropout_case, dropout_placement_case, eval_twice_case, lengths_case,
                                  mask_case, module_case, with_params)
 
@@ -52,8 +52,9 @@ ASSIGNMENT = Assignment(
         Task("causal_attention", 5, ("CausalAttention",),
              "CausalAttention(d_in, d_out, context_length, dropout, qkv_bias=False), mask buffer 'mask'",
              checks=(Check("equivalence", 3, ("full_context", "with_bias", "lengths_and_modes",
-                                              "batch_independence")),
-                     Check("mask_buffer", 1, ("full_context", "with_bias"), bugs=("mask_buffer",)),
+                                              "batch_independence"), bugs=OUTPUT_BUGS),
+                     Check("mask_buffer", 1, ("full_context", "with_bias"), bugs=("mask_buffer",),
+                           only_its_bugs=True),
                      Check("dropout", 1, ("short_input_eval_dropout", "dropout_train", "dropout_placement",
                                           "eval_twice"),
                            bugs=DROPOUT_BUGS))),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from grader.assignments.spec import Assignment, Check, Task
-from grader.bugs import DROPOUT_BUGS
+from grader.bugs import DROPOUT_BUGS, OUTPUT_BUGS
 from grader.verify.cases import (Case, batch_case, call_case, dropout_case, dropout_placement_case,
                                  eval_twice_case, lengths_case, module_case, with_params)
 
@@ -77,7 +77,7 @@ ASSIGNMENT = Assignment(
              "d_out per head, output width num_heads * d_out; heads in self.heads (nn.ModuleList of the "
              "student's CausalAttention, pasted from ps2 into the ungraded cell causal_attention_from_ps2)",
              checks=(Check("equivalence", 2, ("d_in_ne_d_out", "short_input", "with_bias", "lengths_and_modes",
-                                              "batch_independence")),
+                                              "batch_independence"), bugs=OUTPUT_BUGS),
                      Check("dropout", 1, ("dropout_placement", "eval_twice"), bugs=DROPOUT_BUGS))),
         Task("split_heads", 2, ("split_heads",),
              "split_heads(x, num_heads): (b, T, d_out) -> (b, num_heads, T, head_dim)"),
@@ -87,8 +87,9 @@ ASSIGNMENT = Assignment(
              "MultiHeadAttention(d_in, d_out, context_length, dropout, num_heads, qkv_bias=False) with "
              "W_query, W_key, W_value, out_proj; ValueError when d_out % num_heads != 0",
              checks=(Check("equivalence", 2, ("square", "d_in_ne_d_out", "with_bias", "lengths_and_modes",
-                                              "batch_independence")),
-                     Check("mask_buffer", 1, ("square", "d_in_ne_d_out", "with_bias"), bugs=("mask_buffer",)),
+                                              "batch_independence"), bugs=OUTPUT_BUGS),
+                     Check("mask_buffer", 1, ("square", "d_in_ne_d_out", "with_bias"), bugs=("mask_buffer",),
+                           only_its_bugs=True),
                      Check("dropout", 1, ("dropout_train", "dropout_placement", "eval_twice"), bugs=DROPOUT_BUGS),
                      Check("divisibility", 1, ("indivisible_d_out",), bugs=("divisibility",)))),
     ),

@@ -15,8 +15,9 @@ import functools
 import json
 from pathlib import Path
 
-from grader.astlock import AST_LOCK
 from grader.assignments.spec import Assignment, Check, Task
+from grader.astlock import AST_LOCK
+from grader.bugs import OUTPUT_BUGS
 from grader.verify.cases import (Case, batch_case, eval_twice_case, lengths_case, module_case, rng_for,
                                  with_params)
 
@@ -207,7 +208,7 @@ ASSIGNMENT = Assignment(
         Task("fixed_wrapper", 3, ("FixedMultiHeadAttentionWrapper",),
              "the 9216 wrapper fixed: d_out total, d_out // num_heads per head, out_proj after the concat",
              checks=(Check("equivalence", 2, ("d_in_ne_d_out", "square_with_bias", "lengths_and_modes",
-                                              "batch_independence", "eval_twice")),
+                                              "batch_independence", "eval_twice"), bugs=OUTPUT_BUGS),
                      Check("divisibility", 1, ("indivisible_d_out",), bugs=("divisibility",)))),
         Task("fixed_projection", 3, ("FixedMultiHeadAttention",),
              "the module without a final projection, fixed: equals nn.MultiheadAttention"),

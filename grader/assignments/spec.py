@@ -25,12 +25,16 @@ class Check:
 
     ``cases``: the probe cases judged for it, by name ("*": every case no other check names); ``bugs``: catalogue
     codes (:mod:`grader.bugs`) whose diagnosis costs this check wherever it is found, in a probe case or in the
-    notebook's own failing test (a missing mask buffer costs the mask check, not the whole task).
+    notebook's own failing test (a missing mask buffer costs the mask check, not the whole task); ``only_its_bugs``
+    (see below).
     """
     name: str
     points: float
     cases: tuple[str, ...] = ("*",)
     bugs: tuple[str, ...] = ()
+    # True: a failure of one of its cases costs it only when the failure names one of its bugs (a check of one
+    # property, such as the mask being a buffer, judged on cases that also check the output).
+    only_its_bugs: bool = False
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,9 @@ from grader.pipeline.types import GradedCell, TaskResult, grade_id, graded_cells
 from grader.bugs import code_of
 from grader.sandbox.runner import Execution
 
-MAX_MESSAGE = 400   # characters of a task's message in tasks.csv and the feedback
-
-
 def _short(text: str) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+    """The message on one line, whole: never cut (the part that says where an output first differs comes last)."""
+    return " ".join(str(text).split())
 
 
 def test_cell_outcome(nb: NotebookNode, execution: Execution, gid: str) -> tuple[str, str]:
@@ -88,9 +85,7 @@ def score(nb: NotebookNode, execution: Execution, cells: list[GradedCell],
                 # (What failed stays; the "; verified: ..." list of checks that passed goes.)
                 said = v_message.split("; verified: ")[0]
                 found = "" if said.lower().startswith(("verified", "not verified")) else f"; {said}"
-                # The test's words first, shortened so that what verification found still fits.
-                test_words = message if not found or len(message) <= 120 else message[:117] + "..."
-                message = _short(f"the notebook's test failed: {test_words}{found}")
+                message = _short(f"the notebook's test failed: {message}{found}")
             else:
                 points = max(0.0, min(float(v_score), graded.points))
                 message = _short(f"{v_message} (notebook tests: {message})")

@@ -7,8 +7,9 @@ What a kernel's file system holds (everything else of the machine is absent, not
   linker, fonts, time zone; ``passwd`` and ``group`` written here, so no real account is listed); the Python
   installation(s) the grader runs on, at their own paths, wherever they lie (a venv in the checkout, beside the
   notebook, under /tmp or the home folder: only the venv is shown, nothing else of the folder around it); the
-  kernel-side ``grader`` package at ``/opt/mha-course`` (``__init__``, ``bugs``, ``diagnose``, ``diagnose_perf``
-  and the sandbox's inside code: no verification, no answer keys) and the kernels' seccomp filter;
+  kernel-side ``grader`` package at ``/opt/mha-course`` (``__init__``, ``bugs``, ``references``, ``diagnose``,
+  ``diagnose_perf``, ``notebook_check`` and the sandbox's inside code: no verification, no answer keys) and the
+  kernels' seccomp filter;
 - its own ``/box`` (conn/, work/, tmp/), ``/tmp``, ``/dev/shm`` and ``/proc`` (made in ``inside.confine_kernel``);
 - with ``--gpus``, the NVIDIA device nodes and ``/sys`` (CUDA reads its topology there).
 
@@ -37,7 +38,7 @@ INSIDE_BOX = "/box"
 INSIDE_LOGS = "/run/grader-logs"
 NOBODY = 65534
 # What a kernel imports from the course: the student checks, and what the sandbox itself needs inside.
-KERNEL_SIDE = ("__init__.py", "bugs.py", "diagnose.py", "diagnose_perf.py", "notebook_check.py",
+KERNEL_SIDE = ("__init__.py", "bugs.py", "references.py", "diagnose.py", "diagnose_perf.py", "notebook_check.py",
                "sandbox/__init__.py", "sandbox/limits.py", "sandbox/inside.py")
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "fonts", "alternatives",
              "ssl/openssl.cnf", "mime.types", "host.conf")

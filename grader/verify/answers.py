@@ -13,10 +13,11 @@ kernel (see :meth:`grader.verify.cases.Case.kernel_spec`). Two kinds of answer:
 from __future__ import annotations
 
 from grader.verify.cases import Case
+from grader.verify.diagnosis import CaseFailure
 
 
-class AnswerFailure(Exception):
-    """The answer is wrong or malformed; the text says how."""
+# The failure of every probe kind (grader.verify.diagnosis), under the name this module's callers know.
+AnswerFailure = CaseFailure
 
 
 def check_answer(case: Case, meta: dict) -> float:

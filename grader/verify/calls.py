@@ -7,7 +7,7 @@
 - ``eval_twice``: two calls in eval mode with dropout 0.5 on the same input must both be the reference's; dropout
   left on is named when each output is one that dropout on the weights (or after them) can produce.
 
-Runs in the grader's process and reads the probe's files as data, like :mod:`grader.verify.checks`.
+Runs in the grader's process and reads the probe's files as data, like :mod:`grader.verify.compare`.
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ import numpy as np
 from grader.bugs import named
 from grader.verify import reference
 from grader.verify.cases import Case
-from grader.verify.checks import (CaseFailure, _close, _looks_like, _shape_diagnosis, _weight_diagnosis,
-                                  _weights_moved)
+from grader.verify.diagnosis import (CaseFailure, _close, _looks_like, _shape_diagnosis, _weight_diagnosis,
+                                     _weights_moved)
+from grader.verify.diagnosis import _name_the_bug as _named_by_reference
 from grader.verify.loading import exception_name, load_array
 
 
@@ -62,7 +63,7 @@ def _name_the_bug(case: Case, outputs: list) -> str:
 
 def _describe(case: Case, calls: list[Case], outputs: list, wanted: list) -> str:
     """What went wrong, call by call, in the probe's own terms (lengths, modes, the changed sequence), short: the
-    task's whole message is capped (grader.pipeline.score.MAX_MESSAGE)."""
+    task's message says it once, whole."""
     def label(index: int) -> str:
         call = calls[index]
         return f"call {index + 1} ({call.arrays['x'].shape[-2]} tokens{', training mode' if call.train else ''})"
@@ -132,7 +133,9 @@ def check_eval_twice(case: Case, folder: Path, meta: dict) -> None:
         raise CaseFailure(named("dropout_eval", f"{said}, each as dropout with p={case.params['dropout']} gives "
                                                 f"(nn.Dropout follows .eval(); F.dropout needs "
                                                 f"training=self.training)"))
-    bug = _weight_diagnosis(case, meta) or _weights_moved(case, folder)
+    # A bug of the module (its reference, computed in eval mode) that gives both outputs: not a dropout bug.
+    bug = _named_by_reference(case, [outputs[0]]) if _close(outputs[0], outputs[1]) else ""
+    bug = bug or _weight_diagnosis(case, meta) or _weights_moved(case, folder)
     error = max(float(np.abs(got.astype(np.float64) - want).max()) for got in outputs if got.shape == want.shape)
     raise CaseFailure(f"{said} (largest error {error:.3g})"
                       + _looks_like(bug or f"not one of the known bugs the grader checks for dropout in eval mode "

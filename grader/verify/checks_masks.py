@@ -1,4 +1,5 @@
-"""The checks of mask probe cases that are not a comparison of tensors (registered in :mod:`grader.verify.extra`).
+"""The checks of mask probe cases that are not a comparison of tensors (in the dispatch table of
+:mod:`grader.verify.checks`).
 
 - ``mask_conversion``: the student's converted mask against what PyTorch's own operators make of the input mask
   (:func:`grader.verify.reference_masks.hidden_under`): a boolean result must hide exactly the keys the input
@@ -18,7 +19,7 @@ import numpy as np
 
 from grader.bugs import named
 from grader.verify.cases import Case
-from grader.verify.extra import ExtraFailure
+from grader.verify.diagnosis import CaseFailure as ExtraFailure
 from grader.verify.loading import exception_name, load_array
 
 # An additive mask's "may not": -inf, or a finite number so negative that exp(fill - max) is exactly 0.

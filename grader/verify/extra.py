@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from grader.bugs import named
 from grader.verify.cases import Case
+from grader.verify.diagnosis import CaseFailure
 from grader.verify.loading import exception_name
 
 
-class ExtraFailure(Exception):
-    """A case did not match; the text says how."""
+# The failure of every probe kind (grader.verify.diagnosis), under the name this module's callers know.
+ExtraFailure = CaseFailure
 
 
 # ---------------------------------------------------------------------------------------------------- checks
@@ -138,10 +139,6 @@ def _check_parity(case: Case, meta: dict) -> None:
                                "parity test misses a bug hidden by d_in == d_out: it passes a buggy class")
 
 
-def check_extra(case: Case, folder: Path, meta: dict) -> None:
-    from grader.verify.checks_masks import MASK_CHECKS  # mask conversion, a test's verdicts (chapter 11)
-
-    if case.check in MASK_CHECKS:
-        return MASK_CHECKS[case.check](case, folder, meta)
-    {"timing": _check_timing, "flops": _check_calls, "memory": _check_calls,
-     "parity": _check_parity}[case.check](case, meta)
+# probe kind -> its check, (case, meta) -> None; raises ExtraFailure. Read by the dispatch table in
+# grader.verify.checks (the mask kinds are in grader.verify.checks_masks).
+CHECKS = {"timing": _check_timing, "flops": _check_calls, "memory": _check_calls, "parity": _check_parity}

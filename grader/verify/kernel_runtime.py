@@ -76,12 +76,26 @@ def _mha_probe_build():
             raise AttributeError(f"expected a head (a sub-module with W_query) number {head}, found {len(owners)}")
         return owners[head]
 
-    fused_names = ("W_qkv", "qkv")  # one nn.Linear(d_in, 3 * d_out), query rows first: accepted as Q, K, V
+    fused_names = ("W_qkv", "qkv")  # one nn.Linear(d_in, 3 * d_out) (or a plain tensor) holding Q, K and V
     fallback_names = {"out_proj": ("proj",)}
+    # How a case reads the module's weights. Correct code lays them out in more than one way, so a case whose
+    # module shows an ambiguous layout runs again under the other one (see run_case) and the grader judges the
+    # module by the layout under which it is correct. "fused": the rows of a fused projection, "qkv_first"
+    # ([all q | all k | all v]) or "per_head" ([q_h | k_h | v_h] for each head h); "tensor": a weight held as a
+    # plain tensor, "matrix" (x @ W, W (d_in, d_out)) or "linear" (F.linear(x, W), W (d_out, d_in)).
+    layout = {"fused": "qkv_first", "tensor": "matrix", "num_heads": 1}
+    seen = {"fused": False, "square_tensor": False}
+
+    def fused_rows(attr, total):
+        """Indices of attr's rows (Q, K or V) in a fused weight with ``total`` rows, under the current layout."""
+        d_out, part = total // 3, ("W_query", "W_key", "W_value").index(attr)
+        heads = layout["num_heads"] if layout["fused"] == "per_head" else 1
+        head_dim = d_out // heads
+        return torch.tensor([h * 3 * head_dim + part * head_dim + i for h in range(heads) for i in range(head_dim)])
 
     def weight_of(owner, attr):
-        """(weight view, bias view or None, layout) of owner.attr; layout "linear" is nn.Linear's (out, in),
-        "matrix" the chapter's first SelfAttention, x @ W with W (d_in, d_out)."""
+        """(weight, bias or None, rows or None, kind) of owner.attr: ``rows`` picks attr's rows out of a fused
+        projection; ``kind`` "linear" is nn.Linear's (out, in), "tensor" a plain tensor (layout["tensor"])."""
         target = getattr(owner, attr, None)
         for other in fallback_names.get(attr, ()):
             target = target if target is not None else getattr(owner, other, None)
@@ -89,40 +103,62 @@ def _mha_probe_build():
             fused = next((getattr(owner, n) for n in fused_names if hasattr(owner, n)), None)
             weight = getattr(fused, "weight", None)
             if isinstance(weight, torch.Tensor) and weight.shape[0] % 3 == 0:
-                rows, index = weight.shape[0] // 3, ("W_query", "W_key", "W_value").index(attr)
-                part = slice(index * rows, (index + 1) * rows)
+                seen["fused"] = True
                 bias = getattr(fused, "bias", None)
-                return weight[part], (bias[part] if isinstance(bias, torch.Tensor) else None), "linear"
+                return weight, (bias if isinstance(bias, torch.Tensor) else None), \
+                    fused_rows(attr, weight.shape[0]), "linear"
         if target is None:
             raise AttributeError(f"{type(owner).__name__} has no attribute {attr!r}")
         if isinstance(target, torch.nn.Module) and isinstance(getattr(target, "weight", None), torch.Tensor):
             bias = getattr(target, "bias", None)
-            return target.weight, (bias if isinstance(bias, torch.Tensor) else None), "linear"
-        if isinstance(target, torch.Tensor):
-            return target, None, "matrix"
+            return target.weight, (bias if isinstance(bias, torch.Tensor) else None), None, "linear"
+        if isinstance(target, torch.Tensor):   # its bias, if any, beside it as <attr>_bias
+            bias = getattr(owner, attr + "_bias", None)
+            return target, (bias if isinstance(bias, torch.Tensor) else None), None, "tensor"
         raise TypeError(f"{attr} is a {type(target).__name__}, not an nn.Linear or a weight tensor")
 
+    def tensor_is_linear(tensor, weight_shape):
+        """Whether a plain tensor holds its weight as (d_out, d_in): its shape says so when it is not square,
+        else layout["tensor"] (the case runs under both)."""
+        shape, (rows, cols) = tuple(tensor.shape), tuple(weight_shape)
+        if rows != cols:
+            return shape == (rows, cols)
+        seen["square_tensor"] = True
+        return layout["tensor"] == "linear"
+
     def set_weight(owner, attr, weight, bias):
-        tensor, layer_bias, layout = weight_of(owner, attr)
-        value = torch.from_numpy(weight if layout == "linear" else weight.T.copy())
-        if tuple(tensor.shape) != tuple(value.shape):
-            raise ValueError(f"{attr} has shape {tuple(tensor.shape)}, expected {tuple(value.shape)}")
+        tensor, layer_bias, rows, kind = weight_of(owner, attr)
+        linear = kind == "linear" or tensor_is_linear(tensor, weight.shape)
+        value = torch.from_numpy(weight if linear else weight.T.copy())
+        target_shape = (len(rows), tensor.shape[1]) if rows is not None else tuple(tensor.shape)
+        if tuple(target_shape) != tuple(value.shape):
+            raise ValueError(f"{attr} has shape {tuple(target_shape)}, expected {tuple(value.shape)}")
         with torch.no_grad():
-            tensor.copy_(value)
+            if rows is None:
+                tensor.copy_(value)
+            else:
+                tensor[rows] = value.to(tensor.dtype)
             if layer_bias is not None:
+                part = layer_bias if rows is None else layer_bias[rows]
                 if bias is None:
-                    layer_bias.zero_()  # a bias the case does not give is zero in the grader's numbers too
-                elif tuple(layer_bias.shape) == tuple(bias.shape):
-                    layer_bias.copy_(torch.from_numpy(bias))
+                    value_bias = torch.zeros_like(part)  # a bias the case does not give is zero for the grader too
+                elif tuple(part.shape) == tuple(bias.shape):
+                    value_bias = torch.from_numpy(bias).to(part.dtype)
                 else:
-                    raise ValueError(f"{attr}.bias has shape {tuple(layer_bias.shape)}, expected {bias.shape}")
+                    raise ValueError(f"{attr}.bias has shape {tuple(part.shape)}, expected {bias.shape}")
+                if rows is None:
+                    layer_bias.copy_(value_bias)
+                else:
+                    layer_bias[rows] = value_bias
             elif bias is not None:
                 raise ValueError(f"{attr} has no bias, but this case needs one (qkv_bias=True, or out_proj)")
+        return linear
 
-    def read_weight(owner, attr):
-        tensor, _, layout = weight_of(owner, attr)
+    def read_weight(owner, attr, linear):
+        tensor, _, rows, _ = weight_of(owner, attr)
         tensor = torch.Tensor.detach(tensor).cpu().float()
-        return (tensor if layout == "linear" else tensor.T).contiguous()
+        tensor = tensor if rows is None else tensor[rows]
+        return (tensor if linear else tensor.T).contiguous()
 
     def drive_call(case, namespace, folder, arrays, meta):
         fn = namespace[case["callee"]]
@@ -140,18 +176,20 @@ def _mha_probe_build():
     def drive_module(case, namespace, folder, arrays, meta):
         # Fills `meta` as it goes: what it learnt before an error (the weights' shapes) names the bug.
         module = namespace[case["callee"]](**case["kwargs"])
-        meta["weight_shapes"] = {}
+        # The buffers before the weights: a module that fails on a weight (no out_proj) is still judged on its mask.
+        meta["buffers"] = [name for name, _ in module.named_buffers()]
+        meta["state_dict"] = list(module.state_dict().keys())
+        meta["weight_shapes"], linear = {}, {}
         for head, attr, key, bias_key in case["weights"]:
             owner = find_owner(module, head)
             try:
-                tensor, _, layout = weight_of(owner, attr)  # shapes in nn.Linear's (out, in) convention
-                shape = list(tensor.shape)
-                meta["weight_shapes"][f"{head}.{attr}"] = shape if layout == "linear" else shape[::-1]
+                tensor, _, rows, kind = weight_of(owner, attr)  # shapes in nn.Linear's (out, in) convention
+                shape = [len(rows), tensor.shape[1]] if rows is not None else list(tensor.shape)
+                as_linear = kind == "linear" or tensor_is_linear(tensor, arrays[key].shape)
+                meta["weight_shapes"][f"{head}.{attr}"] = shape if as_linear else shape[::-1]
             except Exception as exc:  # recorded for the diagnosis, then raised by set_weight below
                 meta["weight_shapes"][f"{head}.{attr}"] = f"{type(exc).__name__}: {exc}"
-            set_weight(owner, attr, arrays[key], arrays.get(bias_key) if bias_key else None)
-        meta["buffers"] = [name for name, _ in module.named_buffers()]
-        meta["state_dict"] = list(module.state_dict().keys())
+            linear[(head, attr)] = set_weight(owner, attr, arrays[key], arrays.get(bias_key) if bias_key else None)
         meta["parameters"] = int(sum(p.numel() for p in module.parameters()))
         module = module.to(device)
         module.train(case["train"])
@@ -159,6 +197,7 @@ def _mha_probe_build():
         # Forward arguments beyond x (a key_padding_mask), and optionally d(sum(output * g))/dx as a second result.
         extra = {name: torch.from_numpy(arrays[key]).to(device)
                  for name, key in (case.get("forward_arrays") or {}).items()}
+        torch.manual_seed(0)  # the same random stream as the grader's references replay (dropout placement)
         with torch.no_grad():
             output = module(x, **extra)
         meta["outputs"] = [save(folder, case["name"] + ".out0", output, "the forward output")]
@@ -183,12 +222,14 @@ def _mha_probe_build():
             except Exception as exc:
                 meta["calls"].append({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]})
         for head, attr, key, _ in case["weights"]:  # the weights the module holds after its forward
-            save(folder, f"{case['name']}.used.{head}.{attr}", read_weight(find_owner(module, head), attr), attr)
+            save(folder, f"{case['name']}.used.{head}.{attr}",
+                 read_weight(find_owner(module, head), attr, linear[(head, attr)]), attr)
         return meta
 
     def drive_raises(case, namespace, folder, arrays, meta):
+        build = namespace[case["callee"]]   # not defined: the case fails as not attempted, not as "raised KeyError"
         try:
-            namespace[case["callee"]](**case["kwargs"])
+            build(**case["kwargs"])
         except Exception as exc:
             return {"raised": type(exc).__name__, "raised_bases": [c.__name__ for c in type(exc).__mro__],
                     "error_text": str(exc)[:300]}
@@ -292,31 +333,54 @@ def _mha_probe_build():
         with open(path, "w") as handle:
             json.dump(payload, handle, default=str)
 
+    def run_case(case, namespace, folder, settings):
+        """Run one case under the weight layout ``settings`` (see ``layout``) and write its JSON; returns the
+        KeyboardInterrupt that stopped it, or None."""
+        builtin_calls.clear()
+        layout.update(settings)
+        seen.update(fused=False, square_tensor=False)
+        interrupted, meta = None, {}
+        try:
+            torch.manual_seed(0)
+            arrays = {key: decode(spec) for key, spec in case["arrays"].items()}
+            meta.update(drivers[case["driver"]](case, namespace, folder, arrays, meta))
+            meta["ok"] = True
+        except KeyboardInterrupt as exc:  # the pipeline's time limit: record it, then let it stop the cell
+            meta.update(ok=False, error="interrupted: the case ran past the time limit")
+            interrupted = exc
+        except BaseException as exc:  # one failing case must not hide the others
+            name = case["callee"]
+            missing = isinstance(exc, KeyError) and exc.args == (name,)
+            text = f"{name} is not defined" if missing else f"{type(exc).__name__}: {exc}".rstrip(": ")
+            if isinstance(exc, NotImplementedError):
+                text = f"{name} is not written yet (it raises NotImplementedError)"
+            meta.update(ok=False, error=text[:1500])
+        meta["builtin_attention_calls"] = dict(builtin_calls)
+        meta["device"] = str(device)
+        if seen["fused"] or seen["square_tensor"]:
+            meta["layouts"] = dict(seen)
+        write_json(os.path.join(folder, case["name"] + ".json"), meta)
+        return interrupted
+
     def run_task(task, cases_json, namespace):
         cases = json.loads(cases_json)
         folder = os.path.join(root, task)
         os.makedirs(folder, exist_ok=True)
         for case in cases:
-            builtin_calls.clear()
-            interrupted, meta = None, {}
-            try:
-                torch.manual_seed(0)
-                arrays = {key: decode(spec) for key, spec in case["arrays"].items()}
-                meta.update(drivers[case["driver"]](case, namespace, folder, arrays, meta))
-                meta["ok"] = True
-            except KeyboardInterrupt as exc:  # the pipeline's time limit: record it, then let it stop the cell
-                meta.update(ok=False, error="interrupted: the case ran past the time limit")
-                interrupted = exc
-            except BaseException as exc:  # one failing case must not hide the others
-                name = case["callee"]
-                missing = isinstance(exc, KeyError) and exc.args == (name,)
-                text = f"{name} is not defined" if missing else f"{type(exc).__name__}: {exc}".rstrip(": ")
-                if isinstance(exc, NotImplementedError):
-                    text = f"{name} is not written yet (it raises NotImplementedError)"
-                meta.update(ok=False, error=text[:1500])
-            meta["builtin_attention_calls"] = dict(builtin_calls)
-            meta["device"] = str(device)
-            write_json(os.path.join(folder, case["name"] + ".json"), meta)
+            heads = int((case.get("kwargs") or {}).get("num_heads") or 1)
+            interrupted = run_case(case, namespace, folder, {"fused": "qkv_first", "tensor": "matrix",
+                                                             "num_heads": heads})
+            # The other correct layouts this module's weights allow, each as a case of its own ("<name>@<layout>").
+            others = []
+            if interrupted is None and seen["fused"] and heads > 1:
+                others.append(("per_head", {"fused": "per_head"}))
+            if interrupted is None and seen["square_tensor"]:
+                others.append(("linear", {"tensor": "linear"}))
+            for label, settings in others:
+                interrupted = run_case({**case, "name": f"{case['name']}@{label}"}, namespace, folder,
+                                       {"fused": "qkv_first", "tensor": "matrix", "num_heads": heads, **settings})
+                if interrupted is not None:
+                    break
             if interrupted is not None:
                 raise interrupted
 

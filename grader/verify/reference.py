@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from grader import references
 from grader.bugs import named
 from grader.verify import reference_masks
 from grader.verify.cases import Case
@@ -114,24 +115,6 @@ def _scale_after_softmax(q, k, v, causal):
     return weights @ v, weights
 
 
-def _mask_diagonal(q, k, v):
-    """Causal attention whose mask also hides each token from itself: the first row is all -inf, so NaN."""
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(0), float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
-
-
-def _mha_mask_diagonal(case: Case) -> torch.Tensor:
-    """The chapter's MultiHeadAttention with a mask that hides each token from itself, written out (PyTorch's
-    modules answer a fully masked row differently by backend: NaN or zeros; the bug's own code gives NaN)."""
-    x, (q, k, v) = _projections(case, -1)
-    batch, tokens, d_out = q.shape
-    heads = case.params["num_heads"]
-    q, k, v = (t.reshape(batch, tokens, heads, d_out // heads).transpose(1, 2) for t in (q, k, v))
-    context = _mask_diagonal(q, k, v).transpose(1, 2).reshape(batch, tokens, d_out)
-    return F.linear(context, _t(case.arrays["out_proj"]), _t(case.arrays["out_proj_bias"]))
-
-
 def _flattened(case: Case, compute) -> torch.Tensor:
     """``compute`` run on the batch laid end to end as one sequence: tokens attend across sequences."""
     x = case.arrays["x"]
@@ -139,12 +122,6 @@ def _flattened(case: Case, compute) -> torch.Tensor:
     flat = dataclasses.replace(case, arrays={**case.arrays, "x": x.reshape(1, batch * tokens, width)},
                                params=dict(case.params))
     return compute(flat).reshape(batch, tokens, -1)
-
-
-def _mask_after_softmax(q, k, v):
-    weights = attention_weights(q, k)
-    keep = ~torch.ones(weights.shape[-2:], dtype=torch.bool).triu(1)
-    return (weights * keep) @ v
 
 
 def expected(case: Case) -> list[np.ndarray]:
@@ -206,24 +183,14 @@ def hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
                        attention_weights(q, k, scale=math.sqrt(d_k)).numpy()]))
         found.append((named("scale_missing"),
                       [attention(q, k, v, scale=1.0).numpy(), attention_weights(q, k, scale=1.0).numpy()]))
+        found.append((named("scale_d_k"), [attention(q, k, v, scale=1.0 / d_k).numpy(),
+                                           attention_weights(q, k, scale=1.0 / d_k).numpy()]))
         found.append((named("softmax_dim"), [_softmax_wrong_dim(q, k, v, False).numpy(), None]))
         context, weights = _scale_after_softmax(q, k, v, False)
         found.append((named("scale_after_softmax"), [context.numpy(), weights.numpy()]))
     if kind == "heads":
         causal = case.params["causal"]
-        found.append((named("scale_multiplied"), [_head_outputs(case, causal, scale_of=math.sqrt).numpy()]))
-        found.append((named("scale_missing"), [_head_outputs(case, causal, lambda d: 1.0).numpy()]))
-        found.append((named("softmax_dim"),
-                      [_head_outputs(case, causal, variant=lambda q, k, v: _softmax_wrong_dim(q, k, v, causal))
-                       .numpy()]))
-        d_in = case.arrays["x"].shape[-1]
-        if d_in != _projections(case, 0 if case.params["heads"] else -1)[1][0].shape[-1]:
-            found.append((named("scale_d_in"), [_head_outputs(case, causal, lambda d: d_in ** -0.5).numpy()]))
-        if causal:
-            found.append((named("future"), [_head_outputs(case, False).numpy()]))
-            found.append((named("mask_after_softmax"),
-                          [_head_outputs(case, causal, variant=_mask_after_softmax).numpy()]))
-            found.append((named("mask_diagonal"), [_head_outputs(case, causal, variant=_mask_diagonal).numpy()]))
+        found += _module_bug_hypotheses(case)
         if case.arrays["x"].shape[0] > 1:
             found.append((named("batch", "the batch was laid out as one long sequence"),
                           [_flattened(case, lambda c: _head_outputs(c, causal)).numpy()]))
@@ -239,55 +206,82 @@ def hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
         found.append((named("view_no_transpose", "transpose back before the view, or tokens of different heads "
                                                  "are mixed"),
                       [x.reshape(b, t, h * hd)]))
+    if kind == "heads_out_proj":
+        found += _module_bug_hypotheses(case)
     if kind == "heads_out_proj" and case.arrays["x"].shape[0] > 1:
         found.append((named("batch", "the batch was laid out as one long sequence"),
                       [_flattened(case, lambda c: F.linear(_head_outputs(c, causal=True), _t(a["out_proj"]),
                                                            _t(a["out_proj_bias"]))).numpy()]))
     if kind == "mha":
-        found += _multi_head_hypotheses(case)
-        found.append((named("mask_diagonal"), [_mha_mask_diagonal(case).numpy()]))
+        found += _module_bug_hypotheses(case)
         if case.arrays["x"].shape[0] > 1:
             found.append((named("batch", "the batch was laid out as one long sequence"),
                           [_flattened(case, multi_head_reference).numpy()]))
     return found
 
 
-def _multi_head_hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
-    """The chapter's module with one known bug each, computed by grader.diagnose's nn.MultiheadAttention reference
-    (the same phrases the notebooks' own tests print)."""
-    try:
-        from grader import diagnose
+def module_weights(case: Case, head: int = -1):
+    """(qkv, out) of a module case in float64: [(weight (d_out, d_in), bias or None)] * 3 of head ``head`` (-1: the
+    module's own), and (out_proj, bias) or None."""
+    prefix = "" if head < 0 else f"h{head}_"
+    a = case.arrays
+    qkv = [(_t(a[prefix + n]), _t(a[prefix + n + "_bias"]) if prefix + n + "_bias" in a else None)
+           for n in ("W_query", "W_key", "W_value") if prefix + n in a]
+    out = (_t(a["out_proj"]), _t(a["out_proj_bias"])) if "out_proj" in a else None
+    return qkv, out
 
-        a = case.arrays
-        x = _t(a["x"])
-        qkv = [(_t(a[n]), _t(a[n + "_bias"]) if n + "_bias" in a else None) for n in ("W_query", "W_key", "W_value")]
-        out = (_t(a["out_proj"]), _t(a["out_proj_bias"]))
-        heads = case.params["num_heads"]
-        d_out = qkv[0][0].shape[0]
-        head_dim = d_out // heads
-        variants = [("out_proj_unused", {"out": None}), ("scale_multiplied", {"query_scale": float(head_dim)}),
-                    ("scale_missing", {"query_scale": math.sqrt(head_dim)}), ("future", {"causal": False})]
-        if heads > 1:
-            variants.append(("scale_width", {"query_scale": math.sqrt(head_dim) / math.sqrt(d_out)}))
-        d_in = x.shape[-1]
-        if d_in not in (head_dim, d_out):
-            variants.append(("scale_d_in", {"query_scale": math.sqrt(head_dim) / math.sqrt(d_in)}))
-        found = []
-        for code, change in variants:
-            settings = {"out": out, "causal": True, **change}
-            produced = diagnose.mha_reference(x, qkv, settings.pop("out"), heads, **settings)
-            found.append((diagnose.BUGS[code], [produced.numpy()]))
-        wrong_dim = diagnose.softmax_wrong_dim_reference(x, qkv, out, heads, causal=True)
-        found.append((diagnose.BUGS["softmax_dim"], [wrong_dim.numpy()]))
-        written_out = [("mask_after_softmax", {"mask": "after"})] + (
-            [("view_no_transpose", {"merge": "view"})] if heads > 1 else [])
-        for code, change in written_out:
-            produced = diagnose.attention_variant_reference(x, qkv, out, heads, **change)
-            found.append((diagnose.BUGS[code], [produced.numpy()]))
-        return found
-    except Exception:  # a diagnosis is a courtesy: without one the message still says what differs
-        return []
 
+def module_with_bug(case: Case, **change) -> torch.Tensor:
+    """The case's module (kind ``heads``, ``heads_out_proj`` or ``mha``) computed with one bug switched on
+    (:func:`grader.references.attention_with_bug`); (b, T, width) float64. Raises RuntimeError when the bug's
+    computation fails on these sizes."""
+    x, kind = _t(case.arrays["x"]), case.params.get("reference")
+    if kind == "mha":
+        qkv, out = module_weights(case)
+        return references.attention_with_bug(x, qkv, out, case.params["num_heads"], **change)
+    causal = change.pop("causal", bool(case.params.get("causal")) or kind == "heads_out_proj")
+    heads = [references.attention_with_bug(x, module_weights(case, h)[0], None, 1, causal=causal, **change)
+             for h in (range(case.params["heads"]) if case.params["heads"] else [-1])]
+    concat = torch.cat(heads, dim=-1)
+    if kind != "heads_out_proj":
+        return concat
+    return F.linear(concat, _t(case.arrays["out_proj"]), _t(case.arrays["out_proj_bias"]))
+
+
+def heads_averaged(case: Case) -> torch.Tensor:
+    """The ``heads_averaged`` bug's output for a case with separate heads: their outputs averaged, (b, T, d_out),
+    then out_proj when the case has one that fits."""
+    causal = bool(case.params.get("causal")) or case.params.get("reference") == "heads_out_proj"
+    x = _t(case.arrays["x"])
+    with torch.no_grad():
+        outputs = [references.attention_with_bug(x, module_weights(case, h)[0], None, 1, causal=causal)
+                   for h in range(case.params["heads"])]
+        mean = references.heads_averaged(outputs)
+        if "out_proj" in case.arrays and case.params.get("reference") == "heads_out_proj":
+            return F.linear(mean, _t(case.arrays["out_proj"]), _t(case.arrays["out_proj_bias"]))
+        return mean
+
+
+def _module_bug_hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
+    """Every catalogued bug of the chapter's module that can show in this case, each computed by its reference
+    from the case's weights (grader/references.py: the same computation the notebooks' checks use)."""
+    kind = case.params.get("reference")
+    qkv, out = module_weights(case, 0 if case.params.get("heads") else -1)
+    d_out, d_in = qkv[0][0].shape[0], case.arrays["x"].shape[-1]
+    heads = case.params["num_heads"] if kind == "mha" else 1
+    causal = bool(case.params.get("causal")) or kind in ("mha", "heads_out_proj")
+    found = []
+    with torch.no_grad():
+        for code, forms in references.MODULE_BUGS.items():
+            if not references.applies(code, heads, d_out // heads, d_out, d_in, causal,
+                                      kind != "heads"):
+                continue
+            for change in forms:
+                try:
+                    found.append((named(code), [module_with_bug(case, causal=causal, **change).numpy()]))
+                except RuntimeError:
+                    continue
+    return found
 
 
 # ---------------------------------------------------------------- one module instance, called several times

@@ -21,12 +21,11 @@ fill, 0/0) is evidence only on a case where it does, and forms a case cannot tel
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from grader import references
 from grader.bugs import named
 from grader.verify.cases import Case
 
@@ -118,28 +117,33 @@ def padded_gradient(case: Case) -> torch.Tensor:
 
 
 def _written_out(case: Case, hidden: torch.Tensor, fill: float, empty_rows: str, padded_rows: str,
-                 after_softmax: torch.Tensor | None = None, renormalise: bool = False):
+                 after_softmax: torch.Tensor | None = None, renormalise: bool = False, scale: str = "sqrt_head_dim",
+                 merge: str = "transpose", softmax_dim: int = -1):
     """The chapter's module written out with one choice per place a mask bug can sit: ``hidden`` (True = may not
     attend, broadcast to (b, heads, T, T)), the ``fill`` of hidden scores, what a row with nothing visible gives
     (``empty_rows``: "softmax" of the fill, or "zero" as SDPA's CPU kernel returns) and what happens to padded
     outputs (``padded_rows``: "zero", "keep", "multiply" by 0, which keeps a NaN, or "zero_context": the context
     zeroed before out_proj, which leaves out_proj's bias). ``after_softmax``: a mask (True = hide) applied to the
-    weights after the softmax, the rows then divided by their sums when ``renormalise``. Returns [output] and, for
-    a gradient case, the gradient too."""
+    weights after the softmax, the rows then divided by their sums when ``renormalise``. ``scale``, ``merge`` and
+    ``softmax_dim``: the scaling, the merge of the heads and the softmax's dimension, as in
+    :func:`grader.references.attention_with_bug` (a bug of the chapter's module beside a right mask). Returns
+    [output] and, for a gradient case, the gradient too."""
     padding = torch.from_numpy(case.arrays["key_padding_mask"])
     head_dim = case.arrays["W_query"].shape[0] // case.params["num_heads"]
 
     def forward(x):
         queries, keys, values = (_split(t, head_dim) for t in _projections(case, x))
-        scores = (queries @ keys.transpose(-2, -1) / math.sqrt(head_dim)).masked_fill(hidden, fill)
-        weights = torch.softmax(scores, dim=-1)
+        d_out = head_dim * case.params["num_heads"]
+        scores = queries @ keys.transpose(-2, -1) / references.divisor(scale, head_dim, d_out, x.shape[-1])
+        weights = torch.softmax(scores.masked_fill(hidden, fill), dim=softmax_dim)
         if empty_rows == "zero":
             weights = weights.masked_fill(hidden.expand_as(weights).all(dim=-1, keepdim=True), 0.0)
         if after_softmax is not None:
             weights = weights.masked_fill(after_softmax, 0.0)
             if renormalise:
                 weights = weights / weights.sum(dim=-1, keepdim=True)
-        context = _merge(weights @ values)
+        context = weights @ values
+        context = _merge(context) if merge == "transpose" else context.reshape(x.shape[0], x.shape[1], d_out)
         if padded_rows == "zero_context":
             context = context.masked_fill(padding[..., None], 0.0)
         out = _out_proj(case, context)
@@ -185,6 +189,16 @@ def _padding_hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
                "padding_renormalised": "a query with nothing to see gets NaN; hide padded keys in the scores "
                                        "with torch.finfo(dtype).min and zero the padded outputs"}
     found = [(code, _written_out(case, hidden, fill, empty, padded)) for code, hidden, fill, empty, padded in forms]
+    # The chapter's module bugs beside a right mask: every scale variant, softmax over the queries, heads merged
+    # without transposing back (grader/bugs.py: the same bugs as in ps1-ps4).
+    heads = case.params["num_heads"]
+    d_out, d_in = case.arrays["W_query"].shape
+    for code, forms_of_bug in references.MODULE_BUGS.items():
+        for form in forms_of_bug:
+            if set(form) <= {"scale", "merge", "softmax_dim"} and form.get("scale") != "after_softmax" and \
+                    references.applies(code, heads, d_out // heads, d_out, d_in, True, True):
+                found.append((code, _written_out(case, causal | keys_padded, finite, "softmax", "zero", **form)))
+                details.setdefault(code, "")
     # The padding applied to the weights after the causal softmax: as they are, or renormalised (0/0 where a row
     # keeps nothing).
     for padded in ("zero", "keep", "multiply"):
@@ -199,17 +213,31 @@ def _padding_hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
     return [(named(code, details[code]), outs) for code, outs in found if shows(code, outs)]
 
 
+def _scale_hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
+    """Grouped-query attention with each scale variant of the catalogue (K/V heads shared right)."""
+    heads = case.params["num_heads"]
+    d_out, d_in = case.arrays["W_query"].shape
+    found = []
+    for code, forms in references.MODULE_BUGS.items():
+        for form in forms:
+            if set(form) == {"scale"} and form["scale"] != "after_softmax" and \
+                    references.applies(code, heads, d_out // heads, d_out, d_in, True, True):
+                scale = 1.0 / references.divisor(form["scale"], d_out // heads, d_out, d_in)
+                found.append((named(code), [gqa_forward(case, scale=scale).numpy()]))
+    return found
+
+
 # ------------------------------------------------------------------------------------- grouped-query attention
-def gqa_forward(case: Case, share=None) -> torch.Tensor:
+def gqa_forward(case: Case, share=None, scale: float | None = None) -> torch.Tensor:
     """Causal attention with K/V heads shared by SDPA itself (enable_gqa=True); ``share`` replaces that sharing
     with an explicit one (a bug's), (b, num_kv_heads, T, d) -> (b, num_heads, T, d)."""
     x = _t(case.arrays["x"])
     head_dim = case.arrays["W_query"].shape[0] // case.params["num_heads"]
     queries, keys, values = (_split(t, head_dim) for t in _projections(case, x))
     if share is None:
-        context = F.scaled_dot_product_attention(queries, keys, values, is_causal=True, enable_gqa=True)
+        context = F.scaled_dot_product_attention(queries, keys, values, is_causal=True, enable_gqa=True, scale=scale)
     else:
-        context = F.scaled_dot_product_attention(queries, share(keys), share(values), is_causal=True)
+        context = F.scaled_dot_product_attention(queries, share(keys), share(values), is_causal=True, scale=scale)
     return _out_proj(case, _merge(context))
 
 
@@ -240,7 +268,7 @@ def hypotheses(case: Case) -> list[tuple[str, list[np.ndarray]]]:
     if kind == "mha_padding":
         return _padding_hypotheses(case)
     if kind == "gqa":
-        return _gqa_hypotheses(case)
+        return _gqa_hypotheses(case) + _scale_hypotheses(case)
     return []
 
 
