@@ -78,6 +78,7 @@ def _module(code_edits, ps2: bool = True, ps3: bool = True, check: str = "equiva
 _CH1, _CH2, _CH3 = "book/01_one_head.md", "book/02_causal_attention.md", "book/03_many_heads.md"
 _CH4, _CH5, _CH6 = "book/04_splitting_heads.md", "book/05_concatenating_heads.md", "book/06_final_projection.md"
 _CH7, _CH8, _CH11 = "book/07_bug_clinic_9216.md", "book/08_bug_clinic_projection.md", "book/11_masks_in_the_wild.md"
+_CH11B = "book/11b_cross_attention_and_kv_cache.md"
 _SCALE = (_CH1, "Why divide by the square root of d_k?")
 _APPLY = (_CH2, "Two ways to apply it")
 _DROP = (_CH2, "Dropout goes on the weights, not the scores")
@@ -300,7 +301,7 @@ CATALOGUE: tuple[Bug, ...] = (
         "with nothing to see)", "chapter 11; ps6", (_CH11, "Padding: sequences of different lengths"),
         "What is 0 / 0 in a row that keeps nothing?", "grader.verify.reference_masks.hypotheses"),
     Bug("kv_repeat", "K/V heads repeated with repeat where repeat_interleave belongs", "chapter 11; ps6",
-        (_CH11, "Grouped-query and multi-query attention"), "Which query heads share K/V head 0 after your repeat?",
+        (_CH11B, "Grouped-query and multi-query attention"), "Which query heads share K/V head 0 after your repeat?",
         "grader.verify.reference_masks.hypotheses"),
 )
 

@@ -283,7 +283,9 @@ def test_results_are_bound_to_the_seed(tmp_path, assignment):
     # only of such cases, and nothing else.
     unseeded = {c.name for c in make_cases(assignment, 11)
                 if c.driver == "raises" or c.check in ("dropout_pattern", "dropout_placement", "eval_twice")}
-    fixed_inputs = {t.name: sum(c.points for c in t.checks if set(c.cases) <= unseeded)
+    # The mask-buffer check is judged on the module's structure (its buffers, recorded by the probe before the
+    # weights are set), not on the seeded numbers, so that a module with another bug keeps it (issue 22).
+    fixed_inputs = {t.name: sum(c.points for c in t.checks if set(c.cases) <= unseeded or c.name == "mask_buffer")
                     for t in ASSIGNMENTS[assignment].tasks}
     assert all(other[t][0] == fixed_inputs[t] for t in seeded), other
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.pipeline.score import MAX_MESSAGE, GradedCell, score
+from grader.pipeline.score import GradedCell, score
 from grader.sandbox.runner import Execution
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,11 +89,13 @@ def test_a_failed_test_keeps_what_verification_found_but_never_says_verified():
         assert (mha.score, mha.message) == (0.0, expected)
 
 
-def test_a_long_test_error_is_shortened_with_the_test_first():
-    nb = _notebook([_error("AssertionError", "x" * 2000)])
+def test_a_long_test_error_is_kept_whole_with_the_test_first():
+    """Messages are never cut (issue 22): the end of a long message is where it says where an output differs."""
+    nb = _notebook([_error("AssertionError", "x" * 2000 + " first differs at token 3")])
     mha = _by_task(score(nb, Execution(ran={0, 1, 2, 3, 4}), CELLS, {"mha": VERIFIED_FULL}))["mha"]
-    assert mha.score == 0.0 and len(mha.message) <= MAX_MESSAGE
-    assert mha.message.startswith("the notebook's test failed: AssertionError: xxx") and mha.message.endswith("...")
+    assert mha.score == 0.0
+    assert mha.message.startswith("the notebook's test failed: AssertionError: xxx")
+    assert "x" * 2000 + " first differs at token 3" in mha.message and "..." not in mha.message
 
 
 def test_verification_failed_and_test_passed_scores_zero():
