@@ -11,6 +11,7 @@ import builtins
 import io
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -57,8 +58,10 @@ def exception_name(text) -> str:
     own exceptions, else "an exception of the notebook's own class". The rest of the text, and the name of a class
     the student defined, were written by student code that held the probe's inputs: no feedback quotes them
     (issue 23)."""
-    name = str(text or "").split(":", 1)[0].strip()
-    known = getattr(builtins, name, None) if name.isidentifier() else None
+    # The leading name, up to ":" or a space ("NotImplementedError (not written yet)" is the runtime's own form).
+    found = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\b", str(text or ""))
+    name = found.group(1) if found else ""
+    known = getattr(builtins, name, None) if name else None
     if isinstance(known, type) and issubclass(known, BaseException):
         return name
     return "an exception of the notebook's own class"
