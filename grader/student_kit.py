@@ -50,12 +50,14 @@ refused):
 
     python3 -m venv .venv
     . .venv/bin/activate        # Windows: .venv\\Scripts\\activate
-    pip install -r requirements.txt
 
-Without an NVIDIA GPU, install PyTorch's CPU build first (from PyPI the same version is the CUDA build, several GB
-with its NVIDIA packages):
+Without an NVIDIA GPU, install PyTorch's CPU build now, before anything else (on Linux the same version from PyPI
+is the CUDA build, several GB with its NVIDIA packages); with a GPU, skip this line:
 
     pip install torch=={torch} --index-url https://download.pytorch.org/whl/cpu
+
+Then the rest:
+
     pip install -r requirements.txt
 
 `grader check` runs your notebook in a sandbox made with bubblewrap (Linux): `sudo apt install bubblewrap` on
