@@ -83,6 +83,10 @@ def call(forward: Callable, *args):
             else ""
         if wrong:
             _fail(_width_bug(wrong), f"{wrong}, and the forward pass failed on a shape: {first}")
+        used = _transposed_use(forward, args[0], first) if shaped and isinstance(forward, nn.Module) and args \
+            and isinstance(args[0], torch.Tensor) else ""
+        if used:
+            _fail("d_in_d_out", f"{used} is used transposed (x @ {used}.weight), which fails with the very same error: {first}")
         if ("same device" in text or "not on the expected device" in text) and isinstance(forward, nn.Module) \
                 and _plain_mask(forward):
             _fail("mask_buffer", f"'{_plain_mask(forward)}' is a plain tensor attribute and stayed behind when the "
@@ -106,6 +110,23 @@ def _wrong_width(module: nn.Module, d_in: int) -> str:
             own = name == "out_proj" and (layer.in_features, layer.out_features) == (d_in, d_out)
             return f"{name} is nn.Linear({layer.in_features}, {layer.out_features}) where nn.Linear{wanted} " \
                    f"belongs" + (": built with d_in" if own else "")
+    return ""
+
+
+def _transposed_use(module: nn.Module, x: torch.Tensor, first: str) -> str:
+    """The name of a Q/K/V nn.Linear whose weight, multiplied as ``x @ layer.weight`` (the weight used transposed:
+    nn.Linear stores it (out_features, in_features)), raises exactly the error ``first`` the forward pass raised;
+    else "". The bug's own computation reproduces the error, so it may be named (``d_in_d_out``)."""
+    for name in ("W_query", "W_key", "W_value"):
+        layer = getattr(module, name, None)
+        if not isinstance(layer, nn.Linear):
+            continue
+        try:
+            with torch.no_grad():
+                x @ layer.weight
+        except RuntimeError as err:
+            if str(err).splitlines()[0] == first:
+                return name
     return ""
 
 

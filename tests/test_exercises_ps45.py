@@ -199,7 +199,7 @@ PS4_MUTATIONS = {
                            ("return self.out_proj(context)", "return context")],
          "fixed_wrapper", "no output projection"),
         ("fixed_projection", [("nn.Linear(d_out, d_out)", "nn.Linear(d_in, d_out)")],
-         "fixed_projection", "a weight uses d_in where d_out belongs"),
+         "fixed_projection", "out_proj built with d_in where d_out belongs"),
     ],
     "m3": [
         ("parity_test", [("    batch, num_tokens, num_heads = 3, 5, 2",

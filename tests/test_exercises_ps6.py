@@ -452,7 +452,9 @@ def test_solution_full_marks_and_blank_zero(graded):
     assert {t: float(r["score"]) for t, r in honest.items()} == {t.name: float(t.points) for t in PS6.tasks}
     assert all("verified on" in r["message"] for r in honest.values()), honest
     assert {t: float(r["score"]) for t, r in blank.items()} == {t.name: 0.0 for t in PS6.tasks}
-    assert all("verif" in r["message"] for r in blank.values()), blank
+    # What verification found on the blank notebook: the task is not written (or was verified and failed).
+    assert all("verif" in r["message"] or "not attempted: " in r["message"]
+               or "not defined when the probe ran" in r["message"] for r in blank.values()), blank
     assert graded["honest"]["(flags)"] == graded["blank"]["(flags)"] == ""
 
 

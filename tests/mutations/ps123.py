@@ -104,7 +104,7 @@ MUTATIONS = [
              BUGS["out_proj_unused"]),
     Mutation("out_proj_with_d_in", "ps3", "multi_head_attention",
              (("self.out_proj = nn.Linear(d_out, d_out)", "self.out_proj = nn.Linear(d_in, d_out)"),),
-             ("multi_head_attention",), BUGS["d_in_d_out"]),
+             ("multi_head_attention",), BUGS["out_proj_d_in"]),
     Mutation("scale_multiplied_mha", "ps3", "multi_head_attention",
              (("scores / keys.shape[-1] ** 0.5", "scores * keys.shape[-1] ** 0.5"),), ("multi_head_attention",),
              BUGS["scale_multiplied"]),
