@@ -86,7 +86,8 @@ def call(forward: Callable, *args):
         used = _transposed_use(forward, args[0], first) if shaped and isinstance(forward, nn.Module) and args \
             and isinstance(args[0], torch.Tensor) else ""
         if used:
-            _fail("d_in_d_out", f"{used} is used transposed (x @ {used}.weight), which fails with the very same error: {first}")
+            _fail("d_in_d_out", f"{used} is used transposed (x @ {used}.weight), which fails with the very same "
+                                f"error: {first}")
         if ("same device" in text or "not on the expected device" in text) and isinstance(forward, nn.Module) \
                 and _plain_mask(forward):
             _fail("mask_buffer", f"'{_plain_mask(forward)}' is a plain tensor attribute and stayed behind when the "
