@@ -3,6 +3,7 @@ mapped, and System V segments left detached in a kernel's own IPC namespace. No 
 here (or in a child), and the counting functions are called on it."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -49,16 +50,19 @@ def test_a_memfd_only_mapped_counts_its_mapping():
     assert memfd_bytes(me) == before
 
 
-def test_a_detached_system_v_segment_of_another_ipc_namespace_counts_where_the_grader_may_enter():
+@contextlib.contextmanager
+def detached_segment(flags: int, size: int):
+    """A child process that unshares ``flags`` (CLONE_NEWIPC, and CLONE_NEWUSER for a normal user), fills a System V
+    segment of ``size`` bytes and detaches it, then waits; yields (its pid, whether the unshare worked) and ends the
+    child when the block ends."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.shmat.restype = ctypes.c_void_p
-    size = 48 * MiB
     ready_r, ready_w = os.pipe()
     done_r, done_w = os.pipe()
     pid = os.fork()
-    if pid == 0:                     # a child in an IPC namespace of its own (root only), a segment filled, detached
+    if pid == 0:
         try:
-            ok = libc.unshare(CLONE_NEWIPC) == 0
+            ok = libc.unshare(flags) == 0
             if ok:
                 shmid = libc.shmget(0, ctypes.c_size_t(size), 0o1600)
                 addr = libc.shmat(shmid, None, 0)
@@ -69,7 +73,16 @@ def test_a_detached_system_v_segment_of_another_ipc_namespace_counts_where_the_g
         finally:
             os._exit(0)
     try:
-        unshared = os.read(ready_r, 1) == b"1"
+        yield pid, os.read(ready_r, 1) == b"1"
+    finally:
+        os.write(done_w, b"1")
+        os.waitpid(pid, 0)
+
+
+def test_a_detached_system_v_segment_of_another_ipc_namespace_counts_where_the_grader_may_enter():
+    size = 48 * MiB
+    # a child in an IPC namespace of its own (root only), a segment filled, detached
+    with detached_segment(CLONE_NEWIPC, size) as (pid, unshared):
         seen = {}
 
         def look():                  # a thread of its own, as the watchdog: the namespace is entered per thread
@@ -85,35 +98,15 @@ def test_a_detached_system_v_segment_of_another_ipc_namespace_counts_where_the_g
             assert not seen["entered"]
         # The grader's own threads stay in its own namespace.
         assert os.stat("/proc/self/ns/ipc").st_ino == os.stat(f"/proc/{os.getpid()}/task/{os.getpid()}/ns/ipc").st_ino
-    finally:
-        os.write(done_w, b"1")
-        os.waitpid(pid, 0)
 
 
 def test_the_helper_counts_a_detached_segment_of_a_kernels_own_namespaces():
     """As a kernel of a normal user's grader: a child in a user and IPC namespace of its own (only an IPC one as
     root) leaves a filled segment detached; the helper process, entering those namespaces, reports it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.shmat.restype = ctypes.c_void_p
     size = 40 * MiB
-    ready_r, ready_w = os.pipe()
-    done_r, done_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            flags = CLONE_NEWIPC | (0 if os.geteuid() == 0 else CLONE_NEWUSER)
-            ok = libc.unshare(flags) == 0
-            if ok:
-                shmid = libc.shmget(0, ctypes.c_size_t(size), 0o1600)
-                addr = libc.shmat(shmid, None, 0)
-                ctypes.memset(ctypes.c_void_p(addr), 1, size)
-                libc.shmdt(ctypes.c_void_p(addr))
-            os.write(ready_w, b"1" if ok else b"0")
-            os.read(done_r, 1)
-        finally:
-            os._exit(0)
-    try:
-        assert os.read(ready_r, 1) == b"1"
+    flags = CLONE_NEWIPC | (0 if os.geteuid() == 0 else CLONE_NEWUSER)
+    with detached_segment(flags, size) as (pid, unshared):
+        assert unshared
         reader = SysvReader.start(pid)
         assert reader is not None
         try:
@@ -123,6 +116,3 @@ def test_the_helper_counts_a_detached_segment_of_a_kernels_own_namespaces():
             assert reader.latest() >= size
         finally:
             reader.close()
-    finally:
-        os.write(done_w, b"1")
-        os.waitpid(pid, 0)
